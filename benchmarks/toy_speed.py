@@ -1,0 +1,97 @@
+"""Toy training speed on the seed's example configuration (hierarchical, E = A = 30, M = 50,
+batch 100, rho = 0.4, lr 1e-4), with the default logging cadence; run by hand:
+
+    uv run python benchmarks/toy_speed.py [--steps 10000] [--device cpu]
+
+Prints steps/s of the real trainer, then where a step's time goes (each phase timed in
+isolation over the same number of steps), and the cost of the seed's logging cadence (metrics
+every 10 steps, TensorBoard scalars every step) for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sae_hacking.toy.config import ToyConfig
+from sae_hacking.toy.experiment import use_few_threads
+from sae_hacking.toy.train import CHUNK_STEPS, ToyTrainer
+
+SEED_EXAMPLE = dict(
+    architecture="hierarchical", lr=1e-4, sae_hidden_dim=30, dataset_num_features=30,
+    batch_size=100, perturbation_size=0.4, model_dim=50, plots=False,
+)
+
+
+def trainer_speed(config: ToyConfig) -> tuple[float, dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = ToyTrainer(config, Path(tmp), quiet=True)
+        trainer.writer  # noqa: B018 (TensorBoard's import is not a training cost)
+        start = time.perf_counter()
+        metrics = trainer.train()
+        return config.max_step / (time.perf_counter() - start), metrics
+
+
+def phase_breakdown(config: ToyConfig, steps: int) -> dict[str, float]:
+    """Seconds per step of each phase of a training step, timed separately."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = ToyTrainer(config, Path(tmp), quiet=True)
+        sae, opt = tr.sae, tr.optimizer
+        times = dict.fromkeys(("data", "forward", "backward", "adam", "bookkeeping", "eval"), 0.0)
+        xs = None
+        for step in range(steps):
+            t0 = time.perf_counter()
+            if step % CHUNK_STEPS == 0:
+                xs = tr.chunk(step // CHUNK_STEPS)
+            x = xs[step % CHUNK_STEPS]
+            t1 = time.perf_counter()
+            out = sae.train_forward(x, tr.state.since_fired["parent"] >= config.dead_steps, 0)
+            t2 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            t3 = time.perf_counter()
+            opt.step()
+            t4 = time.perf_counter()
+            since = tr.state.since_fired
+            since["parent"] = torch.where(out.fired_E, 0, since["parent"] + 1)
+            sae.update_child_ratios(out.vals_BK, out.child_idx_BK, out.child_vals_BK)
+            t5 = time.perf_counter()
+            if (step + 1) % config.eval_every == 0:
+                tr.evaluate()
+            t6 = time.perf_counter()
+            for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+                times[key] += dt
+        return {k: v / steps for k, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    config = ToyConfig(max_step=args.steps, device=args.device, **SEED_EXAMPLE)
+    use_few_threads(config)
+    ours, metrics = trainer_speed(config)
+    seed_cadence = ToyConfig(**{**config.to_dict(), "eval_every": 10, "log_every": 1,
+                                "max_step": max(1000, args.steps // 10)})
+    seedlike, _ = trainer_speed(ToyConfig.from_dict(seed_cadence.to_dict()))
+    phases = phase_breakdown(config, min(args.steps, 5000))
+    total = sum(phases.values())
+    print(f"device {args.device}, torch threads {torch.get_num_threads()}")
+    print(f"trainer, default cadence (eval every {config.eval_every}, TensorBoard every "
+          f"{config.log_every}): {ours:8.0f} steps/s")
+    print(f"trainer, the seed's cadence (eval every 10, TensorBoard every step): "
+          f"{seedlike:8.0f} steps/s  (ours / seed-cadence = {ours / seedlike:.1f}x)")
+    print(f"final pair detection {metrics['pair_detection_rate']:.3f}, "
+          f"fvu {metrics['fvu']:.4f}, dead parents {metrics['dead_parent_frac']:.3f}")
+    print("where a step's time goes (phases timed alone):")
+    for key, seconds in phases.items():
+        print(f"  {key:12s} {1e6 * seconds:8.1f} us  {100 * seconds / total:5.1f} %")
+
+
+if __name__ == "__main__":
+    main()

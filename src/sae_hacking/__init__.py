@@ -1,0 +1,20 @@
+"""Sparse-autoencoder research toolkit for feature absorption and hierarchical features.
+
+Dimension letters used in tensor names (Shazeer typing), shared by the whole package:
+
+- ``1``: singleton (broadcast) dimension
+- ``A``: parent features of a toy dataset
+- ``B``: batch
+- ``C``: children per parent in a toy dataset (2)
+- ``D``: no convention, locally unique
+- ``E``: SAE latents (parent latents of a hierarchical SAE; a reader SAE's when ``e`` is the ablator's)
+- ``e``: ablator SAE latents
+- ``F``: reserved for ``torch.nn.functional``
+- ``G``: a multiple of E (e.g. nested Matryoshka groups)
+- ``H``: all children latents of a hierarchical SAE (2 E)
+- ``K``: k in top-k
+- ``M``: model (input) dimension
+- ``S``: sequence length
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Data sources: toy feature datasets and text streams."""

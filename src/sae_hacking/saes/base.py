@@ -1,0 +1,66 @@
+"""The inference interface every SAE implements.
+
+Analyses (co-occurrence counts, ablations, highlighting) only see this interface: latent
+activations from ``encode``, a reconstruction from ``decode``, and the decoder matrix ``W_dec``
+whose row ``i`` is the direction latent ``i`` writes. Architectures with structure (the
+hierarchical SAE's children) present a flat view here: latents ``[0, d_sae)`` in one index space.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+
+
+@dataclass
+class SAEInfo:
+    """Where an SAE belongs: the hook it reads and its Neuronpedia id, when known."""
+
+    hook_name: str | None = None
+    neuronpedia_id: str | None = None
+    release: str | None = None
+    sae_id: str | None = None
+
+
+class SAE(torch.nn.Module, abc.ABC):
+    """Base class: subclasses implement :meth:`encode`, :meth:`decode` and :attr:`W_dec`."""
+
+    architecture: str = "base"
+
+    def __init__(self, d_in: int, d_sae: int, info: SAEInfo | None = None):
+        super().__init__()
+        self.d_in = d_in
+        self.d_sae = d_sae
+        self.info = info or SAEInfo()
+
+    @property
+    def hook_name(self) -> str | None:
+        return self.info.hook_name
+
+    @property
+    def neuronpedia_id(self) -> str | None:
+        return self.info.neuronpedia_id
+
+    @property
+    @abc.abstractmethod
+    def W_dec(self) -> Float[torch.Tensor, "E M"]:  # noqa: N802 (the literature's name)
+        """Row ``i`` is the direction latent ``i`` writes into the model."""
+
+    @abc.abstractmethod
+    def encode(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B E"]:
+        """Latent activations (dense; zeros where a latent is off)."""
+
+    @abc.abstractmethod
+    def decode(self, acts_BE: Float[torch.Tensor, "*B E"]) -> Float[torch.Tensor, "*B M"]:
+        """Reconstruction from latent activations."""
+
+    def forward(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B M"]:
+        return self.decode(self.encode(x_BM))
+
+    def config(self) -> dict:
+        """``architecture`` plus the constructor's keyword arguments: enough to rebuild the
+        module before loading its weights (see :mod:`sae_hacking.saes.io`)."""
+        return {"architecture": self.architecture, "d_in": self.d_in, "d_sae": self.d_sae}

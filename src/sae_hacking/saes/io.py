@@ -1,0 +1,80 @@
+"""This project's own SAE checkpoints: one ``.safetensors`` file per SAE.
+
+The tensors are the module's ``state_dict`` (parameters and buffers, Shazeer-suffixed names);
+the safetensors metadata holds ``sae_hacking`` = JSON of ``{"config": sae.config(), "info":
+SAEInfo fields, "extra": ...}``, so a file is self-describing and loads without side files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from sae_hacking.atomic import atomic_write
+from sae_hacking.errors import UsageError
+from sae_hacking.saes.base import SAE, SAEInfo
+
+METADATA_KEY = "sae_hacking"
+
+# architecture name -> "module:Class"; imported on demand so loading one kind stays light.
+ARCHITECTURES = {
+    "topk": "sae_hacking.saes.topk:TopKSAE",
+    "hierarchical_topk": "sae_hacking.saes.hierarchical:HierarchicalTopKSAE",
+    "matryoshka_batchtopk": "sae_hacking.saes.matryoshka:MatryoshkaBatchTopKSAE",
+    "jumprelu": "sae_hacking.saes.jumprelu:JumpReLUSAE",
+    "relu": "sae_hacking.saes.relu:ReLUSAE",
+}
+
+
+def architecture_class(name: str) -> type[SAE]:
+    if name not in ARCHITECTURES:
+        raise UsageError(
+            f"unknown SAE architecture {name!r}; expected one of {', '.join(ARCHITECTURES)}."
+        )
+    module, cls = ARCHITECTURES[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def save_sae_checkpoint(sae: SAE, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``sae`` to ``path`` atomically; ``extra`` is any JSON-able provenance."""
+    meta = {
+        "config": sae.config(),
+        "info": dataclasses.asdict(sae.info),
+        "extra": extra or {},
+    }
+    tensors = {name: t.detach().contiguous().cpu() for name, t in sae.state_dict().items()}
+    return atomic_write(
+        path, lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
+    )
+
+
+def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get(METADATA_KEY)
+    except (OSError, SafetensorError) as err:
+        raise UsageError(f"{path} is not a readable safetensors file ({err}).") from err
+    if raw is None:
+        raise UsageError(f"{path} is a safetensors file but not an sae_hacking SAE checkpoint.")
+    return json.loads(raw)
+
+
+def load_sae_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> SAE:
+    """Rebuild an SAE saved by :func:`save_sae_checkpoint`."""
+    path = Path(path)
+    meta = read_checkpoint_metadata(path)
+    config = dict(meta["config"])
+    cls = architecture_class(config.pop("architecture"))
+    sae = cls(**config, info=SAEInfo(**meta.get("info", {})))
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        state = {name: handle.get_tensor(name) for name in handle.keys()}
+    sae.load_state_dict(state)
+    return sae.to(device)

@@ -1,0 +1,124 @@
+"""Matryoshka BatchTopK SAE (Bussmann et al. 2025; Nabeshima 2024).
+
+The latents are split into nested groups; prefix ``[0, end_g)`` must reconstruct the input on its
+own, for every group boundary ``end_g``, and the loss is the mean of those prefix losses. Early
+latents therefore have to carry general (parent-like) features and cannot rely on later latents
+to absorb them, which is why this architecture anchors the low-absorption end of comparisons.
+
+Activation is BatchTopK: the ``B * k`` largest ReLU-ed pre-activations of the whole batch are
+kept, so the number of active latents varies per input and averages k. At inference a single
+threshold (EMA of the smallest kept activation during training) replaces the batch selection,
+so an input's code does not depend on its batch-mates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+
+from sae_hacking.errors import UsageError
+from sae_hacking.saes.base import SAE, SAEInfo
+from sae_hacking.saes.topk import TrainOutput, auxk_loss, check_k, unit_rows
+
+THRESHOLD_EMA = 0.01
+
+
+class MatryoshkaBatchTopKSAE(SAE):
+    """Parameters as :class:`~sae_hacking.saes.topk.TopKSAE`; buffer ``threshold`` (scalar;
+    negative until the first training step has set it)."""
+
+    architecture = "matryoshka_batchtopk"
+
+    def __init__(
+        self,
+        d_in: int,
+        group_sizes: Sequence[int],
+        k: int,
+        info: SAEInfo | None = None,
+        gen: torch.Generator | None = None,
+    ):
+        group_sizes = [int(g) for g in group_sizes]
+        if not group_sizes or min(group_sizes) <= 0:
+            raise UsageError(
+                f"Matryoshka group sizes must be positive integers, got {group_sizes}."
+            )
+        d_sae = sum(group_sizes)
+        super().__init__(d_in, d_sae, info)
+        check_k(k, d_sae)
+        self.k = k
+        self.group_sizes = group_sizes
+        W_dec_EM = unit_rows(d_sae, d_in, gen)
+        self.W_dec_EM = torch.nn.Parameter(W_dec_EM)
+        self.W_enc_ME = torch.nn.Parameter(W_dec_EM.T.clone())
+        self.b_enc_E = torch.nn.Parameter(torch.zeros(d_sae))
+        self.b_dec_M = torch.nn.Parameter(torch.zeros(d_in))
+        self.register_buffer("threshold", torch.tensor(-1.0))
+
+    @property
+    def W_dec(self) -> Float[torch.Tensor, "E M"]:  # noqa: N802
+        return self.W_dec_EM
+
+    def config(self) -> dict:
+        return {
+            "architecture": self.architecture,
+            "d_in": self.d_in,
+            "group_sizes": list(self.group_sizes),
+            "k": self.k,
+        }
+
+    def pre_acts(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B E"]:
+        return ((x_BM - self.b_dec_M) @ self.W_enc_ME + self.b_enc_E).relu()
+
+    def batch_topk(self, pre_BE: Float[torch.Tensor, "B E"]) -> Float[torch.Tensor, "B E"]:
+        flat = pre_BE.flatten()
+        top = flat.topk(min(self.k * pre_BE.shape[0], flat.numel()))
+        return torch.zeros_like(flat).scatter_(0, top.indices, top.values).view_as(pre_BE)
+
+    def encode(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B E"]:
+        pre = self.pre_acts(x_BM)
+        if self.threshold < 0:
+            return self.batch_topk(pre.reshape(-1, self.d_sae)).view_as(pre)
+        return pre * (pre > self.threshold)
+
+    def decode(self, acts_BE: Float[torch.Tensor, "*B E"]) -> Float[torch.Tensor, "*B M"]:
+        return acts_BE @ self.W_dec_EM + self.b_dec_M
+
+    def prefix_recons_GBM(
+        self, acts_BE: Float[torch.Tensor, "B E"]
+    ) -> Float[torch.Tensor, "G B M"]:
+        """Reconstruction from each nested prefix; the last one is the full reconstruction."""
+        parts = [
+            a_BD @ w_DM
+            for a_BD, w_DM in zip(
+                acts_BE.split(self.group_sizes, dim=-1),
+                self.W_dec_EM.split(self.group_sizes, dim=0),
+                strict=True,
+            )
+        ]
+        return torch.stack(parts).cumsum(0) + self.b_dec_M
+
+    def train_forward(
+        self,
+        x_BM: Float[torch.Tensor, "B M"],
+        dead_E: torch.Tensor | None = None,
+        k_aux: int = 0,
+    ) -> TrainOutput:
+        pre_BE = self.pre_acts(x_BM)
+        acts_BE = self.batch_topk(pre_BE)
+        recons_GBM = self.prefix_recons_GBM(acts_BE)
+        mse_G = ((recons_GBM - x_BM) ** 2).mean(dim=(1, 2))
+        recon_BM = recons_GBM[-1]
+        with torch.no_grad():
+            kept = acts_BE[acts_BE > 0]
+            if kept.numel():
+                smallest = kept.min()
+                if self.threshold < 0:
+                    self.threshold.copy_(smallest)
+                else:
+                    self.threshold.lerp_(smallest, THRESHOLD_EMA)
+        out = TrainOutput(recon_BM, mse_G.mean(), mse_G[-1], (acts_BE > 0).any(0))
+        if dead_E is not None and k_aux > 0:
+            out.aux_loss = auxk_loss(pre_BE, dead_E, x_BM - recon_BM, self.W_dec_EM, k_aux)
+        return out

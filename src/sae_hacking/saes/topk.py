@@ -1,0 +1,154 @@
+"""TopK SAE (Gao et al. 2024) with an auxiliary-k loss for dead latents.
+
+Encoding keeps the k largest pre-activations per input (ReLU-ed); decoding is a weighted sum of
+those k decoder rows. The sparse path (indices + values, decoded with one ``embedding_bag``) is
+what training and analyses use, so cost scales with k, not E, in the decoder; :meth:`encode` /
+:meth:`decode` are the dense reference the tests compare it with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+
+from sae_hacking.errors import UsageError
+from sae_hacking.saes.base import SAE, SAEInfo
+
+
+@dataclass
+class TrainOutput:
+    """What one training forward produces; indices/values name the latents that fired."""
+
+    recon_BM: Float[torch.Tensor, "B M"]
+    loss: Float[torch.Tensor, ""]
+    mse: Float[torch.Tensor, ""]
+    fired_E: torch.Tensor  # bool: latents (parents, for hierarchical) that fired in the batch
+    idx_BK: Int[torch.Tensor, "B K"] | None = None
+    vals_BK: Float[torch.Tensor, "B K"] | None = None
+    aux_loss: Float[torch.Tensor, ""] | None = None
+    child_idx_BK: Int[torch.Tensor, "B K"] | None = None
+    child_vals_BK: Float[torch.Tensor, "B K"] | None = None
+
+
+def check_k(k: int, d_sae: int, flag: str = "--sae-k") -> None:
+    if k <= 0:
+        raise UsageError(f"{flag} must be positive, got {k}.")
+    if k > d_sae:
+        raise UsageError(f"{flag} ({k}) must be at most the SAE's hidden dim ({d_sae}).")
+
+
+def fired_mask(
+    idx_BK: Int[torch.Tensor, "B K"], vals_BK: Float[torch.Tensor, "B K"], n: int
+) -> torch.Tensor:
+    """Bool ``[n]``: latents with a positive activation somewhere in the batch (an index in
+    the top k whose value was ReLU-ed to zero did not fire). No host sync."""
+    hits = torch.zeros(n, device=idx_BK.device).index_add_(
+        0, idx_BK.flatten(), (vals_BK > 0).flatten().float()
+    )
+    return hits > 0
+
+
+def unit_rows(n: int, d: int, gen: torch.Generator | None = None) -> torch.Tensor:
+    return F.normalize(torch.randn(n, d, generator=gen), dim=-1)
+
+
+def sparse_decode(
+    idx_BK: Int[torch.Tensor, "B K"],
+    vals_BK: Float[torch.Tensor, "B K"],
+    W_dec_EM: Float[torch.Tensor, "E M"],
+) -> Float[torch.Tensor, "B M"]:
+    """``sum_k vals[b, k] * W_dec[idx[b, k]]`` in one kernel, gradients to both operands."""
+    return F.embedding_bag(idx_BK, W_dec_EM, per_sample_weights=vals_BK, mode="sum")
+
+
+def auxk_loss(
+    pre_BE: Float[torch.Tensor, "B E"],
+    dead_E: torch.Tensor,
+    residual_BM: Float[torch.Tensor, "B M"],
+    W_dec_EM: Float[torch.Tensor, "E M"],
+    k_aux: int,
+) -> Float[torch.Tensor, ""]:
+    """Auxiliary-k loss: the top ``k_aux`` *dead* latents try to reconstruct the residual.
+
+    Dead latents then get gradient from the errors the live ones leave, which pulls them towards
+    unexplained directions instead of leaving them stuck. Normalised by the residual's own
+    energy, so it is scale-free; zero when nothing is dead.
+    """
+    # No host sync on the dead count: with nothing dead every candidate is -inf, ReLU makes it
+    # 0, and the final multiply by ``dead_E.any()`` zeroes the loss.
+    masked_BE = pre_BE.masked_fill(~dead_E, float("-inf"))
+    top = masked_BE.topk(min(k_aux, pre_BE.shape[-1]), dim=-1)
+    target_BM = residual_BM.detach()
+    approx_BM = sparse_decode(top.indices, top.values.relu(), W_dec_EM)
+    err = ((approx_BM - target_BM) ** 2).sum(-1).mean()
+    return err / (target_BM**2).sum(-1).mean().clamp_min(1e-12) * dead_E.any()
+
+
+class TopKSAE(SAE):
+    """Flat TopK SAE. Parameters: ``W_enc_ME``, ``b_enc_E``, ``W_dec_EM``, ``b_dec_M``."""
+
+    architecture = "topk"
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        k: int,
+        info: SAEInfo | None = None,
+        gen: torch.Generator | None = None,
+    ):
+        super().__init__(d_in, d_sae, info)
+        check_k(k, d_sae)
+        self.k = k
+        W_dec_EM = unit_rows(d_sae, d_in, gen)
+        self.W_dec_EM = torch.nn.Parameter(W_dec_EM)
+        # Encoder = decoder transpose at init: every latent starts able to fire on its own
+        # direction, which keeps far fewer latents dead early on.
+        self.W_enc_ME = torch.nn.Parameter(W_dec_EM.T.clone())
+        self.b_enc_E = torch.nn.Parameter(torch.zeros(d_sae))
+        self.b_dec_M = torch.nn.Parameter(torch.zeros(d_in))
+
+    @property
+    def W_dec(self) -> Float[torch.Tensor, "E M"]:  # noqa: N802
+        return self.W_dec_EM
+
+    def config(self) -> dict:
+        return {**super().config(), "k": self.k}
+
+    def pre_acts(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B E"]:
+        return (x_BM - self.b_dec_M) @ self.W_enc_ME + self.b_enc_E
+
+    def encode_sparse(
+        self, x_BM: Float[torch.Tensor, "B M"]
+    ) -> tuple[Int[torch.Tensor, "B K"], Float[torch.Tensor, "B K"]]:
+        top = self.pre_acts(x_BM).topk(self.k, dim=-1)
+        return top.indices, top.values.relu()
+
+    def encode(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B E"]:
+        top = self.pre_acts(x_BM).topk(self.k, dim=-1)
+        acts = torch.zeros(*x_BM.shape[:-1], self.d_sae, dtype=x_BM.dtype, device=x_BM.device)
+        return acts.scatter_(-1, top.indices, top.values.relu())
+
+    def decode(self, acts_BE: Float[torch.Tensor, "*B E"]) -> Float[torch.Tensor, "*B M"]:
+        return acts_BE @ self.W_dec_EM + self.b_dec_M
+
+    def train_forward(
+        self,
+        x_BM: Float[torch.Tensor, "B M"],
+        dead_E: torch.Tensor | None = None,
+        k_aux: int = 0,
+    ) -> TrainOutput:
+        pre_BE = self.pre_acts(x_BM)
+        top = pre_BE.topk(self.k, dim=-1)
+        vals_BK = top.values.relu()
+        recon_BM = sparse_decode(top.indices, vals_BK, self.W_dec_EM) + self.b_dec_M
+        mse = ((recon_BM - x_BM) ** 2).mean()
+        out = TrainOutput(
+            recon_BM, mse, mse, fired_mask(top.indices, vals_BK, self.d_sae), top.indices, vals_BK
+        )
+        if dead_E is not None and k_aux > 0:
+            out.aux_loss = auxk_loss(pre_BE, dead_E, x_BM - recon_BM, self.W_dec_EM, k_aux)
+        return out

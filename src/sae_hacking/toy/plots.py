@@ -1,0 +1,175 @@
+"""The toy experiment's figures (matplotlib, written once at the end of a run).
+
+- ``feature_vs_feature_similarity.png``: cosine between the 2A true children (siblings adjacent);
+- ``decoder_vs_feature.png``: cosine of every decoder vector with every true child (hierarchical:
+  rows grouped per parent latent as parent, child 1, child 2, adjusted 1, adjusted 2);
+- ``decoder_vs_feature_sorted.png``: the same with parent latents ordered by their best-matching
+  parent feature, so a good SAE shows a block diagonal;
+- ``latent_vs_latent_similarity.png``: cosine between effective decoder vectors;
+- ``decoder_norms.png``: decoder row norms per parent latent (and its children), coloured by
+  whether pair detection succeeded for it;
+- ``training_curves.png``: the evaluation metrics over steps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from sae_hacking.data.toy import ToyDataset  # noqa: E402
+from sae_hacking.saes.base import SAE  # noqa: E402
+from sae_hacking.saes.hierarchical import HierarchicalTopKSAE  # noqa: E402
+from sae_hacking.toy.metrics import (  # noqa: E402
+    cosine_matrix,
+    effective_vectors,
+    pair_success_E,
+    parent_level_vectors,
+)
+
+DPI = 130
+
+
+def _heatmap(matrix: torch.Tensor, path: Path, title: str, xlabel: str, ylabel: str, hlines=0):
+    rows, cols = matrix.shape
+    width = min(16.0, 3.0 + 0.12 * cols)
+    height = min(24.0, 2.5 + 0.12 * rows)
+    fig, ax = plt.subplots(figsize=(width, height))
+    image = ax.imshow(
+        matrix.cpu().numpy(), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest"
+    )
+    for x in range(2, cols, 2):
+        ax.axvline(x - 0.5, color="black", linewidth=0.3)
+    if hlines:
+        for y in range(hlines, rows, hlines):
+            ax.axhline(y - 0.5, color="black", linewidth=0.6)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.colorbar(image, ax=ax, fraction=0.03, label="cosine similarity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def decoder_rows(sae: SAE) -> tuple[torch.Tensor, int]:
+    """Rows to show against the true features, and the group size for separator lines."""
+    if isinstance(sae, HierarchicalTopKSAE):
+        adjusted = sae.adjusted_children_HM().view(sae.n_parents, 2, -1)
+        children = sae.W_dec_HM.view(sae.n_parents, 2, -1)
+        grouped = torch.cat([sae.W_dec_EM[:, None], children, adjusted], dim=1)
+        return grouped.reshape(-1, sae.d_in), 5
+    return sae.W_dec, 0
+
+
+@torch.no_grad()
+def save_all_plots(sae: SAE, dataset: ToyDataset, out_dir: Path, metrics_jsonl: Path | None = None):
+    out_dir = Path(out_dir)
+    truth = dataset.all_children_DM
+    _heatmap(
+        cosine_matrix(truth, truth),
+        out_dir / "feature_vs_feature_similarity.png",
+        "Cosine similarity between true child features",
+        "child feature (siblings adjacent)",
+        "child feature",
+    )
+    rows, group = decoder_rows(sae)
+    ylabel = (
+        "decoder vectors: per parent latent, parent / child 1 / child 2 / adjusted 1 / adjusted 2"
+        if group
+        else "decoder vectors"
+    )
+    sims = cosine_matrix(rows, truth)
+    _heatmap(
+        sims,
+        out_dir / "decoder_vs_feature.png",
+        "Decoder vectors vs true child features",
+        "true child feature (siblings adjacent)",
+        ylabel,
+        hlines=group,
+    )
+    match = cosine_matrix(parent_level_vectors(sae), dataset.parents_AM).argmax(-1)
+    order = torch.argsort(match, stable=True)
+    if group:
+        sorted_rows = sims.view(-1, group, sims.shape[1])[order].reshape(-1, sims.shape[1])
+    else:
+        sorted_rows = sims[torch.argsort(sims.argmax(-1), stable=True)]
+    _heatmap(
+        sorted_rows,
+        out_dir / "decoder_vs_feature_sorted.png",
+        "Decoder vectors vs true features, sorted by matched feature",
+        "true child feature (siblings adjacent)",
+        ylabel,
+        hlines=group,
+    )
+    eff = effective_vectors(sae)
+    _heatmap(
+        cosine_matrix(eff, eff),
+        out_dir / "latent_vs_latent_similarity.png",
+        "Cosine similarity between effective decoder vectors",
+        "latent",
+        "latent",
+    )
+    _decoder_norms(sae, dataset, out_dir / "decoder_norms.png")
+    if metrics_jsonl is not None and Path(metrics_jsonl).is_file():
+        _curves(Path(metrics_jsonl), out_dir / "training_curves.png")
+
+
+def _decoder_norms(sae: SAE, dataset: ToyDataset, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * sae.W_dec.shape[0] ** 0.9), 4))
+    if isinstance(sae, HierarchicalTopKSAE):
+        ok = pair_success_E(sae, dataset).cpu().tolist()
+        e = torch.arange(sae.n_parents).numpy()
+        colors = ["tab:green" if s else "tab:red" for s in ok]
+        ax.bar(e - 0.25, sae.W_dec_EM.norm(dim=-1).cpu().numpy(), 0.25, color=colors,
+               label="parent")
+        child = sae.W_dec_HM.norm(dim=-1).view(-1, 2).cpu().numpy()
+        ax.bar(e, child[:, 0], 0.25, color=colors, alpha=0.6, label="child 1")
+        ax.bar(e + 0.25, child[:, 1], 0.25, color=colors, alpha=0.35, label="child 2")
+        ax.set_title("Decoder norms per parent latent (green: pair detected, red: not)")
+        ax.set_xlabel("parent latent")
+        ax.legend()
+    else:
+        norms = sae.W_dec.norm(dim=-1).cpu().numpy()
+        ax.bar(range(len(norms)), norms, color="tab:blue")
+        ax.set_title("Decoder norms")
+        ax.set_xlabel("latent")
+    ax.set_ylabel("L2 norm")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def _curves(metrics_jsonl: Path, path: Path) -> None:
+    records = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line]
+    if not records:
+        return
+    keys = [
+        k
+        for k in (
+            "fvu",
+            "pair_detection_rate",
+            "child_recovery_mean",
+            "absorption_rate",
+            "dead_parent_frac",
+            "dead_child_frac",
+            "lr",
+        )
+        if k in records[0]
+    ]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
+    steps = [r["step"] for r in records]
+    for ax, key in zip(axes[0], keys, strict=True):
+        ax.plot(steps, [r[key] for r in records])
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        if key in ("fvu", "lr"):
+            ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)

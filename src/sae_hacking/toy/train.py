@@ -1,0 +1,242 @@
+"""Training loop of the toy experiment: Adam, ReduceLROnPlateau on validation loss, dead-latent
+remedies, TensorBoard + JSONL metrics, atomic checkpoints and exact resume.
+
+Data come in chunks of :data:`CHUNK_STEPS` batches generated at once (one draw amortises the
+per-op overhead that dominates at toy sizes); chunk ``c`` is a pure function of ``(seed, c)``,
+so a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from sae_hacking.atomic import atomic_write, atomic_write_json
+from sae_hacking.data.toy import ToyBatch, ToyDataset, chunk_generator
+from sae_hacking.device import resolve_device
+from sae_hacking.saes.base import SAE
+from sae_hacking.saes.hierarchical import HierarchicalTopKSAE
+from sae_hacking.saes.io import load_sae_checkpoint, save_sae_checkpoint
+from sae_hacking.saes.matryoshka import MatryoshkaBatchTopKSAE
+from sae_hacking.saes.topk import TopKSAE, fired_mask
+from sae_hacking.toy.config import ToyConfig
+from sae_hacking.toy.metrics import evaluate
+from sae_hacking.toy.resample import resample_dead
+
+CHUNK_STEPS = 64
+VAL_SEED_OFFSET = 7919
+
+
+def build_sae(config: ToyConfig, dataset: ToyDataset) -> SAE:
+    gen = torch.Generator().manual_seed(config.seed)
+    M, E, k = config.model_dim, config.sae_hidden_dim, config.sae_k
+    if config.architecture == "hierarchical":
+        sae: SAE = HierarchicalTopKSAE(M, E, k, gen=gen)
+        if config.handcode_sae:
+            sae.to(dataset.device).handcode(dataset)
+    elif config.architecture == "matryoshka":
+        sae = MatryoshkaBatchTopKSAE(M, config.resolved_groups(), k, gen=gen)
+    else:
+        sae = TopKSAE(M, E, k, gen=gen)
+    if config.init == "linear" and not config.handcode_sae:
+        linear_init(sae, gen)
+    return sae.to(dataset.device)
+
+
+@torch.no_grad()
+def linear_init(sae: SAE, gen: torch.Generator) -> None:
+    """Re-initialise like ``torch.nn.Linear`` (uniform in +-1/sqrt(fan_in), weights and biases),
+    as the seed's SAEs were; kept to measure what the tied initialisation buys."""
+    for name, param in sae.named_parameters():
+        if name.startswith("W_enc"):
+            fan_in = param.shape[0]
+        elif name.startswith("W_dec"):
+            fan_in = param.shape[0] // (2 if name.endswith("_HM") else 1)
+        else:
+            fan_in = sae.d_in if name.startswith("b_enc") else sae.d_sae
+        bound = fan_in**-0.5
+        param.copy_(torch.empty(param.shape).uniform_(-bound, bound, generator=gen))
+
+
+@dataclass
+class TrainState:
+    """Everything besides the SAE that a resumed run needs to continue exactly."""
+
+    step: int = 0
+    since_fired: dict[str, torch.Tensor] = field(default_factory=dict)
+    best_val: float = float("inf")
+
+
+class ToyTrainer:
+    def __init__(self, config: ToyConfig, run_dir: Path, quiet: bool = False):
+        config.validate()
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.quiet = quiet
+        self.device = resolve_device(config.device)
+        self.dataset = ToyDataset.generate(config.dataset_config(), config.seed, self.device)
+        val_gen = torch.Generator().manual_seed(config.seed + VAL_SEED_OFFSET)
+        self.val: ToyBatch = self.dataset.sample(config.val_size, val_gen)
+        self.sae = build_sae(config, self.dataset)
+        # The fused kernel does Adam's dozen element-wise ops per parameter in one pass; at toy
+        # sizes per-op overhead is most of a step.
+        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=config.lr, fused=True)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=0.5, patience=config.lr_patience, min_lr=config.min_lr
+        )
+        banks = {"parent": self._n_parent_level()}
+        if isinstance(self.sae, HierarchicalTopKSAE):
+            banks["child"] = 2 * self.sae.n_parents
+        self.state = TrainState(
+            since_fired={
+                name: torch.zeros(n, dtype=torch.long, device=self.device)
+                for name, n in banks.items()
+            }
+        )
+        self.last_metrics: dict[str, float] = {}
+        self._writer = None
+
+    def _n_parent_level(self) -> int:
+        if isinstance(self.sae, HierarchicalTopKSAE):
+            return self.sae.n_parents
+        return self.sae.d_sae
+
+    # ----- persistence -------------------------------------------------------------------
+    def save_dataset(self) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {k: v.contiguous().cpu() for k, v in self.dataset.state_dict().items()}
+        meta = {"config": json.dumps(self.dataset.config_dict())}
+        atomic_write(
+            self.run_dir / "dataset.safetensors",
+            lambda tmp: save_file(tensors, str(tmp), metadata=meta),
+        )
+
+    def save_checkpoint(self, name: str = "checkpoint") -> None:
+        save_sae_checkpoint(
+            self.sae, self.run_dir / f"{name}.safetensors", extra={"step": self.state.step}
+        )
+        trainer = {
+            "step": self.state.step,
+            "since_fired": self.state.since_fired,
+            "best_val": self.state.best_val,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+        atomic_write(self.run_dir / f"{name}.trainer.pt", lambda tmp: torch.save(trainer, tmp))
+
+    def load_checkpoint(self, name: str = "checkpoint") -> None:
+        sae = load_sae_checkpoint(self.run_dir / f"{name}.safetensors", self.device)
+        self.sae.load_state_dict(sae.state_dict())
+        trainer = torch.load(
+            self.run_dir / f"{name}.trainer.pt", map_location=self.device, weights_only=False
+        )
+        self.optimizer.load_state_dict(trainer["optimizer"])
+        self.scheduler.load_state_dict(trainer["scheduler"])
+        self.state = TrainState(trainer["step"], trainer["since_fired"], trainer["best_val"])
+
+    # ----- logging -----------------------------------------------------------------------
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._writer
+
+    def log_eval(self, metrics: dict[str, float]) -> None:
+        step = self.state.step
+        record = {"step": step, "lr": self.optimizer.param_groups[0]["lr"], **metrics}
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key != "step":
+                self.writer.add_scalar(f"eval/{key}", value, step)
+
+    # ----- the loop ----------------------------------------------------------------------
+    def chunk(self, index: int) -> torch.Tensor:
+        cfg = self.config
+        batch = self.dataset.sample(CHUNK_STEPS * cfg.batch_size, chunk_generator(cfg.seed, index))
+        return batch.x_BM.view(CHUNK_STEPS, cfg.batch_size, cfg.model_dim)
+
+    def evaluate(self) -> dict[str, float]:
+        self.sae.eval()
+        metrics = evaluate(self.sae, self.dataset, self.val)
+        self.sae.train()
+        return metrics
+
+    def train(self) -> dict[str, float]:
+        cfg = self.config
+        sae, opt = self.sae, self.optimizer
+        hierarchical = isinstance(sae, HierarchicalTopKSAE)
+        k_aux = cfg.resolved_k_aux() if cfg.auxk_coeff > 0 else 0
+        since = self.state.since_fired
+        extra = {"aux_loss_coeff": cfg.aux_loss_coeff} if hierarchical else {}
+        start = self.state.step
+        chunk_index, xs = -1, None
+        bar = tqdm(
+            total=cfg.max_step,
+            initial=start,
+            unit="step",
+            disable=self.quiet,
+            dynamic_ncols=True,
+            smoothing=0.05,
+        )
+        self.writer  # noqa: B018 (open TensorBoard before timing: its import takes a second)
+        t0 = time.perf_counter()
+        for step in range(start, cfg.max_step):
+            if step // CHUNK_STEPS != chunk_index:
+                chunk_index = step // CHUNK_STEPS
+                xs = self.chunk(chunk_index)
+            x_BM = xs[step % CHUNK_STEPS]
+            dead_E = since["parent"] >= cfg.dead_steps
+            out = sae.train_forward(x_BM, dead_E, k_aux, **extra)
+            loss = out.loss if out.aux_loss is None else out.loss + cfg.auxk_coeff * out.aux_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            since["parent"] = torch.where(out.fired_E, 0, since["parent"] + 1)
+            if hierarchical:
+                sae.update_child_ratios(out.vals_BK, out.child_idx_BK, out.child_vals_BK)
+                fired_H = fired_mask(out.child_idx_BK, out.child_vals_BK, since["child"].numel())
+                since["child"] = torch.where(fired_H, 0, since["child"] + 1)
+            self.state.step = step + 1
+            bar.update(1)
+            if self.state.step % cfg.log_every == 0:
+                self.writer.add_scalar("train/loss", float(out.loss.detach()), self.state.step)
+                self.writer.add_scalar("train/mse", float(out.mse.detach()), self.state.step)
+            if cfg.resample_every and self.state.step % cfg.resample_every == 0:
+                resample_dead(self, step_seed=self.state.step)
+            if self.state.step % cfg.eval_every == 0 or self.state.step == cfg.max_step:
+                self._eval_step(bar)
+            if self.state.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        if self.last_metrics.get("step") != self.state.step:
+            self._eval_step(None)
+        final = {**self.last_metrics, "steps_per_s": (self.state.step - start) / max(elapsed, 1e-9)}
+        self.save_checkpoint()
+        save_sae_checkpoint(self.sae, self.run_dir / "sae.safetensors", {"step": self.state.step})
+        atomic_write_json(self.run_dir / "metrics.json", final)
+        if self._writer is not None:
+            self._writer.close()
+        return final
+
+    def _eval_step(self, bar) -> None:
+        metrics = self.evaluate()
+        self.scheduler.step(metrics["val_mse"])
+        self.state.best_val = min(self.state.best_val, metrics["val_mse"])
+        self.log_eval(metrics)
+        self.last_metrics = {"step": self.state.step, **metrics}
+        if bar is not None:
+            shown = {"fvu": metrics["fvu"]}
+            if "pair_detection_rate" in metrics:
+                shown["pairs"] = metrics["pair_detection_rate"]
+            shown["dead"] = metrics["dead_parent_frac"]
+            bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=False)

@@ -1,0 +1,181 @@
+"""The CLI and the seed's script path, run as a user would (subprocesses)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sae_hacking.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+SEED_SCRIPT = REPO / "src" / "sae_hacking" / "train_topk_sae_toy.py"
+SEED_FLAGS = [
+    "--lr",
+    "1e-4",
+    "--sae-hidden-dim",
+    "30",
+    "--dataset-num-features",
+    "30",
+    "--batch-size",
+    "100",
+    "--hierarchical",
+    "--perturbation_size",
+    "0.4",
+    "--model-dim",
+    "50",
+]
+
+
+def run(args, cwd=REPO, timeout=240):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def cli(*args):
+    return run([sys.executable, "-m", "sae_hacking.cli", *args])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_seed_command_verbatim_without_a_gpu_is_one_clear_line(tmp_path):
+    proc = run(
+        [
+            sys.executable,
+            str(SEED_SCRIPT),
+            *SEED_FLAGS,
+            "--cuda",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no CUDA GPU" in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_seed_script_trains_with_the_seed_flags(tmp_path):
+    proc = run(
+        [
+            sys.executable,
+            str(SEED_SCRIPT),
+            *SEED_FLAGS,
+            "--max-step",
+            "300",
+            "--eval-every",
+            "100",
+            "--no-plots",
+            "--quiet",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "pair_detection_rate" in proc.stdout
+    assert (tmp_path / "sae.safetensors").is_file()
+
+
+def test_every_seed_flag_is_accepted():
+    help_text = run([sys.executable, str(SEED_SCRIPT), "--help"]).stdout
+    for flag in (
+        "--cuda",
+        "--sae-hidden-dim",
+        "--dataset-num-features",
+        "--max-step",
+        "--lr",
+        "--min-lr",
+        "--hierarchical",
+        "--handcode-sae",
+        "--batch-size",
+        "--seed",
+        "--perturbation_size",
+        "--model-dim",
+        "--aux-loss-coeff",
+        "--dataset-k",
+        "--sae-k",
+    ):
+        assert flag in help_text, flag
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--sae-hidden-dim", "0"], "--sae-hidden-dim must be positive"),
+        (["--model-dim", "-3"], "--model-dim must be positive"),
+        (["--batch-size", "0"], "--batch-size must be positive"),
+        (["--sae-k", "31"], "--sae-k (31) must be at most --sae-hidden-dim (30)"),
+        (["--dataset-k", "40"], "--dataset-k (40) must be at most --dataset-num-features (30)"),
+        (["--lr", "0"], "--lr must be positive"),
+        (["--handcode-sae"], "--handcode-sae needs the hierarchical SAE"),
+        (["--device", "tpu"], "--device"),
+    ],
+)
+def test_bad_flags_give_one_clear_line_and_exit_2(tmp_path, capsys, flags, needle):
+    code = main(["toy", *flags, "--output-dir", str(tmp_path / "run")])
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert not (tmp_path / "run").exists()
+
+
+def test_handcoded_run_from_the_cli_detects_every_pair(tmp_path):
+    proc = cli(
+        "toy",
+        "--hierarchical",
+        "--handcode-sae",
+        "--max-step",
+        "0",
+        "--no-plots",
+        "--quiet",
+        "--output-dir",
+        str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "pair_detection_rate              1.0000" in proc.stdout
+
+
+def test_toy_compare_writes_table_csv_and_plot(tmp_path):
+    proc = cli(
+        "toy-compare",
+        "--seeds",
+        "1",
+        "2",
+        "--max-step",
+        "150",
+        "--eval-every",
+        "50",
+        "--dataset-num-features",
+        "6",
+        "--sae-hidden-dim",
+        "6",
+        "--model-dim",
+        "12",
+        "--dataset-k",
+        "2",
+        "--sae-k",
+        "2",
+        "--quiet",
+        "--output-dir",
+        str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| metric | flat TopK | hierarchical TopK | Matryoshka |" in proc.stdout
+    for name in ("comparison.md", "comparison.csv", "comparison.json", "comparison.png"):
+        assert (tmp_path / name).is_file(), name
+    csv_rows = (tmp_path / "comparison.csv").read_text().splitlines()
+    assert csv_rows[0] == "architecture,metric,mean,std"
+    assert any(r.startswith("hierarchical,pair_detection_rate,") for r in csv_rows)
+    assert len(list(tmp_path.glob("*-seed*"))) == 6
+
+
+def test_help_starts_without_heavy_imports():
+    code = (
+        "import sys; from sae_hacking.cli import build_parser; build_parser(); "
+        "print(','.join(m for m in ('torch', 'transformers', 'sae_lens', 'matplotlib') "
+        "if m in sys.modules))"
+    )
+    proc = run([sys.executable, "-c", code])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
