@@ -22,8 +22,14 @@ from sae_hacking.toy.experiment import use_few_threads
 from sae_hacking.toy.train import CHUNK_STEPS, ToyTrainer
 
 SEED_EXAMPLE = dict(
-    architecture="hierarchical", lr=1e-4, sae_hidden_dim=30, dataset_num_features=30,
-    batch_size=100, perturbation_size=0.4, model_dim=50, plots=False,
+    architecture="hierarchical",
+    lr=1e-4,
+    sae_hidden_dim=30,
+    dataset_num_features=30,
+    batch_size=100,
+    perturbation_size=0.4,
+    model_dim=50,
+    plots=False,
 )
 
 
@@ -63,7 +69,9 @@ def phase_breakdown(config: ToyConfig, steps: int) -> dict[str, float]:
             if (step + 1) % config.eval_every == 0:
                 tr.evaluate()
             t6 = time.perf_counter()
-            for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+            for key, dt in zip(
+                times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True
+            ):
                 times[key] += dt
         return {k: v / steps for k, v in times.items()}
 
@@ -76,18 +84,30 @@ def main() -> None:
     config = ToyConfig(max_step=args.steps, device=args.device, **SEED_EXAMPLE)
     use_few_threads(config)
     ours, metrics = trainer_speed(config)
-    seed_cadence = ToyConfig(**{**config.to_dict(), "eval_every": 10, "log_every": 1,
-                                "max_step": max(1000, args.steps // 10)})
+    seed_cadence = ToyConfig(
+        **{
+            **config.to_dict(),
+            "eval_every": 10,
+            "log_every": 1,
+            "max_step": max(1000, args.steps // 10),
+        }
+    )
     seedlike, _ = trainer_speed(ToyConfig.from_dict(seed_cadence.to_dict()))
     phases = phase_breakdown(config, min(args.steps, 5000))
     total = sum(phases.values())
     print(f"device {args.device}, torch threads {torch.get_num_threads()}")
-    print(f"trainer, default cadence (eval every {config.eval_every}, TensorBoard every "
-          f"{config.log_every}): {ours:8.0f} steps/s")
-    print(f"trainer, the seed's cadence (eval every 10, TensorBoard every step): "
-          f"{seedlike:8.0f} steps/s  (ours / seed-cadence = {ours / seedlike:.1f}x)")
-    print(f"final pair detection {metrics['pair_detection_rate']:.3f}, "
-          f"fvu {metrics['fvu']:.4f}, dead parents {metrics['dead_parent_frac']:.3f}")
+    print(
+        f"trainer, default cadence (eval every {config.eval_every}, TensorBoard every "
+        f"{config.log_every}): {ours:8.0f} steps/s"
+    )
+    print(
+        f"trainer, the seed's cadence (eval every 10, TensorBoard every step): "
+        f"{seedlike:8.0f} steps/s  (ours / seed-cadence = {ours / seedlike:.1f}x)"
+    )
+    print(
+        f"final pair detection {metrics['pair_detection_rate']:.3f}, "
+        f"fvu {metrics['fvu']:.4f}, dead parents {metrics['dead_parent_frac']:.3f}"
+    )
     print("where a step's time goes (phases timed alone):")
     for key, seconds in phases.items():
         print(f"  {key:12s} {1e6 * seconds:8.1f} us  {100 * seconds / total:5.1f} %")

@@ -126,8 +126,9 @@ def _decoder_norms(sae: SAE, dataset: ToyDataset, path: Path) -> None:
         ok = pair_success_E(sae, dataset).cpu().tolist()
         e = torch.arange(sae.n_parents).numpy()
         colors = ["tab:green" if s else "tab:red" for s in ok]
-        ax.bar(e - 0.25, sae.W_dec_EM.norm(dim=-1).cpu().numpy(), 0.25, color=colors,
-               label="parent")
+        ax.bar(
+            e - 0.25, sae.W_dec_EM.norm(dim=-1).cpu().numpy(), 0.25, color=colors, label="parent"
+        )
         child = sae.W_dec_HM.norm(dim=-1).view(-1, 2).cpu().numpy()
         ax.bar(e, child[:, 0], 0.25, color=colors, alpha=0.6, label="child 1")
         ax.bar(e + 0.25, child[:, 1], 0.25, color=colors, alpha=0.35, label="child 2")

@@ -1,0 +1,170 @@
+"""``sae-hacking make-tiny-model``, and the flags every language-model command shares.
+
+Later commands build their parsers from :func:`add_model_args`, :func:`add_sae_args` and
+:func:`add_dataset_args` (the seed's flag names) and turn the parsed flags into objects with
+:func:`load_lm`, :func:`load_sae_from_args` and :func:`text_batches`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_MODEL = "google/gemma-2-2b"
+DEFAULT_DATASET = "monology/pile-uncopyrighted"
+TINY_ARCHS = ("gemma2", "gpt2", "neox", "llama", "qwen2")  # == sae_hacking.lm.tiny.TINY_ARCHS
+
+
+def add_model_args(parser: argparse.ArgumentParser, default_model: str = DEFAULT_MODEL) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        default=default_model,
+        help="Hugging Face hub id or local model folder (default %(default)s)",
+    )
+    group.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default auto)"
+    )
+    group.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="model dtype; auto = bfloat16 on CUDA, float32 elsewhere",
+    )
+
+
+def add_sae_args(
+    parser: argparse.ArgumentParser,
+    prefix: str,
+    release: str | None = None,
+    sae_id: str | None = None,
+) -> None:
+    """``--{prefix}-sae-release``, ``--{prefix}-sae-id`` and ``--{prefix}-sae-hook``."""
+    group = parser.add_argument_group(f"{prefix} SAE")
+    group.add_argument(
+        f"--{prefix}-sae-release",
+        default=release,
+        required=release is None,
+        help="SAELens release name, or a local SAE path: Gemma Scope params.npz, "
+        "SAELens folder or sae_hacking .safetensors"
+        + (" (default %(default)s)" if release else ""),
+    )
+    group.add_argument(
+        f"--{prefix}-sae-id",
+        default=sae_id,
+        help="SAE id within the release (for a local path: a sub-path)"
+        + (" (default %(default)s)" if sae_id else ""),
+    )
+    group.add_argument(
+        f"--{prefix}-sae-hook",
+        default=None,
+        help="hook point the SAE reads, when the SAE does not say (blocks.L.hook_...)",
+    )
+
+
+def add_dataset_args(
+    parser: argparse.ArgumentParser,
+    batch_size: int = 8,
+    max_tokens: int = 1024,
+    n_prompts: int | None = None,
+) -> None:
+    group = parser.add_argument_group("text")
+    group.add_argument(
+        "--dataset-id",
+        default=DEFAULT_DATASET,
+        help="HF dataset id (streamed) or a local .txt/.jsonl/.parquet file or "
+        "folder (default %(default)s)",
+    )
+    group.add_argument("--text-column", default="text", help="(default %(default)s)")
+    group.add_argument(
+        "--max-tokens-in-prompt",
+        "--max-tokens",
+        dest="max_tokens_in_prompt",
+        type=int,
+        default=max_tokens,
+        help="tokens per prompt including BOS; longer prompts are cut (default %(default)s)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=batch_size,
+        help="prompts per forward pass (default %(default)s)",
+    )
+    group.add_argument(
+        "--n-prompts", type=int, default=n_prompts, help="rows of the dataset to use (default: all)"
+    )
+
+
+def load_lm(args: argparse.Namespace):
+    from sae_hacking.lm.hooked import HookedLM
+
+    return HookedLM.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+
+
+def load_sae_from_args(args: argparse.Namespace, prefix: str, device):
+    from sae_hacking.saes.releases import load_sae
+
+    key = prefix.replace("-", "_")
+    return load_sae(
+        getattr(args, f"{key}_sae_release"),
+        getattr(args, f"{key}_sae_id"),
+        device=device,
+        hook_name=getattr(args, f"{key}_sae_hook"),
+    )
+
+
+def text_batches(args: argparse.Namespace, tokenizer, skip: int = 0):
+    """Tokenised batches of the dataset the flags name, starting after ``skip`` rows."""
+    from sae_hacking.data.text import batch_prompts, open_text_stream
+
+    n_rows = None if args.n_prompts is None else max(args.n_prompts - skip, 0)
+    rows = open_text_stream(args.dataset_id, args.text_column, skip)
+    return batch_prompts(
+        rows, tokenizer, args.batch_size, args.max_tokens_in_prompt, start_row=skip, n_rows=n_rows
+    )
+
+
+def make_tiny_model_command(args: argparse.Namespace) -> int:
+    from sae_hacking.lm.tiny import make_tiny_model
+
+    path = make_tiny_model(
+        args.path,
+        args.arch,
+        n_layers=args.layers,
+        d_model=args.d_model,
+        vocab_size=args.vocab,
+        seed=args.seed,
+    )
+    print(f"wrote a tiny {args.arch} model to {path} (use it with --model {path})")
+    return 0
+
+
+def add_make_tiny_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="folder to create (must not exist or be empty)")
+    parser.add_argument(
+        "--arch", choices=TINY_ARCHS, default="gemma2", help="(default %(default)s)"
+    )
+    parser.add_argument("--layers", type=int, default=2, help="(default %(default)s)")
+    parser.add_argument(
+        "--d-model",
+        type=int,
+        default=64,
+        help="residual width, a multiple of 16 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--vocab",
+        type=int,
+        default=512,
+        help="BPE vocabulary size, at least 300 (default %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
+    parser.set_defaults(func=make_tiny_model_command)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "make-tiny-model",
+        help="write a tiny random-weight model with a trained tokenizer, for offline runs",
+        description="Write a local Hugging Face model folder with random weights and a BPE "
+        "tokenizer trained on generated text. Every LM command accepts it as --model PATH.",
+    )
+    add_make_tiny_model_args(parser)

@@ -1,0 +1,195 @@
+"""Where each hook point lives in each supported Hugging Face architecture.
+
+A decoder layer of every supported family is two residual blocks, described by module names:
+
+    attn_out  = attn_post(attn(attn_norm(resid_pre), mask, positions)[0])
+    resid_mid = resid_pre + attn_out
+    mlp_out   = mlp_post(mlp(mlp_norm(resid_mid)))       # mlp_norm(resid_pre) if parallel
+    resid_post = resid_mid + mlp_out                     # mlp_out + attn_out + resid_pre if parallel
+
+``attn_post`` / ``mlp_post`` are Gemma-2's post-layernorms, GPT-NeoX's dropouts (identity in
+eval) or absent. The table below is all that differs between families; hooks and
+:func:`attn_block` / :func:`mlp_block` (used to run the model between hook points) read it.
+The block functions call the model's own attention and MLP modules and mirror the order of the
+additions in the Hugging Face layer code, so their results match the full forward bit for bit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from sae_hacking.errors import UsageError
+
+HOOK_KINDS = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")
+_HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|attn_out|resid_mid|mlp_out|resid_post)$")
+HOOK_TEMPLATES = tuple(f"blocks.{{L}}.hook_{kind}" for kind in HOOK_KINDS)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Module names of one architecture family (attribute paths, dotted)."""
+
+    family: str
+    base: str  # the decoder stack inside the *ForCausalLM
+    layers: str
+    final_norm: str
+    attn_norm: str
+    attn: str
+    attn_post: str | None
+    mlp_norm: str
+    mlp: str
+    mlp_post: str | None
+    rotary: bool  # positions enter as rotary (cos, sin) computed by ``base.rotary_emb``
+    parallel_attr: str | None = None  # config flag that makes attention and MLP parallel
+
+
+_GEMMA2 = ArchSpec(
+    family="gemma2",
+    base="model",
+    layers="layers",
+    final_norm="norm",
+    attn_norm="input_layernorm",
+    attn="self_attn",
+    attn_post="post_attention_layernorm",
+    mlp_norm="pre_feedforward_layernorm",
+    mlp="mlp",
+    mlp_post="post_feedforward_layernorm",
+    rotary=True,
+)
+_LLAMA = ArchSpec(
+    family="llama",
+    base="model",
+    layers="layers",
+    final_norm="norm",
+    attn_norm="input_layernorm",
+    attn="self_attn",
+    attn_post=None,
+    mlp_norm="post_attention_layernorm",
+    mlp="mlp",
+    mlp_post=None,
+    rotary=True,
+)
+_GPT2 = ArchSpec(
+    family="gpt2",
+    base="transformer",
+    layers="h",
+    final_norm="ln_f",
+    attn_norm="ln_1",
+    attn="attn",
+    attn_post=None,
+    mlp_norm="ln_2",
+    mlp="mlp",
+    mlp_post=None,
+    rotary=False,
+)
+_NEOX = ArchSpec(
+    family="gpt_neox",
+    base="gpt_neox",
+    layers="layers",
+    final_norm="final_layer_norm",
+    attn_norm="input_layernorm",
+    attn="attention",
+    attn_post="post_attention_dropout",
+    mlp_norm="post_attention_layernorm",
+    mlp="mlp",
+    mlp_post="post_mlp_dropout",
+    rotary=True,
+    parallel_attr="use_parallel_residual",
+)
+
+# config.model_type -> spec
+ARCH_SPECS = {"gemma2": _GEMMA2, "llama": _LLAMA, "qwen2": _LLAMA, "gpt2": _GPT2, "gpt_neox": _NEOX}
+
+
+def spec_for(config) -> ArchSpec:
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ARCH_SPECS:
+        raise UsageError(
+            f"model type {model_type!r} is not supported for hook points; supported: "
+            f"{', '.join(sorted(ARCH_SPECS))}."
+        )
+    return ARCH_SPECS[model_type]
+
+
+def is_parallel(spec: ArchSpec, config) -> bool:
+    return bool(spec.parallel_attr and getattr(config, spec.parallel_attr, False))
+
+
+@dataclass(frozen=True, order=True)
+class HookPoint:
+    """A parsed hook name; ordering is the order the forward pass reaches the points."""
+
+    layer: int
+    site: int  # index into HOOK_KINDS
+
+    @property
+    def kind(self) -> str:
+        return HOOK_KINDS[self.site]
+
+    @property
+    def name(self) -> str:
+        return f"blocks.{self.layer}.hook_{self.kind}"
+
+    def stream_position(self) -> tuple[int, int]:
+        """Position in the residual stream: ``resid_post`` of L is ``resid_pre`` of L + 1."""
+        if self.kind == "resid_post":
+            return (self.layer + 1, 0)
+        return (self.layer, self.site)
+
+
+def parse_hook(name: str, n_layers: int, parallel: bool = False) -> HookPoint:
+    """Parse ``blocks.{L}.hook_{kind}``; unknown names and layers are a :class:`UsageError`."""
+    match = _HOOK_RE.match(name)
+    supported = ", ".join(t for t in HOOK_TEMPLATES if not (parallel and "resid_mid" in t))
+    if match is None:
+        raise UsageError(
+            f"unknown hook point {name!r}; supported: {supported} with L in 0..{n_layers - 1}."
+        )
+    layer, kind = int(match.group(1)), match.group(2)
+    if layer >= n_layers:
+        raise UsageError(
+            f"hook point {name!r} names layer {layer} but the model has {n_layers} layers "
+            f"(0..{n_layers - 1})."
+        )
+    if parallel and kind == "resid_mid":
+        raise UsageError(
+            f"hook point {name!r} does not exist in this model: attention and MLP run in "
+            f"parallel, so there is no residual stream between them; supported: {supported}."
+        )
+    return HookPoint(layer, HOOK_KINDS.index(kind))
+
+
+def submodule(root: torch.nn.Module, dotted: str) -> torch.nn.Module:
+    return root.get_submodule(dotted)
+
+
+def first_output(output):
+    """Attention modules return ``(output, weights)``; the others return a tensor."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def attn_block(
+    spec: ArchSpec,
+    layer: torch.nn.Module,
+    resid_pre: torch.Tensor,
+    attention_mask,
+    position_ids: torch.Tensor,
+    position_embeddings,
+) -> torch.Tensor:
+    """``hook_attn_out`` of ``layer`` given its ``hook_resid_pre``."""
+    kwargs = {"attention_mask": attention_mask, "position_ids": position_ids}
+    if spec.rotary:
+        kwargs["position_embeddings"] = position_embeddings
+    normed = submodule(layer, spec.attn_norm)(resid_pre)
+    out = first_output(submodule(layer, spec.attn)(normed, **kwargs))
+    return submodule(layer, spec.attn_post)(out) if spec.attn_post else out
+
+
+def mlp_block(spec: ArchSpec, layer: torch.nn.Module, mlp_in: torch.Tensor) -> torch.Tensor:
+    """``hook_mlp_out`` of ``layer`` given the stream its MLP reads (resid_mid, or resid_pre
+    when attention and MLP are parallel)."""
+    out = submodule(layer, spec.mlp)(submodule(layer, spec.mlp_norm)(mlp_in))
+    return submodule(layer, spec.mlp_post)(out) if spec.mlp_post else out

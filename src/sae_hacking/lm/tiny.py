@@ -1,0 +1,220 @@
+"""Tiny local language models: random weights and a BPE tokenizer trained on generated text.
+
+``make_tiny_model`` writes an ordinary Hugging Face model folder (``config.json``,
+``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``) that
+``AutoModelForCausalLM`` / ``AutoTokenizer`` load like any hub model, so every pipeline can run
+end to end offline and the tests exercise the real loading path. Output is a pure function of the
+arguments: the same seed gives byte-identical files.
+
+Tokenizer conventions copy the real families, because the batcher's BOS rule depends on them:
+Gemma-2 and Llama tokenizers add BOS themselves; GPT-2, Pythia (NeoX) and Qwen2 tokenizers do
+not, and their BOS is the ``<|endoftext|>`` token, which is also EOS.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sae_hacking.errors import UsageError
+
+TINY_ARCHS = ("gemma2", "gpt2", "neox", "llama", "qwen2")
+
+_SYLLABLES = (
+    "ka lo mi ne ru sa ti vo ze po da fi gu he ja ko le mu ni ro "
+    "su ta ve zi pa de fo gi hu jo ba ce xi qu wy"
+).split()
+_PUNCTUATION = (".", ".", ".", "?", "!", ",")
+
+
+@dataclass(frozen=True)
+class _Specials:
+    bos: str
+    eos: str
+    pad: str
+    unk: str
+    tokenizer_adds_bos: bool
+
+    def ordered(self) -> list[str]:
+        """Distinct special tokens, in the order they get the first vocabulary ids."""
+        seen: list[str] = []
+        for token in (self.pad, self.eos, self.bos, self.unk):
+            if token not in seen:
+                seen.append(token)
+        return seen
+
+
+_GEMMA_SPECIALS = _Specials("<bos>", "<eos>", "<pad>", "<unk>", tokenizer_adds_bos=True)
+_LLAMA_SPECIALS = _Specials("<s>", "</s>", "<pad>", "<unk>", tokenizer_adds_bos=True)
+_GPT_SPECIALS = _Specials(
+    "<|endoftext|>", "<|endoftext|>", "<|padding|>", "<|unk|>", tokenizer_adds_bos=False
+)
+_SPECIALS = {
+    "gemma2": _GEMMA_SPECIALS,
+    "llama": _LLAMA_SPECIALS,
+    "gpt2": _GPT_SPECIALS,
+    "neox": _GPT_SPECIALS,
+    "qwen2": _GPT_SPECIALS,
+}
+
+
+def generate_texts(n: int, seed: int = 0, min_words: int = 3, max_words: int = 24) -> list[str]:
+    """``n`` sentences of word-like strings; a Zipf-ish word distribution gives BPE merges."""
+    rng = random.Random(seed)
+    words = ["".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(1, 3))) for _ in range(400)]
+    weights = [1.0 / (rank + 1) for rank in range(len(words))]
+    texts = []
+    for _ in range(n):
+        count = rng.randint(min_words, max_words)
+        sentence = " ".join(rng.choices(words, weights=weights, k=count))
+        texts.append(sentence[0].upper() + sentence[1:] + rng.choice(_PUNCTUATION))
+    return texts
+
+
+def train_tokenizer(arch: str, vocab_size: int, seed: int = 0):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with the family's special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = _SPECIALS[arch]
+    tokenizer = Tokenizer(models.BPE(unk_token=specials.unk))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials.ordered(),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(generate_texts(3000, seed=seed), trainer)
+    if specials.tokenizer_adds_bos:
+        bos_id = tokenizer.token_to_id(specials.bos)
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{specials.bos} $A",
+            pair=f"{specials.bos} $A {specials.bos} $B",
+            special_tokens=[(specials.bos, bos_id)],
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=specials.bos,
+        eos_token=specials.eos,
+        pad_token=specials.pad,
+        unk_token=specials.unk,
+    )
+
+
+def tiny_config(arch: str, vocab_size: int, n_layers: int, d_model: int, token_ids: dict):
+    """A small config of the family; shapes are chosen so every code path is exercised
+    (grouped-query attention, partial rotary, a sliding window shorter than test prompts)."""
+    import transformers
+
+    if d_model % 16:
+        raise UsageError(
+            f"--d-model must be a multiple of 16 (4 heads of even size), got {d_model}."
+        )
+    heads = 4
+    common = dict(vocab_size=vocab_size, initializer_range=0.1, **token_ids)
+    if arch == "gemma2":
+        return transformers.Gemma2Config(
+            hidden_size=d_model,
+            intermediate_size=2 * d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=heads,
+            num_key_value_heads=2,
+            head_dim=d_model // heads,
+            query_pre_attn_scalar=d_model // heads,
+            sliding_window=6,
+            max_position_embeddings=512,
+            **common,
+        )
+    if arch == "gpt2":
+        return transformers.GPT2Config(
+            n_embd=d_model, n_layer=n_layers, n_head=heads, n_positions=512, **common
+        )
+    if arch == "neox":
+        return transformers.GPTNeoXConfig(
+            hidden_size=d_model,
+            intermediate_size=4 * d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=heads,
+            max_position_embeddings=512,
+            use_parallel_residual=True,
+            **common,
+        )
+    config_cls = transformers.LlamaConfig if arch == "llama" else transformers.Qwen2Config
+    return config_cls(
+        hidden_size=d_model,
+        intermediate_size=2 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        **common,
+    )
+
+
+def make_tiny_model(
+    path: str | Path,
+    arch: str = "gemma2",
+    n_layers: int = 2,
+    d_model: int = 64,
+    vocab_size: int = 512,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny ``arch`` model folder (float32 weights) with a trained tokenizer to ``path``."""
+    import transformers
+
+    if arch not in TINY_ARCHS:
+        raise UsageError(
+            f"--arch {arch!r} is not supported; expected one of {', '.join(TINY_ARCHS)}."
+        )
+    if n_layers < 1:
+        raise UsageError(f"--layers must be at least 1, got {n_layers}.")
+    if vocab_size < 300:
+        raise UsageError(
+            f"--vocab must be at least 300 (256 byte tokens + merges), got {vocab_size}."
+        )
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise UsageError(f"{path} exists and is not empty; choose a new folder for the model.")
+    tokenizer = train_tokenizer(arch, vocab_size, seed)
+    token_ids = dict(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = tiny_config(arch, len(tokenizer), n_layers, d_model, token_ids)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # Written next to ``path`` and renamed into place, so an interrupted run leaves no
+    # half-written model folder that a later run would take for a finished one.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would make the finished folder private
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if path.exists():
+            path.rmdir()
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def tiny_model_once(root: str | Path, arch: str, **kwargs) -> Path:
+    """``make_tiny_model`` into ``root``, reusing the folder when one with these arguments exists
+    (test fixtures of several packages share one build per session)."""
+    options = {"n_layers": 2, "d_model": 64, "vocab_size": 512, "seed": 0, **kwargs}
+    path = Path(root) / "-".join([arch, *(f"{k}{v}" for k, v in sorted(options.items()))])
+    if not (path / "config.json").is_file():
+        make_tiny_model(path, arch, **options)
+    return path

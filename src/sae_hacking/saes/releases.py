@@ -1,0 +1,181 @@
+"""Pretrained SAEs by SAELens release name, and :func:`load_sae`, the one loading entry point.
+
+Release names resolve through SAELens's registry (``pretrained_saes.yaml`` inside the sae-lens
+package: repo id, sae id → path, Neuronpedia id, file layout). The YAML is read directly instead
+of through ``import sae_lens``, which imports TransformerLens and takes ~10 s: an unknown
+release must be reported in well under two seconds. Files come from the Hugging Face cache, or
+are downloaded into it (:func:`sae_hacking.hub.hub_file`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sae_hacking.errors import UsageError
+from sae_hacking.hub import hub_file
+from sae_hacking.saes.base import SAE, SAEInfo
+from sae_hacking.saes.formats import (
+    GEMMA_SCOPE_PARAMS,
+    SAELENS_CFG,
+    SAELENS_WEIGHTS,
+    gemma_scope_hook_name,
+    load_gemma_scope_npz,
+    load_saelens_folder,
+)
+
+# Registry "conversion_func" values whose files this package reads.
+GEMMA_SCOPE_LAYOUT = "gemma_2"
+SAELENS_LAYOUT = None
+
+
+@dataclass(frozen=True)
+class ReleaseEntry:
+    """One SAE of a release, as the registry describes it."""
+
+    release: str
+    sae_id: str
+    repo_id: str
+    path: str  # folder inside the repo
+    model: str
+    layout: str | None  # the registry's conversion_func; None for SAELens folders
+    neuronpedia_id: str | None
+    hook_name: str | None  # known without downloading for Gemma Scope and overridden releases
+
+
+def registry_file() -> Path:
+    spec = importlib.util.find_spec("sae_lens")
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError(
+            "SAE release names are resolved through SAELens's registry, but sae-lens is not "
+            "installed; install it (pip install sae-lens) or pass a local SAE path."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pretrained_saes.yaml"
+
+
+@functools.cache
+def read_registry() -> dict[str, dict]:
+    """The registry as ``{release: yaml entry}`` (parsed once per process, ~0.6 s)."""
+    import yaml
+
+    with open(registry_file(), encoding="utf-8") as handle:
+        return yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
+    return f"; did you mean {' or '.join(close)}?" if close else "."
+
+
+def resolve_release(release: str, sae_id: str) -> ReleaseEntry:
+    """Look ``release`` / ``sae_id`` up in the registry; unknown names suggest close ones."""
+    registry = read_registry()
+    if release not in registry:
+        raise UsageError(
+            f"unknown SAE release {release!r} (not among SAELens's {len(registry)} releases, "
+            f"and not a local path){_suggest(release, list(registry))}"
+        )
+    entry = registry[release]
+    saes = {str(item["id"]): item for item in entry["saes"]}
+    if sae_id not in saes:
+        raise UsageError(
+            f"release {release} has no SAE id {sae_id!r} ({len(saes)} ids, e.g. "
+            f"{next(iter(saes))}){_suggest(sae_id, list(saes))}"
+        )
+    item = saes[sae_id]
+    overrides = entry.get("config_overrides") or {}
+    layout = entry.get("conversion_func")
+    hook_name = overrides.get("hook_name")
+    if hook_name is None and layout == GEMMA_SCOPE_LAYOUT:
+        hook_name = gemma_scope_hook_name(f"{entry['repo_id']}/{item['path']}")
+    return ReleaseEntry(
+        release=release,
+        sae_id=sae_id,
+        repo_id=entry["repo_id"],
+        path=str(item["path"]),
+        model=entry["model"],
+        layout=layout,
+        neuronpedia_id=item.get("neuronpedia"),
+        hook_name=hook_name,
+    )
+
+
+def load_release(entry: ReleaseEntry, dtype: torch.dtype = torch.float32) -> SAE:
+    """Fetch (or find in the cache) and load the SAE ``entry`` names."""
+    info = SAEInfo(entry.hook_name, entry.neuronpedia_id, entry.release, entry.sae_id)
+    what = f"SAE {entry.release} / {entry.sae_id}"
+    if entry.layout == GEMMA_SCOPE_LAYOUT:
+        params = hub_file(entry.repo_id, f"{entry.path}/{GEMMA_SCOPE_PARAMS}", what=what)
+        return load_gemma_scope_npz(params, info, dtype)
+    if entry.layout == SAELENS_LAYOUT:
+        cfg = hub_file(entry.repo_id, f"{entry.path}/{SAELENS_CFG}", what=what)
+        hub_file(entry.repo_id, f"{entry.path}/{SAELENS_WEIGHTS}", what=what)
+        return load_saelens_folder(cfg.parent, info, dtype)
+    raise UsageError(
+        f"release {entry.release} is stored in the {entry.layout!r} layout, which this loader "
+        "does not read; supported: Gemma Scope (gemma_2) and SAELens-format releases."
+    )
+
+
+def _load_local(path: Path, dtype: torch.dtype) -> SAE:
+    if path.is_dir():
+        if (path / SAELENS_CFG).is_file() and (path / SAELENS_WEIGHTS).is_file():
+            return load_saelens_folder(path, dtype=dtype)
+        if (path / GEMMA_SCOPE_PARAMS).is_file():
+            return load_gemma_scope_npz(path / GEMMA_SCOPE_PARAMS, dtype=dtype)
+    elif path.suffix == ".npz":
+        return load_gemma_scope_npz(path, dtype=dtype)
+    elif path.suffix == ".safetensors":
+        from sae_hacking.saes.io import load_sae_checkpoint
+
+        return load_sae_checkpoint(path).to(dtype)
+    raise UsageError(
+        f"{path} is not an SAE this loader reads: expected a Gemma Scope params.npz (or a folder "
+        f"holding one), a SAELens folder ({SAELENS_CFG} + {SAELENS_WEIGHTS}) or an sae_hacking "
+        ".safetensors checkpoint."
+    )
+
+
+def looks_like_path(name: str) -> bool:
+    return (
+        Path(name).expanduser().exists()
+        or name.startswith((".", "/", "~"))
+        or name.endswith((".npz", ".safetensors"))
+    )
+
+
+def load_sae(
+    release_or_path: str,
+    sae_id: str | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    hook_name: str | None = None,
+) -> SAE:
+    """Load an SAE from a SAELens release name + SAE id, or from a local path.
+
+    A local path (file or folder) is loaded by its layout; with ``sae_id`` it names a sub-path
+    (so a local copy of a release repository works with the release's SAE paths). ``hook_name``
+    overrides the hook the SAE says it reads (a bare ``params.npz`` may not say).
+    """
+    if looks_like_path(release_or_path):
+        path = Path(release_or_path).expanduser()
+        if sae_id:
+            path = path / sae_id
+        if not path.exists():
+            raise UsageError(f"SAE path {path}: no such file or folder.")
+        sae = _load_local(path, dtype)
+    else:
+        if not sae_id:
+            raise UsageError(
+                f"SAE release {release_or_path!r} needs an SAE id (e.g. --ablator-sae-id "
+                "layer_20/width_65k/canonical)."
+            )
+        sae = load_release(resolve_release(release_or_path, sae_id), dtype)
+    if hook_name is not None:
+        sae.info.hook_name = hook_name
+    return sae.to(device)
