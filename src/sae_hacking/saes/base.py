@@ -12,6 +12,7 @@ import abc
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 
 
@@ -64,3 +65,47 @@ class SAE(torch.nn.Module, abc.ABC):
         """``architecture`` plus the constructor's keyword arguments: enough to rebuild the
         module before loading its weights (see :mod:`sae_hacking.saes.io`)."""
         return {"architecture": self.architecture, "d_in": self.d_in, "d_sae": self.d_sae}
+
+
+def unit_rows(n: int, d: int, gen: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` random unit vectors of dimension ``d`` (rows)."""
+    return F.normalize(torch.randn(n, d, generator=gen), dim=-1)
+
+
+class LinearSAE(SAE):
+    """An SAE with one affine encoder and one affine decoder; subclasses choose the activation.
+
+    Parameters ``W_enc_ME``, ``b_enc_E``, ``W_dec_EM``, ``b_dec_M``. Initialised with unit
+    decoder rows and the encoder equal to the decoder's transpose (each latent starts able to
+    fire on its own direction, which keeps latents alive in training); loaders overwrite both.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        info: SAEInfo | None = None,
+        apply_b_dec_to_input: bool = True,
+        gen: torch.Generator | None = None,
+    ):
+        super().__init__(d_in, d_sae, info)
+        self.apply_b_dec_to_input = apply_b_dec_to_input
+        W_dec_EM = unit_rows(d_sae, d_in, gen)
+        self.W_dec_EM = torch.nn.Parameter(W_dec_EM)
+        self.W_enc_ME = torch.nn.Parameter(W_dec_EM.T.contiguous())
+        self.b_enc_E = torch.nn.Parameter(torch.zeros(d_sae))
+        self.b_dec_M = torch.nn.Parameter(torch.zeros(d_in))
+
+    @property
+    def W_dec(self) -> Float[torch.Tensor, "E M"]:  # noqa: N802
+        return self.W_dec_EM
+
+    def pre_acts(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B E"]:
+        """Encoder pre-activations, in the SAE's dtype whatever the input's."""
+        x_BM = x_BM.to(self.W_enc_ME.dtype)
+        if self.apply_b_dec_to_input:
+            x_BM = x_BM - self.b_dec_M
+        return x_BM @ self.W_enc_ME + self.b_enc_E
+
+    def decode(self, acts_BE: Float[torch.Tensor, "*B E"]) -> Float[torch.Tensor, "*B M"]:
+        return acts_BE @ self.W_dec_EM + self.b_dec_M

@@ -24,14 +24,13 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 
 from sae_hacking.data.toy import ToyDataset
-from sae_hacking.saes.base import SAE, SAEInfo
+from sae_hacking.saes.base import SAE, SAEInfo, unit_rows
 from sae_hacking.saes.topk import (
     TrainOutput,
     auxk_loss,
     check_k,
     fired_mask,
     sparse_decode,
-    unit_rows,
 )
 
 EMA_COEFF = 0.01

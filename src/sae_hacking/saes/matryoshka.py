@@ -19,13 +19,13 @@ import torch
 from jaxtyping import Float
 
 from sae_hacking.errors import UsageError
-from sae_hacking.saes.base import SAE, SAEInfo
-from sae_hacking.saes.topk import TrainOutput, auxk_loss, check_k, unit_rows
+from sae_hacking.saes.base import LinearSAE, SAEInfo
+from sae_hacking.saes.topk import TrainOutput, auxk_loss, check_k
 
 THRESHOLD_EMA = 0.01
 
 
-class MatryoshkaBatchTopKSAE(SAE):
+class MatryoshkaBatchTopKSAE(LinearSAE):
     """Parameters as :class:`~sae_hacking.saes.topk.TopKSAE`; buffer ``threshold`` (scalar;
     negative until the first training step has set it)."""
 
@@ -45,20 +45,11 @@ class MatryoshkaBatchTopKSAE(SAE):
                 f"Matryoshka group sizes must be positive integers, got {group_sizes}."
             )
         d_sae = sum(group_sizes)
-        super().__init__(d_in, d_sae, info)
+        super().__init__(d_in, d_sae, info, gen=gen)
         check_k(k, d_sae)
         self.k = k
         self.group_sizes = group_sizes
-        W_dec_EM = unit_rows(d_sae, d_in, gen)
-        self.W_dec_EM = torch.nn.Parameter(W_dec_EM)
-        self.W_enc_ME = torch.nn.Parameter(W_dec_EM.T.clone())
-        self.b_enc_E = torch.nn.Parameter(torch.zeros(d_sae))
-        self.b_dec_M = torch.nn.Parameter(torch.zeros(d_in))
         self.register_buffer("threshold", torch.tensor(-1.0))
-
-    @property
-    def W_dec(self) -> Float[torch.Tensor, "E M"]:  # noqa: N802
-        return self.W_dec_EM
 
     def config(self) -> dict:
         return {
@@ -69,7 +60,7 @@ class MatryoshkaBatchTopKSAE(SAE):
         }
 
     def pre_acts(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B E"]:
-        return ((x_BM - self.b_dec_M) @ self.W_enc_ME + self.b_enc_E).relu()
+        return super().pre_acts(x_BM).relu()
 
     def batch_topk(self, pre_BE: Float[torch.Tensor, "B E"]) -> Float[torch.Tensor, "B E"]:
         flat = pre_BE.flatten()
@@ -81,9 +72,6 @@ class MatryoshkaBatchTopKSAE(SAE):
         if self.threshold < 0:
             return self.batch_topk(pre.reshape(-1, self.d_sae)).view_as(pre)
         return pre * (pre > self.threshold)
-
-    def decode(self, acts_BE: Float[torch.Tensor, "*B E"]) -> Float[torch.Tensor, "*B M"]:
-        return acts_BE @ self.W_dec_EM + self.b_dec_M
 
     def prefix_recons_GBM(
         self, acts_BE: Float[torch.Tensor, "B E"]

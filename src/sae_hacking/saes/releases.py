@@ -178,4 +178,6 @@ def load_sae(
         sae = load_release(resolve_release(release_or_path, sae_id), dtype)
     if hook_name is not None:
         sae.info.hook_name = hook_name
-    return sae.to(device)
+    # Loaded SAEs are for inference: without gradients they accept the inference-mode tensors
+    # that HookedLM.read returns.
+    return sae.requires_grad_(False).eval().to(device)

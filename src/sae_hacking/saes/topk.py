@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 
 from sae_hacking.errors import UsageError
-from sae_hacking.saes.base import SAE, SAEInfo
+from sae_hacking.saes.base import LinearSAE, SAEInfo
 
 
 @dataclass
@@ -51,10 +51,6 @@ def fired_mask(
     return hits > 0
 
 
-def unit_rows(n: int, d: int, gen: torch.Generator | None = None) -> torch.Tensor:
-    return F.normalize(torch.randn(n, d, generator=gen), dim=-1)
-
-
 def sparse_decode(
     idx_BK: Int[torch.Tensor, "B K"],
     vals_BK: Float[torch.Tensor, "B K"],
@@ -87,7 +83,7 @@ def auxk_loss(
     return err / (target_BM**2).sum(-1).mean().clamp_min(1e-12) * dead_E.any()
 
 
-class TopKSAE(SAE):
+class TopKSAE(LinearSAE):
     """Flat TopK SAE. Parameters: ``W_enc_ME``, ``b_enc_E``, ``W_dec_EM``, ``b_dec_M``."""
 
     architecture = "topk"
@@ -100,26 +96,12 @@ class TopKSAE(SAE):
         info: SAEInfo | None = None,
         gen: torch.Generator | None = None,
     ):
-        super().__init__(d_in, d_sae, info)
+        super().__init__(d_in, d_sae, info, gen=gen)
         check_k(k, d_sae)
         self.k = k
-        W_dec_EM = unit_rows(d_sae, d_in, gen)
-        self.W_dec_EM = torch.nn.Parameter(W_dec_EM)
-        # Encoder = decoder transpose at init: every latent starts able to fire on its own
-        # direction, which keeps far fewer latents dead early on.
-        self.W_enc_ME = torch.nn.Parameter(W_dec_EM.T.clone())
-        self.b_enc_E = torch.nn.Parameter(torch.zeros(d_sae))
-        self.b_dec_M = torch.nn.Parameter(torch.zeros(d_in))
-
-    @property
-    def W_dec(self) -> Float[torch.Tensor, "E M"]:  # noqa: N802
-        return self.W_dec_EM
 
     def config(self) -> dict:
         return {**super().config(), "k": self.k}
-
-    def pre_acts(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B E"]:
-        return (x_BM - self.b_dec_M) @ self.W_enc_ME + self.b_enc_E
 
     def encode_sparse(
         self, x_BM: Float[torch.Tensor, "B M"]
@@ -129,11 +111,8 @@ class TopKSAE(SAE):
 
     def encode(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B E"]:
         top = self.pre_acts(x_BM).topk(self.k, dim=-1)
-        acts = torch.zeros(*x_BM.shape[:-1], self.d_sae, dtype=x_BM.dtype, device=x_BM.device)
+        acts = top.values.new_zeros(*x_BM.shape[:-1], self.d_sae)
         return acts.scatter_(-1, top.indices, top.values.relu())
-
-    def decode(self, acts_BE: Float[torch.Tensor, "*B E"]) -> Float[torch.Tensor, "*B M"]:
-        return acts_BE @ self.W_dec_EM + self.b_dec_M
 
     def train_forward(
         self,
