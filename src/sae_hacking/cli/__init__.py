@@ -17,7 +17,12 @@ from sae_hacking import __version__
 from sae_hacking.errors import EXIT_USAGE, UsageError
 
 # Order is the order of ``sae-hacking --help``.
-COMMAND_MODULES = ("sae_hacking.cli.toy", "sae_hacking.cli.lm")
+COMMAND_MODULES = (
+    "sae_hacking.cli.toy",
+    "sae_hacking.cli.lm",
+    "sae_hacking.cli.cooccurrence",
+    "sae_hacking.cli.ablate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,1 +1,14 @@
-"""Run directories, atomic writes and self-describing results files."""
+"""Run directories, atomic writes, self-describing results files, resumable sharded runs.
+
+- :mod:`~sae_hacking.runs.files`: run directories and provenance (``args.yaml``).
+- :mod:`~sae_hacking.runs.results`: ``.safetensors(.zst)`` writer (streamed, seekable zstd
+  frames) and :class:`~sae_hacking.runs.results.ResultsFile`, which reads a tensor, a range or
+  scattered elements without decompressing the whole file; JSON sidecars.
+- :mod:`~sae_hacking.runs.shards`: ``--shard i/n`` (every n-th source row).
+- :mod:`~sae_hacking.runs.args`: the shared run flags (``--output-dir --resume
+  --save-frequency --never-save --shard --quiet``).
+- :mod:`~sae_hacking.runs.stream`: :class:`~sae_hacking.runs.stream.Accumulator` (what a run
+  counts) and :class:`~sae_hacking.runs.stream.StreamRun` (checkpoint every N prompts, resume,
+  results), plus :func:`~sae_hacking.runs.stream.shard_batches`.
+- :mod:`~sae_hacking.runs.merge`: exact, checked merging of shard results.
+"""

@@ -1,0 +1,214 @@
+"""Selective ablation on a GPU at Gemma-2-2B scale: fast against naive, with random weights.
+
+Builds a random-weights model of Gemma-2-2B's shape (26 layers, hidden 2304, MLP 9216, 8 heads,
+4 KV heads, head dim 256, vocabulary 256,000; bfloat16) directly on the GPU, random
+65,536-latent JumpReLU SAEs at ``blocks.20.hook_mlp_out`` (ablator) and
+``blocks.21.hook_resid_post`` (reader) with thresholds calibrated to about ``--l0`` active
+latents per token, and random token ids. Times ``fast`` (per prompt, and with
+``--batch-prompts`` semantics) and ``naive`` (fewer prompts: it is ~100x slower) and prints a
+table. Run by hand wherever a GPU is available:
+
+    uv run python benchmarks/gpu_ablation.py [--prompts 16] [--naive-prompts 2] [--k 100]
+
+``--device cpu --tiny`` shrinks every shape (a smoke test of this script without a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from sae_hacking.absorption.ablation import fast_effects, make_setup, naive_effects
+from sae_hacking.data.text import TokenBatch
+from sae_hacking.lm.hooked import HookedLM
+from sae_hacking.saes.base import SAEInfo
+from sae_hacking.saes.jumprelu import JumpReLUSAE
+
+ABLATOR_HOOK = "blocks.20.hook_mlp_out"
+READER_HOOK = "blocks.21.hook_resid_post"
+GEMMA_2_2B = dict(
+    vocab_size=256_000,
+    hidden_size=2304,
+    intermediate_size=9216,
+    num_hidden_layers=26,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    head_dim=256,
+    query_pre_attn_scalar=256,
+    sliding_window=4096,
+    max_position_embeddings=8192,
+    attn_logit_softcapping=50.0,
+    final_logit_softcapping=30.0,
+)
+TINY = dict(
+    GEMMA_2_2B,
+    vocab_size=512,
+    hidden_size=64,
+    intermediate_size=256,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    query_pre_attn_scalar=16,
+)
+
+
+def random_model(shape: dict, device: torch.device, dtype: torch.dtype) -> HookedLM:
+    from transformers import AutoModelForCausalLM, Gemma2Config
+
+    config = Gemma2Config(**shape, bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    torch.manual_seed(0)
+    with device:  # initialise on the device: a 2.6B-parameter CPU init takes minutes
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return HookedLM(model, None, "random-gemma-2-2b-shape")
+
+
+def calibrated_sae(lm: HookedLM, hook: str, d_sae: int, sample: TokenBatch, l0: int, seed: int):
+    """Random JumpReLU SAE whose threshold leaves about ``l0`` latents active per token."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    sae = JumpReLUSAE(lm.d_model, d_sae, info=SAEInfo(hook_name=hook))
+    with torch.no_grad():
+        W_dec = torch.randn(d_sae, lm.d_model, generator=gen)
+        W_dec /= W_dec.norm(dim=1, keepdim=True)
+        sae.W_dec_EM.copy_(W_dec)
+        sae.W_enc_ME.copy_(W_dec.T)
+    sae = sae.to(lm.device).requires_grad_(False)
+    x = lm.read(sample.input_ids_BS, sample.attention_mask_BS, [hook])[hook]
+    with torch.inference_mode():
+        pre = sae.pre_acts(x.float()).flatten()
+        threshold = pre.kthvalue(pre.numel() - l0 * x.shape[0] * x.shape[1]).values
+    with torch.no_grad():
+        sae.threshold_E.fill_(float(threshold))
+    return sae
+
+
+def random_prompts(n: int, seq_len: int, vocab: int, device, seed: int) -> list[TokenBatch]:
+    """``n`` single-prompt batches of random ids, BOS first, lengths between seq_len/2 and
+    seq_len."""
+    gen = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n):
+        length = int(torch.randint(seq_len // 2, seq_len + 1, (1,), generator=gen))
+        ids = torch.randint(3, vocab, (1, length), generator=gen)
+        ids[0, 0] = 2
+        mask = torch.ones_like(ids)
+        real = mask.bool()
+        real[0, 0] = False
+        batches.append(TokenBatch(ids.to(device), mask.to(device), real.to(device), [""]))
+    return batches
+
+
+def padded(batches: list[TokenBatch]) -> TokenBatch:
+    length = max(b.input_ids_BS.shape[1] for b in batches)
+
+    def pad(t, value):
+        return torch.nn.functional.pad(t, (0, length - t.shape[1]), value=value)
+
+    return TokenBatch(
+        torch.cat([pad(b.input_ids_BS, 0) for b in batches]),
+        torch.cat([pad(b.attention_mask_BS, 0) for b in batches]),
+        torch.cat([pad(b.real_token_mask_BS, False) for b in batches]),
+        [""] * len(batches),
+    )
+
+
+def timed(device, fn, *args):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    out = fn(*args)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    return out, time.perf_counter() - start, peak
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="shrink every shape (smoke test)")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--naive-prompts", type=int, default=2)
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--seq-len", type=int, default=100)
+    parser.add_argument("--d-sae", type=int, default=65_536)
+    parser.add_argument("--l0", type=int, default=80, help="active SAE latents per token")
+    parser.add_argument("--batch-size", type=int, default=8, help="for --batch-prompts")
+    parser.add_argument("--variants-per-batch", type=int, default=256)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(
+            "error: no CUDA GPU here; this benchmark is for a GPU (use --device cpu --tiny for "
+            "a smoke test of the script)",
+            file=sys.stderr,
+        )
+        return 2
+    shape = TINY if args.tiny else GEMMA_2_2B
+    d_sae = 1024 if args.tiny else args.d_sae
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    lm = random_model(shape, device, dtype)
+    prompts = random_prompts(args.prompts, args.seq_len, shape["vocab_size"], device, seed=1)
+    sample = prompts[0]
+    ablator = calibrated_sae(lm, ABLATOR_HOOK, d_sae, sample, args.l0, seed=2)
+    reader = calibrated_sae(lm, READER_HOOK, d_sae, sample, args.l0, seed=3)
+    setups = {
+        batch_prompts: make_setup(
+            lm,
+            ablator,
+            reader,
+            args.k,
+            rows_per_chunk=args.variants_per_batch,
+            batch_prompts=batch_prompts,
+        )
+        for batch_prompts in (False, True)
+    }
+    fast_effects(setups[False], prompts[0])  # warm-up: kernels, allocator
+    naive = prompts[: args.naive_prompts]
+    runs = {
+        "naive": timed(device, lambda: [naive_effects(setups[False], p) for p in naive]),
+        "fast": timed(device, lambda: [fast_effects(setups[False], p) for p in prompts]),
+        f"fast, --batch-prompts (batches of {args.batch_size})": timed(
+            device,
+            lambda: [
+                fast_effects(setups[True], padded(prompts[i : i + args.batch_size]))
+                for i in range(0, len(prompts), args.batch_size)
+            ],
+        ),
+    }
+    counts = {"naive": len(naive)}
+    print(
+        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, {dtype}, "
+        f"{'tiny shapes' if args.tiny else 'Gemma-2-2B shape'}, SAEs of {d_sae} latents, "
+        f"K = {args.k}, prompts of {args.seq_len // 2}..{args.seq_len} tokens"
+    )
+    print("| method | prompts | s/prompt | prompts/s | speed-up vs naive | peak GiB |")
+    print("|---|---|---|---|---|---|")
+    naive_rate = counts["naive"] / runs["naive"][1]
+    for name, (_, seconds, peak) in runs.items():
+        n = counts.get(name, len(prompts))
+        print(
+            f"| {name} | {n} | {seconds / n:.4f} | {n / seconds:.3g} | "
+            f"{n / seconds / naive_rate:.1f}x | {peak:.1f} |"
+        )
+    fast_out = [p for batch in runs["fast"][0] for p in batch][: len(naive)]
+    naive_out = [p for batch in runs["naive"][0] for p in batch]
+    for f, n in zip(fast_out, naive_out, strict=True):
+        same = len(set(f.latents_D.tolist()) & set(n.latents_D.tolist()))
+        shared = [i for i, latent in enumerate(n.latents_D.tolist()) if latent in f.latents_D]
+        if not shared:
+            continue
+        f_rows = [f.latents_D.tolist().index(int(n.latents_D[i])) for i in shared]
+        diff = (f.effects_DE[f_rows] - n.effects_DE[shared]).abs().max()
+        print(
+            f"fast vs naive: {same}/{len(n.latents_D)} latents in common; largest effect "
+            f"difference {float(diff):.3g} (largest effect {float(n.effects_DE.abs().max()):.3g})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

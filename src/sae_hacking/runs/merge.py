@@ -1,0 +1,138 @@
+"""Merging the results of shards (``--shard i/n``) exactly: ``sae-hacking merge OUT FILES...``.
+
+Results written by :class:`sae_hacking.runs.stream.StreamRun` are merged when they are all
+complete, of the same ``kind``, with equal ``settings`` (model, SAE, hook, dataset, prompt
+length, … — every key except the ``free_settings`` such as ``batch_size``), hold the same
+tensors (names, dtypes, shapes), agree on the ``same_tensors`` (e.g. the latent ids of a rows
+run), and come from shards that own no source row in common. Every other tensor is summed
+(integers exactly: an ``int32`` sum that would overflow is promoted to ``int64``); the
+progress counters are summed; ``shards`` lists every input shard, and ``covers_all_rows`` says
+whether they own every row (e.g. ``0/2`` and ``1/2``). Sums are computed chunk by chunk, so the
+memory is one output tensor plus a chunk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sae_hacking.errors import UsageError
+from sae_hacking.runs.files import provenance
+from sae_hacking.runs.results import ResultsFile, write_results
+from sae_hacking.runs.shards import Shard, covers_everything
+from sae_hacking.runs.stream import RESULTS_FORMAT
+
+CHUNK = 2**24  # elements summed at a time
+INT32_MAX = 2**31 - 1
+
+
+def results_stem(out: str | Path) -> Path:
+    """``OUT`` without ``.safetensors.zst`` (so ``merged`` and ``merged.safetensors.zst`` agree)."""
+    out = Path(out)
+    for suffix in (".safetensors.zst", ".safetensors", ".json"):
+        if out.name.endswith(suffix):
+            return out.with_name(out.name[: -len(suffix)])
+    return out
+
+
+def _check_meta(path: Path, meta: dict[str, Any]) -> None:
+    if meta.get("format") != RESULTS_FORMAT:
+        raise UsageError(
+            f"{path} is not an sae_hacking results file (no {RESULTS_FORMAT} metadata)."
+        )
+    if not meta.get("complete"):
+        raise UsageError(
+            f"{path} is a checkpoint of an unfinished run; finish it with --resume first."
+        )
+
+
+def check_compatible(files: list[ResultsFile]) -> list[tuple[Path, Shard]]:
+    """Raise :class:`UsageError` unless ``files`` can be merged; return every (file, shard)."""
+    first = files[0]
+    free = set(first.meta.get("free_settings", ()))
+    base = {k: v for k, v in first.meta["settings"].items() if k not in free}
+    shards: list[tuple[Path, Shard]] = []
+    for f in files:
+        meta = f.meta
+        _check_meta(f.path, meta)
+        if meta["kind"] != first.meta["kind"]:
+            raise UsageError(
+                f"{f.path} holds {meta['kind']!r} results but {first.path} holds "
+                f"{first.meta['kind']!r}; merge results of one kind."
+            )
+        settings = {k: v for k, v in meta["settings"].items() if k not in free}
+        for key in sorted(set(base) | set(settings)):
+            if base.get(key) != settings.get(key):
+                raise UsageError(
+                    f"{f.path} was computed with {key} = {settings.get(key)!r} but {first.path} "
+                    f"with {base.get(key)!r}; only results of the same settings merge."
+                )
+        if f.keys() != first.keys() or any(
+            f.shape(k) != first.shape(k) or f.dtype(k) != first.dtype(k) for k in f.keys()
+        ):
+            raise UsageError(f"{f.path} and {first.path} hold different tensors.")
+        for entry in meta.get("shards", []):
+            shards.append((f.path, Shard.from_json(entry)))
+    for i, (path_a, a) in enumerate(shards):
+        for path_b, b in shards[i + 1 :]:
+            if a.overlaps(b):
+                raise UsageError(
+                    f"shard {a} of {path_a} and shard {b} of {path_b} share prompts; each "
+                    "prompt may be counted once."
+                )
+    return shards
+
+
+def _sum_into(out: torch.Tensor, f: ResultsFile, key: str) -> torch.Tensor:
+    """``out + f[key]`` chunk by chunk (``out`` is flat and updated in place when it can be)."""
+    for start, chunk in f.iter_ranges(key, CHUNK):
+        stop = start + chunk.numel()
+        if out.dtype == torch.int32:
+            total = out[start:stop].long() + chunk.long()
+            if total.numel() and int(total.max()) > INT32_MAX:
+                out = out.long()
+                out[start:stop] = total
+                continue
+            out[start:stop] = total.int()
+        else:
+            out[start:stop] += chunk.to(out.dtype)
+    return out
+
+
+def merge_results(out: str | Path, paths: list[str | Path]) -> tuple[Path, Path]:
+    """Merge the results files ``paths`` into ``OUT.safetensors.zst`` + ``OUT.json``."""
+    if len(paths) < 2:
+        raise UsageError(f"merge needs at least two results files, got {len(paths)}.")
+    stem = results_stem(out)
+    files: list[ResultsFile] = []
+    try:
+        for path in paths:
+            files.append(ResultsFile(path))
+        shards = check_compatible(files)
+        first = files[0]
+        same = set(first.meta.get("same_tensors", ()))
+        tensors: dict[str, torch.Tensor] = {}
+        for key in first.keys():
+            value = first.read(key).reshape(-1)
+            for f in files[1:]:
+                if key in same:
+                    if not torch.equal(f.read(key).reshape(-1), value):
+                        raise UsageError(
+                            f"{f.path} and {first.path} differ in {key!r}, which must be equal."
+                        )
+                else:
+                    value = _sum_into(value, f, key)
+            tensors[key] = value.reshape(first.shape(key))
+        meta = dict(first.meta)
+        for counter in ("rows_done", "prompts_done", "tokens_done"):
+            meta[counter] = sum(int(f.meta[counter]) for f in files)
+        meta["shards"] = [entry for f in files for entry in f.meta["shards"]]
+        meta["covers_all_rows"] = covers_everything([shard for _, shard in shards])
+        meta["merged_from"] = [str(Path(p)) for p in paths]
+        meta["provenance"] = provenance()
+    finally:
+        for f in files:
+            f.close()
+    return write_results(stem, tensors, meta)

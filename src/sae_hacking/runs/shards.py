@@ -1,0 +1,73 @@
+"""Shards: ``--shard i/n`` takes every n-th source row of a text stream, starting at row i.
+
+Rows are numbered in the source's order (:mod:`sae_hacking.data.text`); shard ``i/n`` owns the
+rows ``r`` with ``r % n == i``. Rows are selected *before* batching, so every batch of a shard is
+full. Within a shard, rows are numbered again from 0 ("shard rows"): shard row ``k`` is source
+row ``i + k·n``; checkpoints count shard rows, which is all resuming needs.
+
+Pure Python (no torch): the CLI parsers use :meth:`Shard.parse` as an argparse ``type``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sae_hacking.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (``0/1``: the whole stream)."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self):
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise UsageError(
+                f"--shard {self.index}/{self.count}: expected i/n with n ≥ 1 and 0 ≤ i < n."
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"i/n"`` → ``Shard(i, n)``; anything else is a :class:`UsageError`."""
+        parts = str(text).split("/")
+        try:
+            index, count = (int(p) for p in parts)
+        except ValueError:
+            raise UsageError(
+                f"--shard {text!r}: expected i/n, e.g. 0/4 for the first of four shards."
+            ) from None
+        return cls(index, count)
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def to_json(self) -> dict[str, int]:
+        return {"index": self.index, "count": self.count}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> Shard:
+        return cls(int(obj["index"]), int(obj["count"]))
+
+    def n_rows(self, n_source_rows: int | None) -> int | None:
+        """How many of the first ``n_source_rows`` source rows belong to this shard."""
+        if n_source_rows is None:
+            return None
+        return max(0, -(-(n_source_rows - self.index) // self.count))
+
+    def source_row(self, shard_row: int) -> int:
+        return self.index + shard_row * self.count
+
+    def overlaps(self, other: Shard) -> bool:
+        """Whether some source row belongs to both shards."""
+        return (self.index - other.index) % math.gcd(self.count, other.count) == 0
+
+
+def covers_everything(shards: list[Shard]) -> bool:
+    """Whether ``shards`` (pairwise disjoint) together own every source row."""
+    if not shards:
+        return False
+    period = math.lcm(*(s.count for s in shards))
+    return sum(period // s.count for s in shards) == period

@@ -1,0 +1,136 @@
+"""Results files: streamed safetensors(.zst) writing, partial reads, corrupt files, shards."""
+
+import io
+
+import pytest
+import torch
+import zstandard
+from safetensors.torch import load as load_safetensors
+
+import sae_hacking.runs.results as results
+from sae_hacking.errors import UsageError
+from sae_hacking.runs.results import ResultsFile, read_meta, write_results, write_safetensors
+from sae_hacking.runs.shards import Shard, covers_everything
+from sae_hacking.runs.stream import resolve_settings
+
+TENSORS = {
+    "counts_P": torch.arange(5000, dtype=torch.int32) * 7,
+    "activations_e": torch.arange(13, dtype=torch.int64) - 4,
+    "effects_DE": torch.randn(3, 11, generator=torch.Generator().manual_seed(0)),
+    "flags_D": torch.tensor([True, False, True]),
+    "half_D": torch.tensor([1.5, -2.0], dtype=torch.bfloat16),
+}
+
+
+@pytest.fixture(autouse=True)
+def small_frames(monkeypatch):
+    monkeypatch.setattr(results, "FRAME_BYTES", 1024)  # many frames in a small file
+
+
+def decompress(path):
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        io.BytesIO(path.read_bytes()), read_across_frames=True
+    )
+    return reader.read()
+
+
+@pytest.mark.parametrize("name", ["r.safetensors.zst", "r.safetensors"])
+def test_round_trip_and_partial_reads(tmp_path, name):
+    path = write_safetensors(tmp_path / name, TENSORS, {"kind": "test", "n": 3})
+    raw = decompress(path) if name.endswith(".zst") else path.read_bytes()
+    standard = load_safetensors(raw)  # a standard safetensors file once decompressed
+    assert all(torch.equal(standard[k], v) for k, v in TENSORS.items())
+    with ResultsFile(path) as f:
+        assert f.meta == {"kind": "test", "n": 3}
+        assert set(f.keys()) == set(TENSORS)
+        for key, value in TENSORS.items():
+            assert f.shape(key) == tuple(value.shape) and f.dtype(key) == value.dtype
+            assert torch.equal(f.read(key), value)
+        counts = TENSORS["counts_P"]
+        assert torch.equal(f.read_range("counts_P", 250, 1300), counts[250:1300])
+        idx = torch.tensor([4999, 0, 256, 257, 4999, 1023])
+        assert torch.equal(f.read_elements("counts_P", idx), counts[idx])
+        assert torch.equal(f.read_elements("half_D", [1, 0]), TENSORS["half_D"][[1, 0]])
+        with pytest.raises(UsageError, match="no tensor 'missing'"):
+            f.read("missing")
+        with pytest.raises(UsageError, match="element ids"):
+            f.read_elements("counts_P", [5000])
+
+
+def test_compressed_file_is_seekable_frames(tmp_path):
+    path = write_safetensors(tmp_path / "r.safetensors.zst", TENSORS, {})
+    with ResultsFile(path) as f:
+        assert type(f.frames).__name__ == "_SeekableFrames" and len(f.frames.starts) > 10
+
+
+def test_file_without_seek_table_reads_by_streaming(tmp_path):
+    path = write_safetensors(tmp_path / "r.safetensors.zst", TENSORS, {"a": 1})
+    plain = tmp_path / "recompressed.safetensors.zst"
+    plain.write_bytes(zstandard.ZstdCompressor().compress(decompress(path)))
+    with ResultsFile(plain) as f:
+        assert type(f.frames).__name__ == "_StreamFrames"
+        for key, value in TENSORS.items():
+            assert torch.equal(f.read(key), value)
+        assert torch.equal(f.read_elements("counts_P", [4000, 3]), TENSORS["counts_P"][[4000, 3]])
+
+
+def test_sidecar(tmp_path):
+    data, sidecar = write_results(tmp_path / "out", TENSORS, {"kind": "test"})
+    assert data.name == "out.safetensors.zst" and sidecar.name == "out.json"
+    meta = read_meta(sidecar)
+    assert meta["kind"] == "test" and meta["file"] == data.name
+    assert meta["tensors"]["counts_P"] == {"dtype": "I32", "shape": [5000]}
+    assert read_meta(data) == {"kind": "test"}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[: len(b) // 2],  # truncated
+        lambda b: b"not a results file at all",
+        lambda b: b"",
+        lambda b: b[:100] + bytes(len(b) - 100),  # zeroed after the first frame header
+    ],
+)
+@pytest.mark.parametrize("name", ["r.safetensors.zst", "r.safetensors"])
+def test_corrupt_files_are_usage_errors(tmp_path, damage, name):
+    path = write_safetensors(tmp_path / name, TENSORS, {"kind": "test"})
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(UsageError, match=str(path.name)):
+        with ResultsFile(path) as f:
+            for key in f.keys():
+                f.read(key)
+
+
+def test_missing_file_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="cannot be opened"):
+        ResultsFile(tmp_path / "nope.safetensors.zst")
+
+
+def test_shards():
+    assert Shard.parse("1/4") == Shard(1, 4) and str(Shard(1, 4)) == "1/4"
+    for bad in ("4/4", "x", "1/0", "-1/2", "1/2/3"):
+        with pytest.raises(UsageError):
+            Shard.parse(bad)
+    assert [Shard(1, 3).source_row(k) for k in range(3)] == [1, 4, 7]
+    assert (
+        Shard(1, 3).n_rows(10) == 3 and Shard(0, 3).n_rows(10) == 4 and Shard(2, 3).n_rows(2) == 0
+    )
+    assert sum(Shard(i, 4).n_rows(11) for i in range(4)) == 11
+    assert Shard(0, 2).overlaps(Shard(2, 4)) and not Shard(0, 2).overlaps(Shard(1, 4))
+    assert covers_everything([Shard(0, 2), Shard(1, 4), Shard(3, 4)])
+    assert not covers_everything([Shard(0, 2), Shard(1, 4)])
+
+
+def test_resolve_settings():
+    saved = {"model": "m", "n_prompts": 10, "batch_size": 4}
+    defaults = {"model": "default", "n_prompts": None, "batch_size": 8}
+    # flags left at their defaults take the run's values
+    assert resolve_settings(saved, defaults, defaults, ["n_prompts"]) == {
+        "model": "m",
+        "n_prompts": None,
+        "batch_size": 4,
+    }
+    assert resolve_settings(saved, {**defaults, "model": "m"}, defaults)["model"] == "m"
+    with pytest.raises(UsageError, match="--model other differs"):
+        resolve_settings(saved, {**defaults, "model": "other"}, defaults)
