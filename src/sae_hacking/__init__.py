@@ -14,6 +14,7 @@ Dimension letters used in tensor names (Shazeer typing), shared by the whole pac
 - ``H``: all children latents of a hierarchical SAE (2 E)
 - ``K``: k in top-k
 - ``M``: model (input) dimension
+- ``P``: packed pairs ``i <= j`` of latents (length e (e + 1) / 2, an upper triangle row by row)
 - ``S``: sequence length
 """
 

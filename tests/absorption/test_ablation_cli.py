@@ -127,10 +127,10 @@ def test_shards_merge_to_the_single_run(files, single_run):
         argv = ablate_argv(files, root / f"shard{index}", "--shard", f"{index}/3", "--never-save")
         assert main(["ablate", *argv]) == 0
     shards = [str(root / f"shard{i}" / "ablations.safetensors.zst") for i in range(3)]
-    assert main(["ablate-merge", str(root / "merged"), *shards]) == 0
+    assert main(["merge", str(root / "merged"), *shards]) == 0
     assert_equal_results(read_results(root / "merged.safetensors.zst"), single_run)
     assert read_meta(root / "merged.json")["covers_all_rows"]
-    assert main(["ablate-merge", str(root / "twice"), shards[0], shards[0]]) == EXIT_USAGE
+    assert main(["merge", str(root / "twice"), shards[0], shards[0]]) == EXIT_USAGE
 
 
 def test_first_pass_frequencies_exclude_frequent_latents(files, single_run):
@@ -171,6 +171,16 @@ def test_first_pass_frequencies_exclude_frequent_latents(files, single_run):
     )  # fmt: skip
     assert main(["ablate", *argv]) == 0
     assert_equal_results(read_results(from_cooc / "ablations.safetensors.zst"), results)
+    # The co-occurrences of another SAE are refused rather than excluding the wrong latents.
+    other = [*cooc[:-1], str(root / "cooc-reader")]
+    other[other.index(str(root / "ablator.safetensors"))] = str(root / "reader.safetensors")
+    other += ["--ablator-sae-hook", READER_HOOK]
+    assert main(other) == 0
+    argv = ablate_argv(
+        files, root / "excluded-wrong", "--exclude-latent-threshold", "0.3",
+        "--frequencies-from", str(root / "cooc-reader"),
+    )  # fmt: skip
+    assert main(["ablate", *argv]) == EXIT_USAGE
 
 
 @pytest.mark.parametrize(

@@ -24,13 +24,11 @@ from sae_hacking.data.text import TokenBatch
 from sae_hacking.errors import UsageError
 from sae_hacking.runs.files import provenance
 from sae_hacking.runs.results import ResultsFile, write_results, write_safetensors
-from sae_hacking.runs.shards import Shard, covers_everything
 from sae_hacking.runs.stream import RESULTS_FORMAT, Accumulator
 
 KIND = "ablations"
 RESULTS_NAME = "ablations"
 FREQUENCIES_FILE = "frequencies.safetensors"
-PROGRESS_COUNTERS = ("rows_done", "prompts_done", "tokens_done")
 
 
 class AblationAccumulator(Accumulator):
@@ -95,10 +93,20 @@ def save_frequencies(run_dir: Path, active_e: torch.Tensor, tokens: int, source:
     )
 
 
-def read_frequencies(path: str | Path) -> tuple[torch.Tensor, int]:
+# Settings that name the model and ablator SAE, in both co-occurrence and ablation runs.
+ABLATOR_IDENTITY = ("model", "ablator_sae_release", "ablator_sae_id")
+
+
+def read_frequencies(
+    path: str | Path, settings: Mapping[str, object] | None = None
+) -> tuple[torch.Tensor, int]:
     """``(tokens each latent is active on, tokens counted)`` from a co-occurrence run
     (results file, sidecar or run directory; :class:`~sae_hacking.absorption.cooccurrence.
-    Cooccurrences`) or from an ablate run's ``frequencies.safetensors`` (file or run directory)."""
+    Cooccurrences`) or from an ablate run's ``frequencies.safetensors`` (file or run directory).
+
+    With ``settings`` (this run's), a co-occurrence run of another model or ablator SAE is a
+    :class:`UsageError`: its frequencies would exclude the wrong latents.
+    """
     from sae_hacking.absorption.cooccurrence import Cooccurrences
 
     path = Path(path)
@@ -108,6 +116,18 @@ def read_frequencies(path: str | Path) -> tuple[torch.Tensor, int]:
         with ResultsFile(path) as results:
             return results.read("active_tokens_e").long(), int(results.read("n_tokens"))
     with Cooccurrences(path) as counts:
+        theirs = counts.meta.get("settings", {})
+        for key in ABLATOR_IDENTITY if settings is not None else ():
+            # An empty SAE id and no SAE id mean the same: the release is a file.
+            if (
+                key in theirs
+                and key in settings
+                and (theirs[key] or None) != (settings[key] or None)
+            ):
+                raise UsageError(
+                    f"--frequencies-from {path} was counted with {key} = {theirs[key]!r}, but "
+                    f"this run uses {settings[key]!r}; give the co-occurrences of this ablator."
+                )
         return counts.activations().long(), counts.tokens
 
 
@@ -131,179 +151,23 @@ def exclusion_mask(
 def merge_ablations(out: str | Path, paths: list[str | Path]) -> tuple[Path, Path]:
     """Merge complete ``ablations`` results of disjoint shards (same settings) exactly: rows
     are matched by latent id and their int64 sums added."""
-    from sae_hacking.runs.merge import results_stem
+    from sae_hacking.runs.merge import check_runs, merged_meta, results_stem
 
     if len(paths) < 2:
         raise UsageError(f"merging needs at least two results files, got {len(paths)}.")
     merged: EffectSums | None = None
-    metas, shards = [], []
+    metas = []
     for path in paths:
         with ResultsFile(path) as results:
             meta = results.meta
-            if meta.get("format") != RESULTS_FORMAT or meta.get("kind") != KIND:
-                raise UsageError(f"{path} is not the results file of an ablation run.")
-            if not meta.get("complete"):
-                raise UsageError(f"{path} is a checkpoint of an unfinished run; --resume it first.")
+            if meta.get("format") == RESULTS_FORMAT and meta.get("kind") != KIND:
+                raise UsageError(f"{path} holds {meta.get('kind')!r} results, not {KIND!r}.")
+            check_runs([(Path(path), meta)])
             sums = EffectSums.from_tensors({key: results.read(key) for key in results.keys()})
-        _check_same_settings(path, meta, paths[0], metas[0] if metas else meta)
-        for entry in meta["shards"]:
-            shard = Shard.from_json(entry)
-            for other_path, other in shards:
-                if shard.overlaps(other):
-                    raise UsageError(
-                        f"shard {shard} of {path} and shard {other} of {other_path} share "
-                        "prompts; each prompt may be counted once."
-                    )
-            shards.append((path, shard))
         metas.append(meta)
         if merged is None:
             merged = sums
         else:
             merged.merge(sums)
-    meta = dict(metas[0])
-    for counter in PROGRESS_COUNTERS:
-        meta[counter] = sum(int(m[counter]) for m in metas)
-    meta["shards"] = [entry for m in metas for entry in m["shards"]]
-    meta["covers_all_rows"] = covers_everything([shard for _, shard in shards])
-    meta["merged_from"] = [str(Path(p)) for p in paths]
-    meta["provenance"] = provenance()
-    return write_results(results_stem(out), merged.tensors(), meta)
-
-
-def _check_same_settings(path, meta: dict, first_path, first: dict) -> None:
-    free = set(first.get("free_settings", ()))
-    ours = {k: v for k, v in meta["settings"].items() if k not in free}
-    theirs = {k: v for k, v in first["settings"].items() if k not in free}
-    for key in sorted(set(ours) | set(theirs)):
-        if ours.get(key) != theirs.get(key):
-            raise UsageError(
-                f"{path} was computed with {key} = {ours.get(key)!r} but {first_path} with "
-                f"{theirs.get(key)!r}; only results of the same settings merge."
-            )
-
-
-# -- the command --------------------------------------------------------------------------------
-
-
-def run_ablate(args, given: dict, defaults: dict) -> int:
-    """``sae-hacking ablate``: ``given``/``defaults`` are the identifying settings as parsed and
-    as the parser's defaults (a resumed run takes its saved values for flags left at default)."""
-    from sae_hacking.absorption.ablation import make_setup
-    from sae_hacking.cli.lm import load_lm, load_sae_from_args
-    from sae_hacking.runs.stream import StreamRun, shard_batches
-
-    run = None
-    if args.resume is not None:
-        run = StreamRun.open(args.resume, KIND)
-        # Settings a resume may change (n_prompts, batch size) keep their saved values
-        # unless given: resolve_settings takes them from ``given`` as they are.
-        given = {
-            key: run.settings.get(key, value)
-            if key in run.resumable and value == defaults.get(key)
-            else value
-            for key, value in given.items()
-        }
-        for key, value in run.resolve_settings(given, defaults).items():
-            setattr(args, key, value)
-        args.shard = run.shard
-        if run.is_complete():
-            print(f"{run.results_path} is already complete; nothing to do.")
-            return 0
-    if args.exclude_latent_threshold is None and args.frequencies_from is not None:
-        raise UsageError("--frequencies-from is only used with --exclude-latent-threshold F.")
-    if args.exclude_latent_threshold is not None and not 0 <= args.exclude_latent_threshold <= 1:
-        raise UsageError(
-            f"--exclude-latent-threshold must be a fraction in [0, 1], got "
-            f"{args.exclude_latent_threshold}."
-        )
-    lm = load_lm(args)
-    ablator = load_sae_from_args(args, "ablator", lm.device)
-    reader = load_sae_from_args(args, "reader", lm.device)
-    setup = make_setup(
-        lm,
-        ablator,
-        reader,
-        args.abridge_ablations_to,
-        selected=args.selected_features,
-        ablator_hook=args.ablator_sae_hook,
-        reader_hook=args.reader_sae_hook,
-        rows_per_chunk=args.variants_per_batch,
-        batch_prompts=args.batch_prompts,
-    )
-    # Record the hooks the SAEs read (they may come from the SAE files, not the flags).
-    args.ablator_sae_hook, args.reader_sae_hook = setup.ablator_hook, setup.reader_hook
-    settings = {key: getattr(args, key) for key in given}
-    frequencies = None
-    if args.exclude_latent_threshold is not None and args.frequencies_from is not None:
-        frequencies = (*read_frequencies(args.frequencies_from), args.frequencies_from)
-    elif args.exclude_latent_threshold is not None and args.n_prompts is None:
-        raise UsageError(
-            "--exclude-latent-threshold without --frequencies-from counts frequencies in a first "
-            "pass over the prompts, which needs --n-prompts N (or pass --frequencies-from FILE)."
-        )
-    if run is None:
-        free = () if args.batch_prompts else ("batch_size",)
-        run = StreamRun.create(
-            args.output_dir, "ablate", KIND, settings, args.shard, RESULTS_NAME, free
-        )
-        print(f"run directory: {run.run_dir}")
-    if args.exclude_latent_threshold is not None:
-        if frequencies is None:
-            frequencies = _first_pass_frequencies(args, run, lm, ablator, setup.ablator_hook)
-        setup.excluded_e = exclusion_mask(
-            *frequencies[:2], args.exclude_latent_threshold, ablator.d_sae, frequencies[2]
-        ).to(lm.device)
-        print(
-            f"excluding {int(setup.excluded_e.sum())} of {ablator.d_sae} ablator latents active "
-            f"on more than {args.exclude_latent_threshold:g} of tokens"
-        )
-    accumulator = AblationAccumulator(setup, args.method)
-    state = run.load_checkpoint()
-    if state is not None:
-        accumulator.load_state(state)
-        print(f"resuming after {run.progress.rows_done} prompts of this shard")
-    batches = shard_batches(
-        args.dataset_id,
-        args.text_column,
-        lm.tokenizer,
-        args.batch_size,
-        args.max_tokens_in_prompt,
-        args.n_prompts,
-        run.shard,
-        run.progress.rows_done,
-    )
-    path = run.run(
-        accumulator,
-        batches,
-        total_rows=run.shard.n_rows(args.n_prompts),
-        save_every=None if args.never_save else args.save_frequency,
-        quiet=args.quiet,
-    )
-    sums = accumulator.sums
-    print(
-        f"{sums.n_prompts} of {sums.n_prompts_seen} prompts used; {len(sums.row_of)} ablator "
-        f"latents ablated; wrote {path}"
-    )
-    return 0
-
-
-def _first_pass_frequencies(args, run, lm, ablator, hook: str):
-    """Latent frequencies over all ``--n-prompts`` prompts (every shard counts the same ones,
-    so all shards exclude the same latents), saved in the run directory for resuming."""
-    from sae_hacking.runs.stream import shard_batches
-
-    path = run.run_dir / FREQUENCIES_FILE
-    if path.is_file():
-        return (*read_frequencies(path), str(path))
-    print(f"counting ablator latent frequencies over {args.n_prompts} prompts (first pass)")
-    batches = shard_batches(
-        args.dataset_id,
-        args.text_column,
-        lm.tokenizer,
-        args.batch_size,
-        args.max_tokens_in_prompt,
-        args.n_prompts,
-    )
-    active_e, tokens = count_frequencies(lm, ablator, hook, batches)
-    save_frequencies(run.run_dir, active_e, tokens, "first pass")
-    return active_e, tokens, str(path)
+    shards = check_runs([(Path(p), m) for p, m in zip(paths, metas, strict=True)])
+    return write_results(results_stem(out), merged.tensors(), merged_meta(metas, paths, shards))

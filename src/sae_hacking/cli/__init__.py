@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "sae_hacking.cli.lm",
     "sae_hacking.cli.cooccurrence",
     "sae_hacking.cli.ablate",
+    "sae_hacking.cli.merge",
 )
 
 

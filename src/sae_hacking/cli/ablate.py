@@ -1,4 +1,4 @@
-"""``sae-hacking ablate`` and ``sae-hacking ablate-merge`` (and the seed's
+"""``sae-hacking ablate`` (and the seed's
 ``gemma_selective_ablate.py``): selective ablation effects, ablator SAE -> reader SAE."""
 
 from __future__ import annotations
@@ -13,11 +13,7 @@ ABLATE_HELP = (
     "its error term) in turn and record how the reader SAE's latents change at the last real "
     "token. Writes ablations.safetensors.zst + ablations.json to the run directory: effects_DE "
     "(summed baseline - ablated, one row per ablated latent latents_D), ablation_counts_D, "
-    "n_prompts. Shards (--shard i/n) are combined with `sae-hacking ablate-merge`."
-)
-MERGE_HELP = (
-    "Merge the ablations results of disjoint shards of one run (same settings) into one "
-    "results file, exactly (rows matched by latent id, integer sums)."
+    "n_prompts. Shards (--shard i/n) are combined with `sae-hacking merge`."
 )
 # Settings that identify what a run computes (stored in run.json; resume and merge compare
 # them). ``batch_size`` is free unless --batch-prompts: prompts then run one at a time.
@@ -132,8 +128,6 @@ def fill_default_sae_ids(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def ablate_command(args: argparse.Namespace) -> int:
-    from sae_hacking.absorption.ablation_run import run_ablate
-
     parser = argparse.ArgumentParser()
     add_ablate_args(parser)
     defaults = vars(fill_default_sae_ids(parser.parse_args([])))
@@ -142,12 +136,137 @@ def ablate_command(args: argparse.Namespace) -> int:
     return run_ablate(args, given, {key: defaults[key] for key in SETTINGS})
 
 
-def merge_command(args: argparse.Namespace) -> int:
-    from sae_hacking.absorption.ablation_run import merge_ablations
+# -- running the command --------------------------------------------------------------------------------
 
-    path, sidecar = merge_ablations(args.out, args.files)
-    print(f"wrote {path} and {sidecar}")
+
+def run_ablate(args, given: dict, defaults: dict) -> int:
+    """``sae-hacking ablate``: ``given``/``defaults`` are the identifying settings as parsed and
+    as the parser's defaults (a resumed run takes its saved values for flags left at default)."""
+    from sae_hacking.absorption.ablation import make_setup
+    from sae_hacking.absorption.ablation_run import (
+        KIND,
+        RESULTS_NAME,
+        AblationAccumulator,
+        exclusion_mask,
+        read_frequencies,
+    )
+    from sae_hacking.cli.lm import load_lm, load_sae_from_args
+    from sae_hacking.errors import UsageError
+    from sae_hacking.runs.stream import StreamRun, shard_batches
+
+    run = None
+    if args.resume is not None:
+        run = StreamRun.open(args.resume, KIND)
+        for key, value in run.resolve_settings(given, defaults).items():
+            setattr(args, key, value)
+        args.shard = run.shard
+        if run.is_complete():
+            print(f"{run.results_path} is already complete; nothing to do.")
+            return 0
+    if args.exclude_latent_threshold is None and args.frequencies_from is not None:
+        raise UsageError("--frequencies-from is only used with --exclude-latent-threshold F.")
+    if args.exclude_latent_threshold is not None and not 0 <= args.exclude_latent_threshold <= 1:
+        raise UsageError(
+            f"--exclude-latent-threshold must be a fraction in [0, 1], got "
+            f"{args.exclude_latent_threshold}."
+        )
+    lm = load_lm(args)
+    ablator = load_sae_from_args(args, "ablator", lm.device)
+    reader = load_sae_from_args(args, "reader", lm.device)
+    setup = make_setup(
+        lm,
+        ablator,
+        reader,
+        args.abridge_ablations_to,
+        selected=args.selected_features,
+        ablator_hook=args.ablator_sae_hook,
+        reader_hook=args.reader_sae_hook,
+        rows_per_chunk=args.variants_per_batch,
+        batch_prompts=args.batch_prompts,
+    )
+    # Record the hooks the SAEs read (they may come from the SAE files, not the flags).
+    args.ablator_sae_hook, args.reader_sae_hook = setup.ablator_hook, setup.reader_hook
+    settings = {key: getattr(args, key) for key in given}
+    frequencies = None
+    if args.exclude_latent_threshold is not None and args.frequencies_from is not None:
+        frequencies = (*read_frequencies(args.frequencies_from, settings), args.frequencies_from)
+    elif args.exclude_latent_threshold is not None and args.n_prompts is None:
+        raise UsageError(
+            "--exclude-latent-threshold without --frequencies-from counts frequencies in a first "
+            "pass over the prompts, which needs --n-prompts N (or pass --frequencies-from FILE)."
+        )
+    if run is None:
+        free = () if args.batch_prompts else ("batch_size",)
+        run = StreamRun.create(
+            args.output_dir, "ablate", KIND, settings, args.shard, RESULTS_NAME, free
+        )
+        print(f"run directory: {run.run_dir}")
+    if args.exclude_latent_threshold is not None:
+        if frequencies is None:
+            frequencies = _first_pass_frequencies(args, run, lm, ablator, setup.ablator_hook)
+        setup.excluded_e = exclusion_mask(
+            *frequencies[:2], args.exclude_latent_threshold, ablator.d_sae, frequencies[2]
+        ).to(lm.device)
+        print(
+            f"excluding {int(setup.excluded_e.sum())} of {ablator.d_sae} ablator latents active "
+            f"on more than {args.exclude_latent_threshold:g} of tokens"
+        )
+    accumulator = AblationAccumulator(setup, args.method)
+    state = run.load_checkpoint()
+    if state is not None:
+        accumulator.load_state(state)
+        print(f"resuming after {run.progress.rows_done} prompts of this shard")
+    batches = shard_batches(
+        args.dataset_id,
+        args.text_column,
+        lm.tokenizer,
+        args.batch_size,
+        args.max_tokens_in_prompt,
+        args.n_prompts,
+        run.shard,
+        run.progress.rows_done,
+    )
+    path = run.run(
+        accumulator,
+        batches,
+        total_rows=run.shard.n_rows(args.n_prompts),
+        save_every=None if args.never_save else args.save_frequency,
+        quiet=args.quiet,
+    )
+    sums = accumulator.sums
+    print(
+        f"{sums.n_prompts} of {sums.n_prompts_seen} prompts used; {len(sums.row_of)} ablator "
+        f"latents ablated; wrote {path}"
+    )
     return 0
+
+
+def _first_pass_frequencies(args, run, lm, ablator, hook: str):
+    """Latent frequencies over all ``--n-prompts`` prompts (every shard counts the same ones,
+    so all shards exclude the same latents), saved in the run directory for resuming."""
+    from sae_hacking.absorption.ablation_run import (
+        FREQUENCIES_FILE,
+        count_frequencies,
+        read_frequencies,
+        save_frequencies,
+    )
+    from sae_hacking.runs.stream import shard_batches
+
+    path = run.run_dir / FREQUENCIES_FILE
+    if path.is_file():
+        return (*read_frequencies(path), str(path))
+    print(f"counting ablator latent frequencies over {args.n_prompts} prompts (first pass)")
+    batches = shard_batches(
+        args.dataset_id,
+        args.text_column,
+        lm.tokenizer,
+        args.batch_size,
+        args.max_tokens_in_prompt,
+        args.n_prompts,
+    )
+    active_e, tokens = count_frequencies(lm, ablator, hook, batches)
+    save_frequencies(run.run_dir, active_e, tokens, "first pass")
+    return active_e, tokens, str(path)
 
 
 def standalone_parser() -> argparse.ArgumentParser:
@@ -164,9 +283,3 @@ def register(subparsers) -> None:
             description=ABLATE_HELP,
         )
     )
-    merge = subparsers.add_parser(
-        "ablate-merge", help="merge the shards of an ablate run", description=MERGE_HELP
-    )
-    merge.add_argument("out", help="output stem (OUT.safetensors.zst and OUT.json are written)")
-    merge.add_argument("files", nargs="+", help="ablations.safetensors.zst of each shard")
-    merge.set_defaults(func=merge_command)

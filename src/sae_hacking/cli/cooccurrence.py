@@ -1,4 +1,4 @@
-"""``sae-hacking cooccurrences``, ``cooccurrences-show`` and ``merge`` (and the seed's
+"""``sae-hacking cooccurrences`` and ``cooccurrences-show`` (and the seed's
 ``gemma_cooccurrences.py``)."""
 
 from __future__ import annotations
@@ -133,9 +133,13 @@ def run_show(args: argparse.Namespace) -> int:
 
     with Cooccurrences(args.file) as co:
         settings = co.meta.get("settings", {})
+        sae = " ".join(
+            str(part)
+            for part in (settings.get("ablator_sae_release"), settings.get("ablator_sae_id"))
+            if part
+        )
         print(
-            f"{co.meta.get('kind')} of {settings.get('ablator_sae_release')} "
-            f"{settings.get('ablator_sae_id') or ''} at {settings.get('hook')} on "
+            f"{co.meta.get('kind')} of {sae} at {settings.get('hook')} on "
             f"{settings.get('model')}: e = {co.e}, {co.tokens} tokens of "
             f"{co.meta.get('prompts_done')} prompts"
             + (f", rows {co.rows}" if co.rows is not None else "")
@@ -157,14 +161,6 @@ def run_show(args: argparse.Namespace) -> int:
         else:
             both = co.count(args.i, args.j)
             print(f"latents {args.i} and {args.j}: both active on {both} tokens")
-    return 0
-
-
-def run_merge(args: argparse.Namespace) -> int:
-    from sae_hacking.runs.merge import merge_results
-
-    data, sidecar = merge_results(args.out, args.files)
-    print(f"wrote {data} and {sidecar}")
     return 0
 
 
@@ -192,13 +188,3 @@ def register(subparsers) -> None:
     show.add_argument("j", type=int, nargs="?", default=None, help="second latent id")
     show.add_argument("--top", type=int, default=10, help="entries listed (default %(default)s)")
     show.set_defaults(func=run_show)
-    merge = subparsers.add_parser(
-        "merge",
-        help="sum the results of shards (--shard i/n) exactly",
-        description="Merge results files of shards of one run (same kind, model, SAE, dataset, "
-        "prompt length) into OUT.safetensors.zst + OUT.json, refusing incompatible or "
-        "overlapping inputs.",
-    )
-    merge.add_argument("out", help="output stem or .safetensors.zst path")
-    merge.add_argument("files", nargs="+", help="results files to merge")
-    merge.set_defaults(func=run_merge)

@@ -124,7 +124,11 @@ def text_batches(args: argparse.Namespace, tokenizer, skip: int = 0):
 
 
 def make_tiny_model_command(args: argparse.Namespace) -> int:
+    from sae_hacking.lm.arch import parse_hook
     from sae_hacking.lm.tiny import make_tiny_model
+
+    for hook in args.saes:  # unknown hooks are refused before anything is written
+        parse_hook(hook, args.layers, parallel=args.arch == "neox")
 
     path = make_tiny_model(
         args.path,
@@ -135,7 +139,30 @@ def make_tiny_model_command(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(f"wrote a tiny {args.arch} model to {path} (use it with --model {path})")
+    if args.prompts:
+        from sae_hacking.atomic import atomic_write_text
+        from sae_hacking.lm.tiny import generate_texts
+
+        texts = generate_texts(args.prompts, seed=args.seed + 1)
+        atomic_write_text(path / "prompts.txt", "\n".join(texts) + "\n")
+        print(f"wrote {args.prompts} prompts to {path / 'prompts.txt'} (--dataset-id)")
+    if args.saes:
+        _write_tiny_saes(path, args)
     return 0
+
+
+def _write_tiny_saes(path, args: argparse.Namespace) -> None:
+    from sae_hacking.lm.hooked import HookedLM
+    from sae_hacking.lm.tiny import generate_texts
+    from sae_hacking.saes.io import save_sae_checkpoint
+    from sae_hacking.saes.tiny import calibrated_random_sae
+
+    lm = HookedLM.from_pretrained(str(path), device="cpu", dtype="float32")
+    texts = generate_texts(64, seed=args.seed + 2)
+    for i, hook in enumerate(args.saes):
+        sae = calibrated_random_sae(lm, hook, args.sae_width, texts, seed=args.seed + i)
+        out = save_sae_checkpoint(sae, path / "saes" / f"{hook}.safetensors")
+        print(f"wrote a random {args.sae_width}-latent JumpReLU SAE for {hook} to {out}")
 
 
 def add_make_tiny_model_args(parser: argparse.ArgumentParser) -> None:
@@ -157,6 +184,23 @@ def add_make_tiny_model_args(parser: argparse.ArgumentParser) -> None:
         help="BPE vocabulary size, at least 300 (default %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
+    parser.add_argument(
+        "--saes",
+        nargs="+",
+        default=[],
+        metavar="HOOK",
+        help="also write random JumpReLU SAEs for these hook points to PATH/saes/HOOK.safetensors"
+        " (thresholds calibrated so ~5%% of latents fire per token)",
+    )
+    parser.add_argument(
+        "--sae-width", type=int, default=256, help="latents per SAE (default %(default)s)"
+    )
+    parser.add_argument(
+        "--prompts",
+        type=int,
+        default=0,
+        help="also write N generated prompts to PATH/prompts.txt (default %(default)s)",
+    )
     parser.set_defaults(func=make_tiny_model_command)
 
 

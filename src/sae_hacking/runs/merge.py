@@ -37,44 +37,40 @@ def results_stem(out: str | Path) -> Path:
     return out
 
 
-def _check_meta(path: Path, meta: dict[str, Any]) -> None:
-    if meta.get("format") != RESULTS_FORMAT:
-        raise UsageError(
-            f"{path} is not an sae_hacking results file (no {RESULTS_FORMAT} metadata)."
-        )
-    if not meta.get("complete"):
-        raise UsageError(
-            f"{path} is a checkpoint of an unfinished run; finish it with --resume first."
-        )
+PROGRESS_COUNTERS = ("rows_done", "prompts_done", "tokens_done")
 
 
-def check_compatible(files: list[ResultsFile]) -> list[tuple[Path, Shard]]:
-    """Raise :class:`UsageError` unless ``files`` can be merged; return every (file, shard)."""
-    first = files[0]
-    free = set(first.meta.get("free_settings", ()))
-    base = {k: v for k, v in first.meta["settings"].items() if k not in free}
+def check_runs(entries: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, Shard]]:
+    """Raise :class:`UsageError` unless the runs described by ``(path, meta)`` may be merged:
+    all complete, of one kind, with equal settings (but the free ones) and disjoint shards.
+    Returns every (path, shard). Whatever the kind's tensors are, these checks are the same."""
+    first_path, first = entries[0]
+    free = set(first.get("free_settings", ()))
+    base = {k: v for k, v in first["settings"].items() if k not in free}
     shards: list[tuple[Path, Shard]] = []
-    for f in files:
-        meta = f.meta
-        _check_meta(f.path, meta)
-        if meta["kind"] != first.meta["kind"]:
+    for path, meta in entries:
+        if meta.get("format") != RESULTS_FORMAT:
             raise UsageError(
-                f"{f.path} holds {meta['kind']!r} results but {first.path} holds "
-                f"{first.meta['kind']!r}; merge results of one kind."
+                f"{path} is not an sae_hacking results file (no {RESULTS_FORMAT} metadata)."
+            )
+        if not meta.get("complete"):
+            raise UsageError(
+                f"{path} is a checkpoint of an unfinished run; finish it with --resume first."
+            )
+        if meta["kind"] != first["kind"]:
+            raise UsageError(
+                f"{path} holds {meta['kind']!r} results but {first_path} holds "
+                f"{first['kind']!r}; merge results of one kind."
             )
         settings = {k: v for k, v in meta["settings"].items() if k not in free}
         for key in sorted(set(base) | set(settings)):
             if base.get(key) != settings.get(key):
                 raise UsageError(
-                    f"{f.path} was computed with {key} = {settings.get(key)!r} but {first.path} "
+                    f"{path} was computed with {key} = {settings.get(key)!r} but {first_path} "
                     f"with {base.get(key)!r}; only results of the same settings merge."
                 )
-        if f.keys() != first.keys() or any(
-            f.shape(k) != first.shape(k) or f.dtype(k) != first.dtype(k) for k in f.keys()
-        ):
-            raise UsageError(f"{f.path} and {first.path} hold different tensors.")
         for entry in meta.get("shards", []):
-            shards.append((f.path, Shard.from_json(entry)))
+            shards.append((path, Shard.from_json(entry)))
     for i, (path_a, a) in enumerate(shards):
         for path_b, b in shards[i + 1 :]:
             if a.overlaps(b):
@@ -82,6 +78,32 @@ def check_compatible(files: list[ResultsFile]) -> list[tuple[Path, Shard]]:
                     f"shard {a} of {path_a} and shard {b} of {path_b} share prompts; each "
                     "prompt may be counted once."
                 )
+    return shards
+
+
+def merged_meta(
+    metas: list[dict[str, Any]], paths: list[str | Path], shards: list[tuple[Path, Shard]]
+) -> dict[str, Any]:
+    """The first run's metadata with the progress counters summed and the shards listed."""
+    meta = dict(metas[0])
+    for counter in PROGRESS_COUNTERS:
+        meta[counter] = sum(int(m[counter]) for m in metas)
+    meta["shards"] = [entry for m in metas for entry in m["shards"]]
+    meta["covers_all_rows"] = covers_everything([shard for _, shard in shards])
+    meta["merged_from"] = [str(Path(p)) for p in paths]
+    meta["provenance"] = provenance()
+    return meta
+
+
+def check_compatible(files: list[ResultsFile]) -> list[tuple[Path, Shard]]:
+    """:func:`check_runs`, plus: the files hold the same tensors (names, dtypes, shapes)."""
+    shards = check_runs([(f.path, f.meta) for f in files])
+    first = files[0]
+    for f in files[1:]:
+        if f.keys() != first.keys() or any(
+            f.shape(k) != first.shape(k) or f.dtype(k) != first.dtype(k) for k in f.keys()
+        ):
+            raise UsageError(f"{f.path} and {first.path} hold different tensors.")
     return shards
 
 
@@ -102,7 +124,9 @@ def _sum_into(out: torch.Tensor, f: ResultsFile, key: str) -> torch.Tensor:
 
 
 def merge_results(out: str | Path, paths: list[str | Path]) -> tuple[Path, Path]:
-    """Merge the results files ``paths`` into ``OUT.safetensors.zst`` + ``OUT.json``."""
+    """Merge the results files ``paths`` into ``OUT.safetensors.zst`` + ``OUT.json`` by summing
+    every tensor (kinds whose rows are keyed, like ablations, merge with their own function on
+    top of :func:`check_runs` and :func:`merged_meta`)."""
     if len(paths) < 2:
         raise UsageError(f"merge needs at least two results files, got {len(paths)}.")
     stem = results_stem(out)
@@ -125,13 +149,7 @@ def merge_results(out: str | Path, paths: list[str | Path]) -> tuple[Path, Path]
                 else:
                     value = _sum_into(value, f, key)
             tensors[key] = value.reshape(first.shape(key))
-        meta = dict(first.meta)
-        for counter in ("rows_done", "prompts_done", "tokens_done"):
-            meta[counter] = sum(int(f.meta[counter]) for f in files)
-        meta["shards"] = [entry for f in files for entry in f.meta["shards"]]
-        meta["covers_all_rows"] = covers_everything([shard for _, shard in shards])
-        meta["merged_from"] = [str(Path(p)) for p in paths]
-        meta["provenance"] = provenance()
+        meta = merged_meta([f.meta for f in files], paths, shards)
     finally:
         for f in files:
             f.close()

@@ -132,16 +132,20 @@ def resolve_settings(
     defaults: Mapping[str, Any],
     may_change: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Settings for a resumed run: ``saved`` ones, except keys in ``may_change`` (taken from
-    ``given``). A ``given`` value other than its default that differs from the saved one is a
+    """Settings for a resumed run: the ``saved`` ones, where a flag left at its default keeps
+    the saved value (so ``--resume DIR`` alone continues the run as it was). Keys in
+    ``may_change`` take a ``given`` non-default value (e.g. a larger ``--n-prompts``); for any
+    other key, a ``given`` non-default value that differs from the saved one is a
     :class:`UsageError` naming the flag (``--key-with-dashes``)."""
     saved, given, defaults = map(_json_normal, (dict(saved), dict(given), dict(defaults)))
     may_change = set(may_change)
     merged = dict(given)
     for key, value in saved.items():
+        explicit = key in given and given[key] != defaults.get(key)
         if key in may_change:
+            merged[key] = given[key] if explicit else value
             continue
-        if key in given and given[key] != defaults.get(key) and given[key] != value:
+        if explicit and given[key] != value:
             flag = "--" + key.replace("_", "-")
             raise UsageError(
                 f"{flag} {given[key]} differs from the resumed run's {value}; drop the flag or "
