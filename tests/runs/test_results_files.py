@@ -125,12 +125,17 @@ def test_shards():
 def test_resolve_settings():
     saved = {"model": "m", "n_prompts": 10, "batch_size": 4}
     defaults = {"model": "default", "n_prompts": None, "batch_size": 8}
-    # flags left at their defaults take the run's values
+    # flags left at their defaults take the run's values, also those that may change
     assert resolve_settings(saved, defaults, defaults, ["n_prompts"]) == {
         "model": "m",
-        "n_prompts": None,
+        "n_prompts": 10,
         "batch_size": 4,
     }
+    # a setting that may change takes a value given explicitly
+    given = {**defaults, "n_prompts": 20}
+    assert resolve_settings(saved, given, defaults, ["n_prompts"])["n_prompts"] == 20
+    with pytest.raises(UsageError, match="--n-prompts 20 differs"):
+        resolve_settings(saved, given, defaults)
     assert resolve_settings(saved, {**defaults, "model": "m"}, defaults)["model"] == "m"
     with pytest.raises(UsageError, match="--model other differs"):
         resolve_settings(saved, {**defaults, "model": "other"}, defaults)
