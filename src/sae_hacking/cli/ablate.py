@@ -152,7 +152,7 @@ def run_ablate(args, given: dict, defaults: dict) -> int:
     )
     from sae_hacking.cli.lm import load_lm, load_sae_from_args
     from sae_hacking.errors import UsageError
-    from sae_hacking.runs.stream import StreamRun, shard_batches
+    from sae_hacking.runs.stream import StreamRun
 
     run = None
     if args.resume is not None:
@@ -214,25 +214,8 @@ def run_ablate(args, given: dict, defaults: dict) -> int:
     accumulator = AblationAccumulator(setup, args.method)
     state = run.load_checkpoint()
     if state is not None:
-        accumulator.load_state(state)
         print(f"resuming after {run.progress.rows_done} prompts of this shard")
-    batches = shard_batches(
-        args.dataset_id,
-        args.text_column,
-        lm.tokenizer,
-        args.batch_size,
-        args.max_tokens_in_prompt,
-        args.n_prompts,
-        run.shard,
-        run.progress.rows_done,
-    )
-    path = run.run(
-        accumulator,
-        batches,
-        total_rows=run.shard.n_rows(args.n_prompts),
-        save_every=None if args.never_save else args.save_frequency,
-        quiet=args.quiet,
-    )
+    path = run.run_prompts(accumulator, args, lm.tokenizer, state)
     sums = accumulator.sums
     print(
         f"{sums.n_prompts} of {sums.n_prompts_seen} prompts used; {len(sums.row_of)} ablator "

@@ -60,7 +60,7 @@ def run_cooccurrences(args: argparse.Namespace) -> int:
     from sae_hacking.absorption.cooccurrence import KIND, RESULTS_NAME, CooccurrenceAccumulator
     from sae_hacking.cli.lm import load_lm, load_sae_from_args
     from sae_hacking.errors import UsageError
-    from sae_hacking.runs.stream import StreamRun, shard_batches
+    from sae_hacking.runs.stream import StreamRun
     from sae_hacking.saes.releases import looks_like_path
     from sae_hacking.saes.splice import check_sae_fits
 
@@ -104,25 +104,7 @@ def run_cooccurrences(args: argparse.Namespace) -> int:
             f"the SAE loaded now ({identity}) is not the one {run.run_dir} was counting with."
         )
     accumulator = CooccurrenceAccumulator(lm, sae, hook, args.rows)
-    if state is not None:
-        accumulator.load_state(state)
-    batches = shard_batches(
-        args.dataset_id,
-        args.text_column,
-        lm.tokenizer,
-        args.batch_size,
-        args.max_tokens_in_prompt,
-        args.n_prompts,
-        run.shard,
-        run.progress.rows_done,
-    )
-    path = run.run(
-        accumulator,
-        batches,
-        total_rows=run.shard.n_rows(args.n_prompts),
-        save_every=None if args.never_save else args.save_frequency,
-        quiet=args.quiet,
-    )
+    path = run.run_prompts(accumulator, args, lm.tokenizer, state)
     p = run.progress
     print(f"counted {p.tokens_done} tokens of {p.prompts_done} prompts; wrote {path}")
     return 0

@@ -358,6 +358,37 @@ class StreamRun:
 
     # -- the loop --
 
+    def run_prompts(
+        self,
+        accumulator: Accumulator,
+        args,
+        tokenizer,
+        state: dict[str, torch.Tensor] | None,
+    ) -> Path:
+        """:meth:`run` over this shard's prompts as the standard flags ask (``--dataset-id
+        --text-column --batch-size --max-tokens-in-prompt --n-prompts --save-frequency
+        --never-save --quiet``), after restoring ``accumulator`` from ``state`` (what
+        :meth:`load_checkpoint` returned)."""
+        if state is not None:
+            accumulator.load_state(state)
+        batches = shard_batches(
+            args.dataset_id,
+            args.text_column,
+            tokenizer,
+            args.batch_size,
+            args.max_tokens_in_prompt,
+            args.n_prompts,
+            self.shard,
+            self.progress.rows_done,
+        )
+        return self.run(
+            accumulator,
+            batches,
+            total_rows=self.shard.n_rows(args.n_prompts),
+            save_every=None if args.never_save else args.save_frequency,
+            quiet=args.quiet,
+        )
+
     def run(
         self,
         accumulator: Accumulator,
