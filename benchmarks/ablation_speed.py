@@ -23,22 +23,10 @@ from sae_hacking.absorption.ablation_cost import GEMMA_2_2B, GEMMA_2_2B_LAYERS, 
 from sae_hacking.lm.arch import parse_hook
 from sae_hacking.lm.hooked import HookedLM
 from sae_hacking.lm.tiny import generate_texts, tiny_model_once
-from sae_hacking.saes.base import SAEInfo
-from sae_hacking.saes.jumprelu import JumpReLUSAE
+from sae_hacking.saes.tiny import random_jumprelu
 
 ABLATOR_HOOK = "blocks.20.hook_mlp_out"
 READER_HOOK = "blocks.21.hook_resid_post"
-
-
-def random_jumprelu(d_in: int, d_sae: int, hook: str, seed: int) -> JumpReLUSAE:
-    """Random weights; thresholds leave a few hundred latents active per prompt."""
-    sae = JumpReLUSAE(d_in, d_sae, info=SAEInfo(hook_name=hook))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in sae.parameters():
-            param.copy_(0.3 * torch.randn(param.shape, generator=gen))
-        sae.threshold_E.abs_()
-    return sae.requires_grad_(False)
 
 
 def timed(fn, *args):

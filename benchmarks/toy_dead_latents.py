@@ -16,20 +16,10 @@ from pathlib import Path
 
 import torch
 
-from sae_hacking.toy.config import ToyConfig
+from sae_hacking.toy.config import SEED_EXAMPLE, ToyConfig
 from sae_hacking.toy.train import ToyTrainer
 
-SEED_EXAMPLE = dict(
-    architecture="hierarchical",
-    lr=1e-4,
-    sae_hidden_dim=30,
-    dataset_num_features=30,
-    batch_size=100,
-    perturbation_size=0.4,
-    model_dim=50,
-    plots=False,
-    device="cpu",
-)
+SETTINGS = {**SEED_EXAMPLE, "plots": False, "device": "cpu"}
 REMEDIES = {
     "no remedy": {"resample_every": 0, "auxk_coeff": 0.0},
     "resampling": {"resample_every": 1000, "auxk_coeff": 0.0},
@@ -56,9 +46,7 @@ def main() -> None:
         for name, remedy in REMEDIES.items():
             rows = []
             for seed in args.seeds:
-                config = ToyConfig(
-                    init=init, seed=seed, max_step=args.steps, **SEED_EXAMPLE, **remedy
-                )
+                config = ToyConfig(init=init, seed=seed, max_step=args.steps, **SETTINGS, **remedy)
                 with tempfile.TemporaryDirectory() as tmp:
                     rows.append(ToyTrainer(config, Path(tmp), quiet=True).train())
 

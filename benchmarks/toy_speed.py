@@ -17,20 +17,11 @@ from pathlib import Path
 
 import torch
 
-from sae_hacking.toy.config import ToyConfig
+from sae_hacking.toy.config import SEED_EXAMPLE, ToyConfig
 from sae_hacking.toy.experiment import use_few_threads
 from sae_hacking.toy.train import CHUNK_STEPS, ToyTrainer
 
-SEED_EXAMPLE = dict(
-    architecture="hierarchical",
-    lr=1e-4,
-    sae_hidden_dim=30,
-    dataset_num_features=30,
-    batch_size=100,
-    perturbation_size=0.4,
-    model_dim=50,
-    plots=False,
-)
+SETTINGS = {**SEED_EXAMPLE, "plots": False}
 
 
 def trainer_speed(config: ToyConfig) -> tuple[float, dict]:
@@ -81,7 +72,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    config = ToyConfig(max_step=args.steps, device=args.device, **SEED_EXAMPLE)
+    config = ToyConfig(max_step=args.steps, device=args.device, **SETTINGS)
     use_few_threads(config)
     ours, metrics = trainer_speed(config)
     seed_cadence = ToyConfig(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import torch
-
 from sae_hacking.lm.hooked import HookedLM
 from sae_hacking.lm.tiny import generate_texts, tiny_model_once
-from sae_hacking.saes.base import SAEInfo
 from sae_hacking.saes.jumprelu import JumpReLUSAE
+from sae_hacking.saes.tiny import random_jumprelu
 
 N_LAYERS = 3
 ABLATOR_HOOK = "blocks.1.hook_mlp_out"
@@ -26,10 +24,4 @@ def tiny_lm(root, arch: str) -> HookedLM:
 
 def random_sae(hook: str, d_sae: int, seed: int, d_in: int = 64) -> JumpReLUSAE:
     """A JumpReLU SAE with random weights and thresholds that leave tens of latents active."""
-    sae = JumpReLUSAE(d_in, d_sae, info=SAEInfo(hook_name=hook))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in sae.parameters():
-            param.copy_(0.3 * torch.randn(param.shape, generator=gen))
-        sae.threshold_E.abs_()
-    return sae.requires_grad_(False)
+    return random_jumprelu(d_in, d_sae, hook, seed)

@@ -22,8 +22,7 @@ from sae_hacking.errors import UsageError
 from sae_hacking.lm.hooked import HookedLM
 from sae_hacking.lm.tiny import generate_texts, tiny_model_once
 from sae_hacking.runs.results import write_results
-from sae_hacking.saes.base import SAEInfo
-from sae_hacking.saes.jumprelu import JumpReLUSAE
+from sae_hacking.saes.tiny import random_jumprelu
 
 HOOK = "blocks.0.hook_resid_post"
 
@@ -99,13 +98,7 @@ def lm(tmp_path_factory):
 
 
 def small_sae(e=24, seed=0):
-    sae = JumpReLUSAE(64, e, info=SAEInfo(hook_name=HOOK))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in sae.parameters():
-            param.copy_(0.3 * torch.randn(param.shape, generator=gen))
-        sae.threshold_E.abs_()
-    return sae.requires_grad_(False)
+    return random_jumprelu(64, e, HOOK, seed)
 
 
 def test_model_counts_skip_padding_and_bos(lm):

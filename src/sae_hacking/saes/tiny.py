@@ -1,4 +1,7 @@
-"""Random JumpReLU SAEs fitted to a model's hook points, for offline end-to-end runs.
+"""Random JumpReLU SAEs for tests, benchmarks and offline end-to-end runs.
+
+:func:`random_jumprelu` is plain random weights (thresholds |N(0, 0.3^2)|). For
+:func:`calibrated_random_sae`:
 
 The weights are random (unit decoder rows, encoder = decoder transpose, ``b_dec`` = the mean
 activation), but each latent's threshold is set to a quantile of its pre-activations on sample
@@ -15,6 +18,17 @@ import torch
 from sae_hacking.lm.hooked import HookedLM
 from sae_hacking.saes.base import SAEInfo
 from sae_hacking.saes.jumprelu import JumpReLUSAE
+
+
+@torch.no_grad()
+def random_jumprelu(d_in: int, d_sae: int, hook: str, seed: int) -> JumpReLUSAE:
+    """Every parameter N(0, 0.3^2), thresholds made non-negative; inference-only."""
+    sae = JumpReLUSAE(d_in, d_sae, info=SAEInfo(hook_name=hook))
+    gen = torch.Generator().manual_seed(seed)
+    for param in sae.parameters():
+        param.copy_(0.3 * torch.randn(param.shape, generator=gen))
+    sae.threshold_E.abs_()
+    return sae.requires_grad_(False)
 
 
 @torch.no_grad()

@@ -11,6 +11,16 @@ if TYPE_CHECKING:
     from sae_hacking.data.toy import ToyDatasetConfig
 
 ARCHITECTURES = ("topk", "hierarchical", "matryoshka")
+# The seed README's example run of train_topk_sae_toy.py, as ToyConfig fields (benchmarks).
+SEED_EXAMPLE = {
+    "architecture": "hierarchical",
+    "lr": 1e-4,
+    "sae_hidden_dim": 30,
+    "dataset_num_features": 30,
+    "batch_size": 100,
+    "perturbation_size": 0.4,
+    "model_dim": 50,
+}
 INITS = ("tied", "linear")
 
 

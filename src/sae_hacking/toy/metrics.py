@@ -64,6 +64,7 @@ def pair_success_E(sae: HierarchicalTopKSAE, dataset: ToyDataset) -> torch.Tenso
     return (first_E != second_E) & (first_E // 2 == second_E // 2)
 
 
+@torch.no_grad()
 def pair_success_reference(sae: HierarchicalTopKSAE, dataset: ToyDataset) -> list[bool]:
     """Plain-loop oracle for :func:`pair_success_E`."""
     adjusted = sae.adjusted_children_HM()
