@@ -8,6 +8,7 @@ import zstandard
 from safetensors.torch import load as load_safetensors
 
 import sae_hacking.runs.results as results
+import sae_hacking.runs.zstd_frames as zstd_frames
 from sae_hacking.errors import UsageError
 from sae_hacking.runs.results import ResultsFile, read_meta, write_results, write_safetensors
 from sae_hacking.runs.shards import Shard, covers_everything
@@ -24,7 +25,9 @@ TENSORS = {
 
 @pytest.fixture(autouse=True)
 def small_frames(monkeypatch):
-    monkeypatch.setattr(results, "FRAME_BYTES", 1024)  # many frames in a small file
+    # many frames in a small file
+    monkeypatch.setattr(zstd_frames, "FRAME_BYTES", 1024)
+    monkeypatch.setattr(results, "FRAME_BYTES", 1024)
 
 
 def decompress(path):
@@ -60,7 +63,7 @@ def test_round_trip_and_partial_reads(tmp_path, name):
 def test_compressed_file_is_seekable_frames(tmp_path):
     path = write_safetensors(tmp_path / "r.safetensors.zst", TENSORS, {})
     with ResultsFile(path) as f:
-        assert type(f.frames).__name__ == "_SeekableFrames" and len(f.frames.starts) > 10
+        assert type(f.frames).__name__ == "SeekableFrames" and len(f.frames.starts) > 10
 
 
 def test_file_without_seek_table_reads_by_streaming(tmp_path):
@@ -68,7 +71,7 @@ def test_file_without_seek_table_reads_by_streaming(tmp_path):
     plain = tmp_path / "recompressed.safetensors.zst"
     plain.write_bytes(zstandard.ZstdCompressor().compress(decompress(path)))
     with ResultsFile(plain) as f:
-        assert type(f.frames).__name__ == "_StreamFrames"
+        assert type(f.frames).__name__ == "StreamFrames"
         for key, value in TENSORS.items():
             assert torch.equal(f.read(key), value)
         assert torch.equal(f.read_elements("counts_P", [4000, 3]), TENSORS["counts_P"][[4000, 3]])

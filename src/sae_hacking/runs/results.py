@@ -27,8 +27,6 @@ missing key) raises :class:`~sae_hacking.errors.UsageError` naming the file.
 
 from __future__ import annotations
 
-import abc
-import bisect
 import json
 import struct
 import sys
@@ -41,17 +39,20 @@ import torch
 
 from sae_hacking.atomic import atomic_write, atomic_write_json
 from sae_hacking.errors import UsageError
+from sae_hacking.runs.zstd_frames import (
+    FRAME_BYTES,
+    ZSTD_MAGIC,
+    Frames,
+    FrameSink,
+    PlainFrames,
+    SeekableFrames,
+    StreamFrames,
+    seek_table,
+)
 
 METADATA_KEY = "sae_hacking"
-FRAME_BYTES = 16 * 2**20  # uncompressed bytes per zstd frame (a multiple of every itemsize)
-ZSTD_LEVEL = 3
 ZSTD_SUFFIX = ".safetensors.zst"
 PLAIN_SUFFIX = ".safetensors"
-
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_SKIPPABLE_MAGIC = 0x184D2A5E
-_SEEKABLE_MAGIC = 0x8F92EAB1
-_SEEK_FOOTER = 9  # number of frames (4), descriptor (1), magic (4)
 
 _DTYPES = {
     torch.float64: "F64",
@@ -72,48 +73,6 @@ if sys.byteorder != "little":  # safetensors is little-endian; so is every platf
 
 
 # -- writing --------------------------------------------------------------------------------------
-
-
-class _FrameSink:
-    """Write a byte stream to ``handle`` as zstd frames of ``FRAME_BYTES`` plus a seek table,
-    or unchanged when ``compress`` is false."""
-
-    def __init__(self, handle: BinaryIO, compress: bool):
-        self.handle = handle
-        self.compress = compress
-        self.buffer = bytearray()
-        self.frames: list[tuple[int, int]] = []  # (compressed size, uncompressed size)
-        if compress:
-            import zstandard
-
-            self.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
-
-    def write(self, data: memoryview | bytes) -> None:
-        if not self.compress:
-            self.handle.write(data)
-            return
-        data = memoryview(data)
-        while len(data):
-            take = min(FRAME_BYTES - len(self.buffer), len(data))
-            self.buffer += data[:take]
-            data = data[take:]
-            if len(self.buffer) == FRAME_BYTES:
-                self._flush()
-
-    def _flush(self) -> None:
-        if self.buffer:
-            frame = self.compressor.compress(bytes(self.buffer))
-            self.handle.write(frame)
-            self.frames.append((len(frame), len(self.buffer)))
-            self.buffer.clear()
-
-    def close(self) -> None:
-        if not self.compress:
-            return
-        self._flush()
-        table = b"".join(struct.pack("<II", c, u) for c, u in self.frames)
-        table += struct.pack("<IBI", len(self.frames), 0, _SEEKABLE_MAGIC)
-        self.handle.write(struct.pack("<II", _SKIPPABLE_MAGIC, len(table)) + table)
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
@@ -154,7 +113,7 @@ def write_safetensors(
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            sink = _FrameSink(handle, compress)
+            sink = FrameSink(handle, compress)
             sink.write(struct.pack("<Q", len(header_bytes)) + header_bytes)
             for name in order:
                 data = _tensor_bytes(tensors[name])
@@ -196,114 +155,6 @@ def write_results(
 # -- reading --------------------------------------------------------------------------------------
 
 
-class _Frames(abc.ABC):
-    """The uncompressed byte stream of a file as numbered blocks ``[starts[k], starts[k+1])``."""
-
-    starts: list[int]
-
-    def block_of(self, offset: int) -> int:
-        return bisect.bisect_right(self.starts, offset) - 1
-
-    def start_of(self, k: int) -> int:
-        return self.starts[k]
-
-    @abc.abstractmethod
-    def get(self, k: int) -> bytes:
-        """The uncompressed bytes of block ``k`` (empty past the end)."""
-
-
-class _PlainFrames(_Frames):
-    def __init__(self, handle: BinaryIO, size: int):
-        self.handle = handle
-        self.starts = list(range(0, size, FRAME_BYTES)) + [size]
-
-    def get(self, k: int) -> bytes:
-        if k + 1 >= len(self.starts):
-            return b""
-        self.handle.seek(self.starts[k])
-        return self.handle.read(self.starts[k + 1] - self.starts[k])
-
-
-class _SeekableFrames(_Frames):
-    def __init__(self, handle: BinaryIO, table: list[tuple[int, int]]):
-        import zstandard
-
-        self.handle = handle
-        self.decompressor = zstandard.ZstdDecompressor()
-        self.offsets = [0]
-        self.starts = [0]
-        for c_size, u_size in table:
-            self.offsets.append(self.offsets[-1] + c_size)
-            self.starts.append(self.starts[-1] + u_size)
-
-    def get(self, k: int) -> bytes:
-        if k + 1 >= len(self.offsets):
-            return b""
-        self.handle.seek(self.offsets[k])
-        frame = self.handle.read(self.offsets[k + 1] - self.offsets[k])
-        return self.decompressor.decompress(frame)
-
-
-class _StreamFrames(_Frames):
-    """A zstd file without a seek table: blocks of ``FRAME_BYTES`` from a sequential pass
-    (restarted when an earlier block is asked for). Its length is unknown until the end."""
-
-    def __init__(self, handle: BinaryIO):
-        self.handle = handle
-        self.starts = [0]
-        self._restart()
-
-    def _restart(self) -> None:
-        import zstandard
-
-        self.handle.seek(0)
-        self.reader = zstandard.ZstdDecompressor().stream_reader(
-            self.handle, read_across_frames=True, closefd=False
-        )
-        self.next_block = 0
-
-    def block_of(self, offset: int) -> int:
-        return offset // FRAME_BYTES
-
-    def start_of(self, k: int) -> int:
-        return k * FRAME_BYTES
-
-    def get(self, k: int) -> bytes:
-        if k < self.next_block:
-            self._restart()
-        while True:
-            block = self.reader.read(FRAME_BYTES)
-            while 0 < len(block) < FRAME_BYTES:  # a short read is not necessarily the end
-                more = self.reader.read(FRAME_BYTES - len(block))
-                if not more:
-                    break
-                block += more
-            self.next_block += 1
-            if self.next_block - 1 == k:
-                return block
-            if not block:
-                return b""
-
-
-def _seek_table(handle: BinaryIO, size: int) -> list[tuple[int, int]] | None:
-    if size < 8 + _SEEK_FOOTER:
-        return None
-    handle.seek(size - _SEEK_FOOTER)
-    n_frames, descriptor, magic = struct.unpack("<IBI", handle.read(_SEEK_FOOTER))
-    if magic != _SEEKABLE_MAGIC:
-        return None
-    entry = 12 if descriptor & 0x80 else 8
-    table_size = n_frames * entry + _SEEK_FOOTER
-    if table_size + 8 > size:
-        return None
-    handle.seek(size - table_size - 8)
-    skip_magic, frame_size = struct.unpack("<II", handle.read(8))
-    if skip_magic != _SKIPPABLE_MAGIC or frame_size != table_size:
-        return None
-    raw = handle.read(n_frames * entry)
-    return [struct.unpack_from("<II", raw, i * entry) for i in range(n_frames)]
-
-
 class ResultsFile:
     """Read a results file (``.safetensors`` or ``.safetensors.zst``) without loading it whole.
 
@@ -336,13 +187,13 @@ class ResultsFile:
         size = self.handle.tell()
         self.handle.seek(0)
         magic = self.handle.read(4)
-        if magic == _ZSTD_MAGIC:
-            table = _seek_table(self.handle, size)
-            self.frames: _Frames = (
-                _SeekableFrames(self.handle, table) if table else _StreamFrames(self.handle)
+        if magic == ZSTD_MAGIC:
+            table = seek_table(self.handle, size)
+            self.frames: Frames = (
+                SeekableFrames(self.handle, table) if table else StreamFrames(self.handle)
             )
         else:
-            self.frames = _PlainFrames(self.handle, size)
+            self.frames = PlainFrames(self.handle, size)
         (header_len,) = struct.unpack("<Q", self._bytes(0, 8))
         if header_len > 100 * 2**20:
             raise ValueError(f"header length {header_len} is implausible")
@@ -352,9 +203,9 @@ class ResultsFile:
         self.meta: dict[str, Any] = json.loads(metadata.get(METADATA_KEY, "{}"))
         self.header: dict[str, dict] = header
         end = self.data_start + max((v["data_offsets"][1] for v in header.values()), default=0)
-        if isinstance(self.frames, _PlainFrames) and end > size:
+        if isinstance(self.frames, PlainFrames) and end > size:
             raise ValueError(f"the file is truncated ({size} bytes, the header needs {end})")
-        if isinstance(self.frames, _SeekableFrames) and end > self.frames.starts[-1]:
+        if isinstance(self.frames, SeekableFrames) and end > self.frames.starts[-1]:
             raise ValueError(f"the data is truncated ({self.frames.starts[-1]} of {end} bytes)")
 
     def close(self) -> None:
