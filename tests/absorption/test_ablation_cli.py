@@ -212,7 +212,8 @@ def test_width_mismatch_exits_2(files, capsys):
 
 
 def test_the_seed_command_line_parses_with_its_defaults():
-    from sae_hacking.cli.ablate import fill_default_sae_ids, standalone_parser
+    from sae_hacking.cli.ablate import standalone_parser
+    from sae_hacking.cli.lm import fill_default_sae_ids
 
     seed = (
         "--abridge-ablations-to 100 --max-tokens 100 --ablator-sae-release "

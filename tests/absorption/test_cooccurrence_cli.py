@@ -203,12 +203,14 @@ def test_bad_inputs_exit_2(setup, tmp_path, capsys):
 
 def test_seed_script_path_and_defaults():
     from sae_hacking.cli.cooccurrence import standalone_parser
+    from sae_hacking.cli.lm import fill_default_sae_ids
 
     args = standalone_parser().parse_args(
         "--max-tokens 100 --ablator-sae-release gemma-scope-2b-pt-mlp-canonical --n-prompts "
         "2000000 --save-frequency 30000 --dataset-id monology/pile-uncopyrighted "
         "--batch-size 5".split()
     )
+    fill_default_sae_ids(args)
     assert args.model == "google/gemma-2-2b"
     assert args.ablator_sae_id == "layer_20/width_65k/canonical"
     assert (args.max_tokens_in_prompt, args.n_prompts, args.save_frequency) == (100, 2000000, 30000)

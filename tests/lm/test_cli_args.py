@@ -6,6 +6,7 @@ from sae_hacking.cli.lm import (
     add_dataset_args,
     add_model_args,
     add_sae_args,
+    fill_default_sae_ids,
     load_lm,
     load_sae_from_args,
     text_batches,
@@ -31,9 +32,14 @@ def parser():
 
 def test_seed_defaults_and_aliases():
     args = parser().parse_args(["--reader-sae-release", "r", "--max-tokens", "64"])
+    assert args.ablator_sae_id is None  # filled after parsing, once the release is known
+    fill_default_sae_ids(args)
     assert args.model == "google/gemma-2-2b" and args.device == "auto" and args.dtype == "auto"
     assert args.ablator_sae_release == "gemma-scope-2b-pt-mlp-canonical"
     assert args.ablator_sae_id == "layer_20/width_65k/canonical"
+    # The default id belongs to the default release: a local file gets none.
+    local = parser().parse_args(["--reader-sae-release", "r", "--ablator-sae-release", "./a.npz"])
+    assert fill_default_sae_ids(local).ablator_sae_id is None
     assert args.dataset_id == "monology/pile-uncopyrighted" and args.text_column == "text"
     assert args.max_tokens_in_prompt == 64 and args.n_prompts is None
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from sae_hacking.cli.lm import add_dataset_args, add_model_args, add_sae_args
+from sae_hacking.cli.lm import (
+    add_dataset_args,
+    add_model_args,
+    add_sae_args,
+    fill_default_sae_ids,
+)
 from sae_hacking.runs.args import add_run_args
 
 ABLATE_HELP = (
@@ -41,21 +46,14 @@ SETTINGS = (
 )
 
 
-# SAE ids used when the release is a release name (a local path takes no id unless given).
-DEFAULT_SAE_IDS = {
-    "ablator": "layer_20/width_65k/canonical",
-    "reader": "layer_21/width_65k/canonical",
-}
-
-
 def add_ablate_args(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
-    add_sae_args(parser, "ablator", "gemma-scope-2b-pt-mlp-canonical")
-    add_sae_args(parser, "reader", "gemma-scope-2b-pt-res-canonical")
-    for action in parser._actions:  # the id defaults depend on the release: say so in --help
-        for prefix, sae_id in DEFAULT_SAE_IDS.items():
-            if action.dest == f"{prefix}_sae_id":
-                action.help += f" (default for a release name: {sae_id})"
+    add_sae_args(
+        parser, "ablator", "gemma-scope-2b-pt-mlp-canonical", "layer_20/width_65k/canonical"
+    )
+    add_sae_args(
+        parser, "reader", "gemma-scope-2b-pt-res-canonical", "layer_21/width_65k/canonical"
+    )
     add_dataset_args(parser, batch_size=5, max_tokens=100)
     group = parser.add_argument_group("ablation")
     group.add_argument(
@@ -114,17 +112,6 @@ def add_ablate_args(parser: argparse.ArgumentParser) -> None:
     )
     add_run_args(parser, save_frequency=10_000)
     parser.set_defaults(func=ablate_command)
-
-
-def fill_default_sae_ids(args: argparse.Namespace) -> argparse.Namespace:
-    """The Gemma Scope ids for release names given without ``--*-sae-id``."""
-    from sae_hacking.saes.releases import looks_like_path
-
-    for prefix, sae_id in DEFAULT_SAE_IDS.items():
-        release = getattr(args, f"{prefix}_sae_release")
-        if getattr(args, f"{prefix}_sae_id") is None and not looks_like_path(release):
-            setattr(args, f"{prefix}_sae_id", sae_id)
-    return args
 
 
 def ablate_command(args: argparse.Namespace) -> int:

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from sae_hacking.cli.lm import add_dataset_args, add_model_args, add_sae_args
+from sae_hacking.cli.lm import (
+    add_dataset_args,
+    add_model_args,
+    add_sae_args,
+    fill_default_sae_ids,
+)
 from sae_hacking.runs.args import add_run_args
 
 DEFAULT_ABLATOR_RELEASE = "gemma-scope-2b-pt-mlp-canonical"
@@ -61,11 +66,9 @@ def run_cooccurrences(args: argparse.Namespace) -> int:
     from sae_hacking.cli.lm import load_lm, load_sae_from_args
     from sae_hacking.errors import UsageError
     from sae_hacking.runs.stream import StreamRun
-    from sae_hacking.saes.releases import looks_like_path
     from sae_hacking.saes.splice import check_sae_fits
 
-    if args.ablator_sae_id == DEFAULT_ABLATOR_ID and looks_like_path(args.ablator_sae_release):
-        args.ablator_sae_id = None  # the default id belongs to the default release, not a file
+    fill_default_sae_ids(args)
     if args.n_prompts is not None and args.n_prompts <= 0:
         raise UsageError(f"--n-prompts must be positive, got {args.n_prompts}.")
     if args.save_frequency < 1:
@@ -74,7 +77,8 @@ def run_cooccurrences(args: argparse.Namespace) -> int:
         run = StreamRun.open(args.resume, KIND)
         if args.shard != run.shard and str(args.shard) != "0/1":
             raise UsageError(f"--shard {args.shard} differs from the resumed run's {run.shard}.")
-        defaults = _settings(add_cooccurrence_args(argparse.ArgumentParser()).parse_args([]))
+        parser = add_cooccurrence_args(argparse.ArgumentParser())
+        defaults = _settings(fill_default_sae_ids(parser.parse_args([])))
         settings = run.resolve_settings(_settings(args), defaults)
         if run.is_complete():
             print(f"{run.run_dir} is complete: {run.results_path}")

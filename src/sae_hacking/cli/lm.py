@@ -38,7 +38,11 @@ def add_sae_args(
     release: str | None = None,
     sae_id: str | None = None,
 ) -> None:
-    """``--{prefix}-sae-release``, ``--{prefix}-sae-id`` and ``--{prefix}-sae-hook``."""
+    """``--{prefix}-sae-release``, ``--{prefix}-sae-id`` and ``--{prefix}-sae-hook``.
+
+    ``sae_id`` is the id used when the release is a release name and no id is given (a local
+    path takes none); :func:`fill_default_sae_ids` applies it after parsing.
+    """
     group = parser.add_argument_group(f"{prefix} SAE")
     group.add_argument(
         f"--{prefix}-sae-release",
@@ -50,15 +54,34 @@ def add_sae_args(
     )
     group.add_argument(
         f"--{prefix}-sae-id",
-        default=sae_id,
+        default=None,
         help="SAE id within the release (for a local path: a sub-path)"
-        + (" (default %(default)s)" if sae_id else ""),
+        + (f" (default for a release name: {sae_id})" if sae_id else ""),
     )
+    if sae_id:
+        parser.set_defaults(**{f"{prefix}{_DEFAULT_ID_SUFFIX}": sae_id})
     group.add_argument(
         f"--{prefix}-sae-hook",
         default=None,
         help="hook point the SAE reads, when the SAE does not say (blocks.L.hook_...)",
     )
+
+
+_DEFAULT_ID_SUFFIX = "_default_sae_id"
+
+
+def fill_default_sae_ids(args: argparse.Namespace) -> argparse.Namespace:
+    """Give every SAE named by a release name without ``--*-sae-id`` the default id that
+    :func:`add_sae_args` was given (the default id belongs to the default release, not a file)."""
+    from sae_hacking.saes.releases import looks_like_path
+
+    for key, sae_id in list(vars(args).items()):
+        if key.endswith(_DEFAULT_ID_SUFFIX):
+            prefix = key[: -len(_DEFAULT_ID_SUFFIX)]
+            release = getattr(args, f"{prefix}_sae_release")
+            if getattr(args, f"{prefix}_sae_id") is None and not looks_like_path(release):
+                setattr(args, f"{prefix}_sae_id", sae_id)
+    return args
 
 
 def add_dataset_args(
