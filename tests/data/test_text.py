@@ -8,7 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from sae_hacking.data.text import batch_prompts, open_text_stream, tokenize_prompts
+from sae_hacking.data.text import (
+    CHARS_PER_TOKEN,
+    batch_prompts,
+    encode_prefixes,
+    open_text_stream,
+    tokenize_prompts,
+)
 from sae_hacking.errors import UsageError
 from sae_hacking.lm.tiny import generate_texts, train_tokenizer
 
@@ -155,3 +161,28 @@ def test_tokenised_batches_are_deterministic(tmp_path, gemma_tok):
     assert all(
         torch.equal(a.input_ids_BS, b.input_ids_BS) for a, b in zip(first, second, strict=True)
     )
+
+
+@pytest.mark.parametrize("name", ["gemma_tok", "gpt2_tok"])
+def test_long_documents_tokenise_like_the_whole_text(request, name):
+    """Only a prefix of a long document is tokenised; its first max_tokens tokens must be the
+    whole document's, wherever the cut falls (also inside a word or a run of spaces)."""
+    tok = request.getfixturevalue(name)
+    words = " ".join(generate_texts(400, seed=8))
+    docs = [words, words.replace(" ", "   "), "x" * 5000 + " " + words, words[7:]]
+    for max_tokens in (5, 37, 100):
+        budget_docs = [d for d in docs if len(d) > CHARS_PER_TOKEN * (max_tokens + 16)]
+        assert budget_docs, "the test must cut documents"
+        got = encode_prefixes(tok, budget_docs, max_tokens)
+        for doc, ids in zip(budget_docs, got, strict=True):
+            assert ids[:max_tokens] == tok(doc)["input_ids"][:max_tokens]
+
+
+def test_prefix_too_short_falls_back_to_the_whole_text(gpt2_tok, monkeypatch):
+    import sae_hacking.data.text as text
+
+    monkeypatch.setattr(text, "CHARS_PER_TOKEN", 1)  # a prefix of max_tokens + 16 characters
+    doc = " ".join(generate_texts(50, seed=9))
+    whole = gpt2_tok(doc)["input_ids"]
+    assert len(gpt2_tok(doc[: 40 + 16])["input_ids"]) < 40 + 16  # so the fallback must run
+    assert text.encode_prefixes(gpt2_tok, [doc], 40)[0] == whole

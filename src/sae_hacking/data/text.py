@@ -75,6 +75,27 @@ def pad_token_id(tokenizer) -> int:
     return 0
 
 
+# A prompt keeps only its first max_tokens tokens, but corpora like the Pile hold documents of
+# hundreds of thousands of characters: tokenising them whole would cost more than the model's
+# forward. So only a prefix of CHARS_PER_TOKEN * max_tokens characters is tokenised. Cutting the
+# text can only change the tokens next to the cut (BPE merges and pre-tokenisation are local), so
+# when the prefix still yields CUT_MARGIN tokens beyond max_tokens, its first max_tokens tokens
+# are the full text's; otherwise (very long tokens) the whole text is tokenised.
+CHARS_PER_TOKEN = 8
+CUT_MARGIN = 16
+
+
+def encode_prefixes(tokenizer, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
+    """Token ids (with the tokenizer's special tokens) of each text, of which at least the first
+    ``max_tokens`` equal those of tokenising the whole text; see :data:`CHARS_PER_TOKEN`."""
+    budget = CHARS_PER_TOKEN * (max_tokens + CUT_MARGIN)
+    encoded = tokenizer([text[:budget] for text in texts], add_special_tokens=True)["input_ids"]
+    for i, text in enumerate(texts):
+        if len(text) > budget and len(encoded[i]) < max_tokens + CUT_MARGIN:
+            encoded[i] = tokenizer(text, add_special_tokens=True)["input_ids"]
+    return encoded
+
+
 def tokenize_prompts(
     tokenizer, texts: Sequence[str], max_tokens: int, prepend_bos: bool = True
 ) -> TokenBatch:
@@ -92,7 +113,7 @@ def tokenize_prompts(
     if not texts:
         raise ValueError("tokenize_prompts needs at least one text")
     bos = bos_token_id(tokenizer)
-    encoded = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    encoded = encode_prefixes(tokenizer, texts, max_tokens)
     rows = []
     for ids in encoded:
         if prepend_bos and bos is not None and (not ids or ids[0] != bos):
