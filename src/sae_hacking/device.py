@@ -6,8 +6,6 @@ import torch
 
 from sae_hacking.errors import UsageError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-
 
 def resolve_device(name: str) -> torch.device:
     """Map ``auto|cpu|cuda|cuda:N|mps`` to a device that exists on this machine.

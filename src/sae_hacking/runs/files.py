@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from sae_hacking.atomic import atomic_write, atomic_write_text  # noqa: F401 (re-export)
+from sae_hacking.atomic import atomic_write_text
 
 
 def git_commit() -> str | None:

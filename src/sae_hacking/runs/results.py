@@ -52,7 +52,6 @@ from sae_hacking.runs.zstd_frames import (
 
 METADATA_KEY = "sae_hacking"
 ZSTD_SUFFIX = ".safetensors.zst"
-PLAIN_SUFFIX = ".safetensors"
 
 _DTYPES = {
     torch.float64: "F64",

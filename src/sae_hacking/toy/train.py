@@ -194,7 +194,8 @@ class ToyTrainer:
                 chunk_index = step // CHUNK_STEPS
                 xs = self.chunk(chunk_index)
             x_BM = xs[step % CHUNK_STEPS]
-            dead_E = since["parent"] >= cfg.dead_steps
+            # Only the auxiliary-k loss reads the dead mask; skip the op when it is off.
+            dead_E = since["parent"] >= cfg.dead_steps if k_aux else None
             out = sae.train_forward(x_BM, dead_E, k_aux, **extra)
             loss = out.loss if out.aux_loss is None else out.loss + cfg.auxk_coeff * out.aux_loss
             opt.zero_grad(set_to_none=True)
