@@ -1,7 +1,7 @@
 """Selective ablation speed: the batched partial forward (``fast``) against the seed's K + 2
 full forwards per prompt (``naive``), on the same prompts; run by hand:
 
-    uv run python benchmarks/ablation_speed.py [--prompts 6] [--k 100] [--threads 2]
+    uv run python benchmarks/ablation_speed.py [--prompts 6] [--k 100] [--threads 2] [--quick] [--json PATH]
 
 Part 1 times both methods on a tiny local Gemma-2 with Gemma-2-2B's depth (26 layers, ablator
 at layer 20's mlp_out, reader at layer 21's resid_post) and random JumpReLU SAEs, and checks
@@ -13,10 +13,12 @@ counting against hooks on a real model).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 
 import torch
+from _common import parse_args, write_json
 
 from sae_hacking.absorption.ablation import fast_effects, make_setup, naive_effects
 from sae_hacking.absorption.ablation_cost import GEMMA_2_2B, GEMMA_2_2B_LAYERS, block_passes
@@ -27,6 +29,8 @@ from sae_hacking.saes.tiny import random_jumprelu
 
 ABLATOR_HOOK = "blocks.20.hook_mlp_out"
 READER_HOOK = "blocks.21.hook_resid_post"
+TOLERANCE = 1e-4  # largest effect difference, relative to the largest effect
+QUICK = {"prompts": 2, "k": 4, "d_model": 32, "d_sae": 128, "seq_len": 20}
 
 
 def timed(fn, *args):
@@ -35,7 +39,7 @@ def timed(fn, *args):
     return out, time.perf_counter() - start
 
 
-def tiny_comparison(args) -> None:
+def tiny_comparison(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = tiny_model_once(tmp, "gemma2", n_layers=GEMMA_2_2B_LAYERS, d_model=args.d_model)
         lm = HookedLM.from_pretrained(str(path), device="cpu", dtype="float32")
@@ -65,9 +69,18 @@ def tiny_comparison(args) -> None:
         print(f"| {name} | {args.prompts / seconds:.3g} | {seconds / args.prompts:.4f} |")
     print(f"speed-up fast / naive: {naive_s / fast_s:.1f}x")
     print(f"largest effect difference, relative to the largest effect: {worst:.2e}")
+    return {
+        "prompts_per_s": {"naive": args.prompts / naive_s, "fast": args.prompts / fast_s},
+        "speedup_fast_over_naive": naive_s / fast_s,
+        "ablations_per_prompt": ablations / args.prompts,
+        "latents_equal": True,  # asserted above
+        "largest_relative_effect_difference": worst,
+        "effects_agree": worst <= TOLERANCE,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
-def layer_counts(k: int, seq_len: int) -> None:
+def layer_counts(k: int, seq_len: int) -> dict:
     ablator = parse_hook(ABLATOR_HOOK, GEMMA_2_2B_LAYERS)
     reader = parse_hook(READER_HOOK, GEMMA_2_2B_LAYERS)
     print(
@@ -89,6 +102,10 @@ def layer_counts(k: int, seq_len: int) -> None:
         f"fast needs {rows['naive'][1] / rows['fast'][1]:.1f}x fewer FLOP-weighted decoder-layer "
         f"passes ({rows['naive'][0] / rows['fast'][0]:.1f}x fewer layers entered)"
     )
+    return {
+        method: {"decoder_layers_entered": entered, "flop_weighted_layer_passes": weighted}
+        for method, (entered, weighted) in rows.items()
+    }
 
 
 def main() -> None:
@@ -99,10 +116,13 @@ def main() -> None:
     parser.add_argument("--d-sae", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=100, help="for the layer counts")
-    args = parser.parse_args()
+    args = parse_args(parser, QUICK)
     torch.set_num_threads(args.threads)
-    tiny_comparison(args)
-    layer_counts(args.k, args.seq_len)
+    tiny = tiny_comparison(args)
+    counts = layer_counts(args.k, args.seq_len)
+    write_json(args, {"tiny_model": tiny, "gemma_2_2b_layer_counts": counts})
+    if not tiny["effects_agree"]:
+        sys.exit(f"the effects differ by more than {TOLERANCE:g} relative")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ The parent checks the two results are exactly equal and prints tokens/s, the rat
 the accumulators' memory, measured and projected to e = 65,536.
 
     uv run python benchmarks/cooccurrence_speed.py            # defaults: 300 prompts
+    uv run python benchmarks/cooccurrence_speed.py --quick --json out.json   # smoke test
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import parse_args, write_json
+
+# Children get the parent's command line, --quick included, so both sides count the same stream.
+QUICK = {"prompts": 6, "e": 2048, "l0": 16, "tokens": 20}
 
 
 def make_stream(n_prompts: int, e: int, l0: int, tokens: int, zipf: float, seed: int):
@@ -111,7 +116,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", choices=("seed", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, QUICK)
     if args.method:
         child(args)
         return
@@ -147,6 +152,23 @@ def main() -> None:
             f"accumulator at e = {width:,}: seed dense float32 {dense / 1e9:.3f} GB, ours packed "
             f"int32 {packed / 1e9:.3f} GB ({packed / dense:.6f} of the seed's)"
         )
+    write_json(
+        args,
+        {
+            "seed": results["seed"],
+            "ours": results["ours"],
+            "speedup": ratio,
+            "counts_equal": equal,
+            "accumulator_gb": {
+                str(width): {
+                    "seed_dense_float32": width * width * 4 / 1e9,
+                    "ours_packed_int32": width * (width + 1) // 2 * 4 / 1e9,
+                }
+                for width in (e, 65_536)
+            },
+        },
+        exclude=("method", "out"),
+    )
     if not equal:
         sys.exit("the counts differ")
 

@@ -10,7 +10,9 @@ table. Run by hand wherever a GPU is available:
 
     uv run python benchmarks/gpu_ablation.py [--prompts 16] [--naive-prompts 2] [--k 100]
 
-``--device cpu --tiny`` shrinks every shape (a smoke test of this script without a GPU).
+``--device cpu --tiny`` shrinks every shape (a smoke test of this script without a GPU);
+``--quick`` is ``--tiny`` with few prompts and a small K, on the GPU if there is one, else on
+the CPU. ``--json PATH`` also writes the figures to PATH.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import time
 
 import torch
+from _common import parse_args, write_json
 
 from sae_hacking.absorption.ablation import fast_effects, make_setup, naive_effects
 from sae_hacking.data.text import TokenBatch
@@ -126,6 +129,14 @@ def timed(device, fn, *args):
     return out, time.perf_counter() - start, peak
 
 
+def quick_settings() -> dict:
+    """--quick: tiny shapes, on the GPU if there is one (else the CPU smoke test)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return dict(
+        tiny=True, device=device, prompts=2, naive_prompts=1, k=4, seq_len=16, l0=8, batch_size=2
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -138,12 +149,12 @@ def main() -> int:
     parser.add_argument("--l0", type=int, default=80, help="active SAE latents per token")
     parser.add_argument("--batch-size", type=int, default=8, help="for --batch-prompts")
     parser.add_argument("--variants-per-batch", type=int, default=256)
-    args = parser.parse_args()
+    args = parse_args(parser, quick_settings())
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print(
-            "error: no CUDA GPU here; this benchmark is for a GPU (use --device cpu --tiny for "
-            "a smoke test of the script)",
+            "error: no CUDA GPU here; this benchmark is for a GPU (use --quick, or --device cpu "
+            "--tiny, for a smoke test of the script)",
             file=sys.stderr,
         )
         return 2
@@ -188,12 +199,20 @@ def main() -> int:
     print("| method | prompts | s/prompt | prompts/s | speed-up vs naive | peak GiB |")
     print("|---|---|---|---|---|---|")
     naive_rate = counts["naive"] / runs["naive"][1]
+    figures = {}
     for name, (_, seconds, peak) in runs.items():
         n = counts.get(name, len(prompts))
         print(
             f"| {name} | {n} | {seconds / n:.4f} | {n / seconds:.3g} | "
             f"{n / seconds / naive_rate:.1f}x | {peak:.1f} |"
         )
+        figures[name] = {
+            "prompts": n,
+            "prompts_per_s": n / seconds,
+            "speedup_vs_naive": n / seconds / naive_rate,
+            "peak_gib": peak,
+        }
+    comparisons = []
     fast_out = [p for batch in runs["fast"][0] for p in batch][: len(naive)]
     naive_out = [p for batch in runs["naive"][0] for p in batch]
     for f, n in zip(fast_out, naive_out, strict=True):
@@ -207,6 +226,21 @@ def main() -> int:
             f"fast vs naive: {same}/{len(n.latents_D)} latents in common; largest effect "
             f"difference {float(diff):.3g} (largest effect {float(n.effects_DE.abs().max()):.3g})"
         )
+        comparisons.append(
+            {
+                "latents_in_common": same,
+                "latents": len(n.latents_D),
+                "largest_effect_difference": float(diff),
+                "largest_effect": float(n.effects_DE.abs().max()),
+            }
+        )
+    write_json(
+        args,
+        {"methods": figures, "fast_vs_naive": comparisons},
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+        dtype=str(dtype),
+        d_sae=d_sae,  # --tiny overrides --d-sae
+    )
     return 0
 
 

@@ -1,6 +1,6 @@
 """What keeps the toy hierarchical SAE's latents alive: initialisation vs remedies.
 
-    uv run python benchmarks/toy_dead_latents.py [--steps 5000] [--seeds 1 2 3]
+    uv run python benchmarks/toy_dead_latents.py [--steps 5000] [--seeds 1 2 3] [--quick] [--json PATH]
 
 Trains the hierarchical SAE on the seed's example configuration (E = A = 30, M = 50, batch
 100, rho = 0.4, lr 1e-4) with the seed's ``nn.Linear`` initialisation and with ours (unit
@@ -15,17 +15,22 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _common import parse_args, write_json
 
 from sae_hacking.toy.config import SEED_EXAMPLE, ToyConfig
 from sae_hacking.toy.train import ToyTrainer
 
 SETTINGS = {**SEED_EXAMPLE, "plots": False, "device": "cpu"}
-REMEDIES = {
-    "no remedy": {"resample_every": 0, "auxk_coeff": 0.0},
-    "resampling": {"resample_every": 1000, "auxk_coeff": 0.0},
-    "auxk": {"resample_every": 0, "auxk_coeff": 1 / 32},
-    "resampling + auxk": {"resample_every": 1000, "auxk_coeff": 1 / 32},
-}
+QUICK = {"steps": 60, "seeds": [1], "resample_every": 30}
+
+
+def remedies(resample_every: int) -> dict[str, dict]:
+    return {
+        "no remedy": {"resample_every": 0, "auxk_coeff": 0.0},
+        "resampling": {"resample_every": resample_every, "auxk_coeff": 0.0},
+        "auxk": {"resample_every": 0, "auxk_coeff": 1 / 32},
+        "resampling + auxk": {"resample_every": resample_every, "auxk_coeff": 1 / 32},
+    }
 
 
 def column(rows: list[dict], key: str) -> str:
@@ -36,14 +41,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    args = parser.parse_args()
+    parser.add_argument("--resample-every", type=int, default=1000, help="when resampling")
+    args = parse_args(parser, QUICK)
     torch.set_num_threads(1)
     print(
         f"{'init':7s} {'remedy':18s} {'pair detection':>22s} {'dead parents':>20s} "
         f"{'dead children':>20s}"
     )
+    results = []
     for init in ("linear", "tied"):
-        for name, remedy in REMEDIES.items():
+        for name, remedy in remedies(args.resample_every).items():
             rows = []
             for seed in args.seeds:
                 config = ToyConfig(init=init, seed=seed, max_step=args.steps, **SETTINGS, **remedy)
@@ -55,6 +62,8 @@ def main() -> None:
                 f"{column(rows, 'dead_parent_frac'):>20s} {column(rows, 'dead_child_frac'):>20s}",
                 flush=True,
             )
+            results.append({"init": init, "remedy": name, **remedy, "per_seed": rows})
+    write_json(args, {"runs": results}, settings=SETTINGS)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Toy training speed on the seed's example configuration (hierarchical, E = A = 30, M = 50,
 batch 100, rho = 0.4, lr 1e-4), with the default logging cadence; run by hand:
 
-    uv run python benchmarks/toy_speed.py [--steps 10000] [--device cpu]
+    uv run python benchmarks/toy_speed.py [--steps 10000] [--device cpu] [--quick] [--json PATH]
 
 Prints steps/s of the real trainer, then where a step's time goes (each phase timed in
 isolation over the same number of steps), and the cost of the seed's logging cadence (metrics
@@ -11,17 +11,20 @@ every 10 steps, TensorBoard scalars every step) for comparison.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import parse_args, write_json
 
 from sae_hacking.toy.config import SEED_EXAMPLE, ToyConfig
 from sae_hacking.toy.experiment import use_few_threads
 from sae_hacking.toy.train import CHUNK_STEPS, ToyTrainer
 
 SETTINGS = {**SEED_EXAMPLE, "plots": False}
+QUICK = {"steps": 100, "seed_cadence_steps": 100}
 
 
 def trainer_speed(config: ToyConfig) -> tuple[float, dict]:
@@ -54,8 +57,9 @@ def phase_breakdown(config: ToyConfig, steps: int) -> dict[str, float]:
             opt.step()
             t4 = time.perf_counter()
             since = tr.state.since_fired
-            since["parent"] = torch.where(out.fired_E, 0, since["parent"] + 1)
-            sae.update_child_ratios(out.vals_BK, out.child_idx_BK, out.child_vals_BK)
+            for bank, fired in out.fired.items():
+                since[bank] = torch.where(fired, 0, since[bank] + 1)
+            sae.after_step(out)
             t5 = time.perf_counter()
             if (step + 1) % config.eval_every == 0:
                 tr.evaluate()
@@ -71,19 +75,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--seed-cadence-steps", type=int, help="steps of the seed-cadence run (max(1000, steps/10))"
+    )
+    args = parse_args(parser, QUICK)
     config = ToyConfig(max_step=args.steps, device=args.device, **SETTINGS)
     use_few_threads(config)
     ours, metrics = trainer_speed(config)
-    seed_cadence = ToyConfig(
-        **{
-            **config.to_dict(),
-            "eval_every": 10,
-            "log_every": 1,
-            "max_step": max(1000, args.steps // 10),
-        }
+    seed_cadence = dataclasses.replace(
+        config,
+        eval_every=10,
+        log_every=1,
+        max_step=args.seed_cadence_steps or max(1000, args.steps // 10),
     )
-    seedlike, _ = trainer_speed(ToyConfig.from_dict(seed_cadence.to_dict()))
+    seedlike, _ = trainer_speed(seed_cadence)
     phases = phase_breakdown(config, min(args.steps, 5000))
     total = sum(phases.values())
     print(f"device {args.device}, torch threads {torch.get_num_threads()}")
@@ -102,6 +107,21 @@ def main() -> None:
     print("where a step's time goes (phases timed alone):")
     for key, seconds in phases.items():
         print(f"  {key:12s} {1e6 * seconds:8.1f} us  {100 * seconds / total:5.1f} %")
+    write_json(
+        args,
+        {
+            "steps_per_s": ours,
+            "seed_cadence_steps_per_s": seedlike,
+            "ratio_ours_over_seed_cadence": ours / seedlike,
+            "final_metrics": {
+                k: metrics[k] for k in ("pair_detection_rate", "fvu", "dead_parent_frac")
+            },
+            "phase_us_per_step": {k: 1e6 * v for k, v in phases.items()},
+        },
+        torch_threads=torch.get_num_threads(),
+        toy_config=config.to_dict(),
+        seed_cadence_steps=seed_cadence.max_step,
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Training speed (steps/s) of our flat TopK toy trainer against SAELens's own toy trainer
 (``sae_lens.synthetic.training.train_toy_sae``) on an SAE of the same size; run by hand:
 
-    uv run python benchmarks/toy_vs_saelens.py [--steps N]
+    uv run python benchmarks/toy_vs_saelens.py [--steps N] [--quick] [--json PATH]
 
 Both sides: d_in (model dim) 50, d_sae 30, k 3, batch 100, Adam lr 1e-4, the same number of
 steps, CPU, ``torch.set_num_threads(1)``, one process.
@@ -32,9 +32,11 @@ import time
 from pathlib import Path
 
 import torch
+from _common import parse_args, write_json
 
 D_IN, D_SAE, K, BATCH, LR = 50, 30, 3, 100, 1e-4
 WARMUP_STEPS = 200
+QUICK = {"steps": 50, "warmup": 10}
 
 
 def ours_steps_per_s(steps: int) -> float:
@@ -83,22 +85,28 @@ def saelens_steps_per_s(steps: int, seed: int = 0) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=5000)
-    args = parser.parse_args()
+    parser.add_argument("--warmup", type=int, default=WARMUP_STEPS, help="steps of each warm-up")
+    args = parse_args(parser, QUICK)
     torch.set_num_threads(1)
 
-    ours_steps_per_s(WARMUP_STEPS)
-    saelens_steps_per_s(WARMUP_STEPS)
+    ours_steps_per_s(args.warmup)
+    saelens_steps_per_s(args.warmup)
     ours = ours_steps_per_s(args.steps)
     theirs = saelens_steps_per_s(args.steps)
 
     print(
         f"CPU, torch threads {torch.get_num_threads()} (torch.set_num_threads(1) for both); "
         f"d_in {D_IN}, d_sae {D_SAE}, k {K}, batch {BATCH}, Adam lr {LR:g}, {args.steps} steps "
-        f"(after a {WARMUP_STEPS}-step warm-up run each)"
+        f"(after a {args.warmup}-step warm-up run each)"
     )
     print(f"ours    (sae_hacking ToyTrainer, topk, default cadence): {ours:8.0f} steps/s")
     print(f"SAELens (train_toy_sae, TopKTrainingSAE, no wandb):      {theirs:8.0f} steps/s")
     print(f"ratio ours / SAELens: {ours / theirs:.2f}x")
+    write_json(
+        args,
+        {"ours_steps_per_s": ours, "saelens_steps_per_s": theirs, "ratio": ours / theirs},
+        d_in=D_IN, d_sae=D_SAE, k=K, batch=BATCH, lr=LR, torch_threads=torch.get_num_threads(),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

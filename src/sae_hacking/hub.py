@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from sae_hacking.errors import UsageError
+from sae_hacking.errors import FieldError, UsageError
 
 PROBE_TIMEOUT_S = 1.0
 _TRUE = {"1", "on", "yes", "true"}
@@ -85,6 +85,22 @@ def unreachable_message(what: str, reason: str, remedy: str) -> str:
     )
 
 
+def check_repo_id(repo_id: str, field: str) -> None:
+    """A :class:`FieldError` for ``field`` unless ``repo_id`` is spelled like a hub repository id
+    (``name`` or ``org/name``), so a typo is not reported as a missing download."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise FieldError(
+            field,
+            f"{repo_id}: no such local path, and not a Hugging Face hub id (org/name, letters, "
+            "digits, '-', '_', '.').",
+        ) from None
+
+
 def hub_file(repo_id: str, filename: str, *, what: str, repo_type: str = "model") -> Path:
     """Path of ``filename`` in hub repo ``repo_id``: from the cache, else downloaded into it."""
     from huggingface_hub import hf_hub_download
@@ -92,6 +108,7 @@ def hub_file(repo_id: str, filename: str, *, what: str, repo_type: str = "model"
         EntryNotFoundError,
         GatedRepoError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
     )
@@ -100,6 +117,8 @@ def hub_file(repo_id: str, filename: str, *, what: str, repo_type: str = "model"
         return Path(hf_hub_download(repo_id, filename, repo_type=repo_type, local_files_only=True))
     except LocalEntryNotFoundError:
         pass
+    except HFValidationError as err:
+        raise UsageError(f"{what}: {repo_id!r} is not a valid hub repository id ({err}).") from None
     reason = hub_unreachable_reason()
     if reason is not None:
         raise UsageError(

@@ -9,34 +9,31 @@ from pathlib import Path
 
 import pytest
 import torch
-from ablation_testkit import (
-    ABLATOR_HOOK,
-    D_ABLATOR,
-    D_READER,
-    READER_HOOK,
-    random_sae,
-    tiny_lm,
-)
+from ablation_testkit import ABLATOR_HOOK, D_ABLATOR, D_READER, N_LAYERS, READER_HOOK
 
 from sae_hacking.absorption.ablation import fast_effects, make_setup
 from sae_hacking.absorption.ablation_effects import EffectSums
-from sae_hacking.absorption.ablation_run import FREQUENCIES_FILE, count_frequencies
+from sae_hacking.absorption.ablation_run import FREQUENCIES_FILE
+from sae_hacking.absorption.ablation_stream import count_frequencies
 from sae_hacking.cli import main
 from sae_hacking.errors import EXIT_USAGE
 from sae_hacking.lm.tiny import generate_texts
 from sae_hacking.runs.results import ResultsFile, read_meta
 from sae_hacking.saes.io import save_sae_checkpoint
+from sae_hacking.testing import random_sae
 
 N_PROMPTS = 24
 SCRIPT = Path(__file__).parents[2] / "src" / "sae_hacking" / "gemma_selective_ablate.py"
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, tiny_lm):
     root = tmp_path_factory.mktemp("ablate-cli")
-    lm = tiny_lm(root, "gemma2")
+    lm = tiny_lm("gemma2", N_LAYERS)
     save_sae_checkpoint(random_sae(ABLATOR_HOOK, D_ABLATOR, 0), root / "ablator.safetensors")
     save_sae_checkpoint(random_sae(READER_HOOK, D_READER, 1), root / "reader.safetensors")
+    # The same reader, not saying which hook it reads (so --reader-sae-hook applies).
+    save_sae_checkpoint(random_sae(None, D_READER, 1), root / "reader-nohook.safetensors")
     texts = generate_texts(N_PROMPTS + 6, seed=9, min_words=1, max_words=16)
     (root / "prompts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
     return {"root": root, "model": lm.name, "lm": lm, "texts": texts}
@@ -78,6 +75,7 @@ def single_run(files):
     return read_results(out / "ablations.safetensors.zst")
 
 
+@pytest.mark.slow
 def test_results_file_holds_the_documented_sums(files, single_run):
     out = files["root"] / "single"
     meta = read_meta(out / "ablations.json")
@@ -99,6 +97,7 @@ def test_results_file_holds_the_documented_sums(files, single_run):
     assert single_run["effects_DE"].shape == (len(single_run["latents_D"]), D_READER)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_uninterrupted_result(files, single_run):
     out = files["root"] / "killed"
     argv = ablate_argv(files, out, "--save-frequency", "3", "--batch-size", "1")
@@ -121,6 +120,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(files, single_run):
     assert_equal_results(read_results(out / "ablations.safetensors.zst"), single_run)
 
 
+@pytest.mark.slow
 def test_shards_merge_to_the_single_run(files, single_run):
     root = files["root"]
     for index in range(3):
@@ -133,6 +133,7 @@ def test_shards_merge_to_the_single_run(files, single_run):
     assert main(["merge", str(root / "twice"), shards[0], shards[0]]) == EXIT_USAGE
 
 
+@pytest.mark.slow
 def test_first_pass_frequencies_exclude_frequent_latents(files, single_run):
     out = files["root"] / "excluded"
     argv = ablate_argv(files, out, "--exclude-latent-threshold", "0.3")
@@ -183,18 +184,24 @@ def test_first_pass_frequencies_exclude_frequent_latents(files, single_run):
     assert main(["ablate", *argv]) == EXIT_USAGE
 
 
+NOHOOK = ["--reader-sae-release", "READER_NOHOOK"]
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--reader-sae-hook", "blocks.0.hook_resid_post"], "comes before"),
+        (["--reader-sae-hook", "blocks.0.hook_resid_post", *NOHOOK], "comes before"),
         (["--selected-features", "3", str(D_ABLATOR)], f"--selected-features {D_ABLATOR}"),
-        (["--reader-sae-hook", "blocks.7.hook_resid_post"], "layers"),
+        (["--reader-sae-hook", "blocks.7.hook_resid_post", *NOHOOK], "layers"),
+        (["--reader-sae-hook", "blocks.0.hook_resid_post"], "--reader-sae-hook is blocks.0"),
         (["--exclude-latent-threshold", "1.5"], "fraction"),
         (["--abridge-ablations-to", "0"], "at least 1"),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(files, capsys, extra, message):
     out = files["root"] / "bad"
+    nohook = str(files["root"] / "reader-nohook.safetensors")
+    extra = [nohook if flag == "READER_NOHOOK" else flag for flag in extra]
     assert main(["ablate", *ablate_argv(files, out, *extra)]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
@@ -212,8 +219,9 @@ def test_width_mismatch_exits_2(files, capsys):
 
 
 def test_the_seed_command_line_parses_with_its_defaults():
-    from sae_hacking.cli.ablate import standalone_parser
-    from sae_hacking.cli.lm import fill_default_sae_ids
+    from sae_hacking.absorption.configs import AblateConfig
+    from sae_hacking.cli.ablate import KIND, standalone_parser
+    from sae_hacking.cli.configargs import config_from
 
     seed = (
         "--abridge-ablations-to 100 --max-tokens 100 --ablator-sae-release "
@@ -222,10 +230,15 @@ def test_the_seed_command_line_parses_with_its_defaults():
         "--selected-features 3000 9000 15000 21000 27000 33000 39000 45000 51000 57000 63000 "
         "--batch-size 5"
     )
-    args = fill_default_sae_ids(standalone_parser().parse_args(seed.split()))
-    assert args.model == "google/gemma-2-2b"
-    assert args.ablator_sae_id == "layer_20/width_65k/canonical"
-    assert args.reader_sae_id == "layer_21/width_65k/canonical"
-    assert (args.abridge_ablations_to, args.max_tokens_in_prompt, args.batch_size) == (100, 100, 5)
-    assert args.selected_features[-1] == 63000 and args.method == "fast"
-    assert not args.never_save and args.exclude_latent_threshold is None
+    config = config_from(standalone_parser().parse_args(seed.split()), AblateConfig, KIND)
+    assert config.model.name == "google/gemma-2-2b"
+    assert config.ablator.sae_id == "layer_20/width_65k/canonical"
+    assert config.reader.sae_id == "layer_21/width_65k/canonical"
+    text = config.text
+    assert (config.abridge_ablations_to, text.max_tokens_in_prompt, text.batch_size) == (
+        100,
+        100,
+        5,
+    )
+    assert config.selected_features[-1] == 63000 and config.method == "fast"
+    assert not config.run.never_save and config.exclude_latent_threshold is None

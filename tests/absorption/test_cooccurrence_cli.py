@@ -14,24 +14,24 @@ import pytest
 import torch
 
 from sae_hacking.absorption.cooccurrence import Cooccurrences
-from sae_hacking.absorption.pairs import count_pairs_reference
 from sae_hacking.cli import main
 from sae_hacking.data.text import tokenize_prompts
 from sae_hacking.lm.hooked import HookedLM
-from sae_hacking.lm.tiny import generate_texts, tiny_model_once
+from sae_hacking.lm.tiny import generate_texts
 from sae_hacking.runs.results import ResultsFile
 from sae_hacking.saes.base import SAEInfo
 from sae_hacking.saes.io import save_sae_checkpoint
 from sae_hacking.saes.jumprelu import JumpReLUSAE
+from sae_hacking.testing import count_pairs_reference
 
 HOOK = "blocks.0.hook_resid_post"
 E = 32
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_model_path):
     root = tmp_path_factory.mktemp("co-cli")
-    model = tiny_model_once(root / "models", "gemma2")
+    model = tiny_model_path("gemma2")
     sae = JumpReLUSAE(64, E, info=SAEInfo(hook_name=HOOK))
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -72,6 +72,7 @@ def counts(run_dir):
         return {k: f.read(k) for k in f.keys()}, f.meta
 
 
+@pytest.mark.slow
 def test_cli_counts_match_a_direct_computation(setup, tmp_path):
     assert main(["cooccurrences", *flags(setup, tmp_path / "run", 30, "--batch-size", "4")]) == 0
     lm = HookedLM.from_pretrained(str(setup["model"]), device="cpu", dtype="float32")
@@ -103,6 +104,7 @@ def test_cli_counts_match_a_direct_computation(setup, tmp_path):
         assert all(co.row(i).tolist() == reference[i].tolist() for i in (5, 0, 31))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_identical_counts(setup, tmp_path):
     n = 200
     args = flags(setup, tmp_path / "killed", n, "--batch-size", "1", "--save-frequency", "3")
@@ -141,6 +143,7 @@ def test_resume_after_sigkill_gives_identical_counts(setup, tmp_path):
     assert meta_r["tokens_done"] == meta_w["tokens_done"] and meta_r["prompts_done"] == n
 
 
+@pytest.mark.slow
 def test_shards_merge_to_the_unsharded_counts(setup, tmp_path, capsys):
     n = 25
     for shard in ("0/2", "1/2"):
@@ -201,20 +204,27 @@ def test_bad_inputs_exit_2(setup, tmp_path, capsys):
     fails(["cooccurrences", "--resume", str(tmp_path / "f")], "not a run directory")
 
 
+@pytest.mark.slow
 def test_seed_script_path_and_defaults():
-    from sae_hacking.cli.cooccurrence import standalone_parser
-    from sae_hacking.cli.lm import fill_default_sae_ids
+    from sae_hacking.absorption.configs import CooccurrenceConfig
+    from sae_hacking.cli.configargs import config_from
+    from sae_hacking.cli.cooccurrence import KIND, standalone_parser
 
     args = standalone_parser().parse_args(
         "--max-tokens 100 --ablator-sae-release gemma-scope-2b-pt-mlp-canonical --n-prompts "
         "2000000 --save-frequency 30000 --dataset-id monology/pile-uncopyrighted "
         "--batch-size 5".split()
     )
-    fill_default_sae_ids(args)
-    assert args.model == "google/gemma-2-2b"
-    assert args.ablator_sae_id == "layer_20/width_65k/canonical"
-    assert (args.max_tokens_in_prompt, args.n_prompts, args.save_frequency) == (100, 2000000, 30000)
-    assert str(args.shard) == "0/1" and not args.never_save and args.resume is None
+    config = config_from(args, CooccurrenceConfig, KIND)
+    assert config.model.name == "google/gemma-2-2b"
+    assert config.ablator.sae_id == "layer_20/width_65k/canonical"
+    text = config.text
+    assert (text.max_tokens_in_prompt, text.n_prompts, config.run.save_frequency) == (
+        100,
+        2000000,
+        30000,
+    )
+    assert config.run.shard == "0/1" and not config.run.never_save and config.run.resume is None
     script = os.path.join(os.path.dirname(__file__), "../../src/sae_hacking/gemma_cooccurrences.py")
     help_text = subprocess.run(
         [sys.executable, script, "--help"], capture_output=True, text=True, check=True

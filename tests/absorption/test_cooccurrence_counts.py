@@ -11,18 +11,12 @@ from sae_hacking.absorption.cooccurrence import (
     Cooccurrences,
     PairCounter,
 )
-from sae_hacking.absorption.pairs import (
-    active_lists,
-    count_pairs_reference,
-    pair_index,
-    unpack_triangle,
-)
+from sae_hacking.absorption.pairs import active_lists, pair_index
 from sae_hacking.data.text import tokenize_prompts
-from sae_hacking.errors import UsageError
-from sae_hacking.lm.hooked import HookedLM
-from sae_hacking.lm.tiny import generate_texts, tiny_model_once
+from sae_hacking.errors import FieldError, UsageError
+from sae_hacking.lm.tiny import generate_texts
 from sae_hacking.runs.results import write_results
-from sae_hacking.saes.tiny import random_jumprelu
+from sae_hacking.testing import count_pairs_reference, random_sae, unpack_triangle
 
 HOOK = "blocks.0.hook_resid_post"
 
@@ -70,7 +64,7 @@ def test_rows_mode_equals_brute_force(kernel):
 
 def test_bad_rows_are_usage_errors():
     for rows in ([], [3, 3], [20], [-1]):
-        with pytest.raises(UsageError, match="--rows"):
+        with pytest.raises(FieldError, match="`rows`"):
             PairCounter(20, rows=rows)
 
 
@@ -91,18 +85,9 @@ def test_active_lists():
     assert latents.tolist() == [1, 2, 0, 2] and offsets.tolist() == [0, 2, 2, 4]
 
 
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory):
-    path = tiny_model_once(tmp_path_factory.mktemp("tiny-co"), "gemma2")
-    return HookedLM.from_pretrained(str(path), device="cpu", dtype="float32")
-
-
-def small_sae(e=24, seed=0):
-    return random_jumprelu(64, e, HOOK, seed)
-
-
-def test_model_counts_skip_padding_and_bos(lm):
-    sae = small_sae()
+def test_model_counts_skip_padding_and_bos(tiny_lm):
+    lm = tiny_lm("gemma2")
+    sae = random_sae(HOOK, 24)
     texts = generate_texts(6, seed=4, min_words=1, max_words=15)
     batch = tokenize_prompts(lm.tokenizer, texts, 20)
     assert (batch.attention_mask_BS == 0).any(), "the batch must be ragged"
@@ -117,6 +102,7 @@ def test_model_counts_skip_padding_and_bos(lm):
         sets += [torch.nonzero(acts[s] > 0).flatten().tolist() for s in range(1, acts.shape[0])]
     assert tokens == len(sets) == int(batch.real_token_mask_BS.sum())
     reference = count_pairs_reference(sets, sae.d_sae)
+    assert np.count_nonzero(reference - np.diag(reference.diagonal())) > 10, "too few pairs"
     assert np.array_equal(unpack_triangle(acc.counter.counts, sae.d_sae).numpy(), reference)
 
 
@@ -127,7 +113,8 @@ def test_reader(tmp_path, rows):
     active = random_active(60, e, 9, density=0.4)
     counter.add_active(active)
     reference = count_pairs_reference(as_sets(active), e)
-    write_results(tmp_path / "cooccurrences", counter.state(), {"kind": "cooccurrences"})
+    meta = {"kind": "cooccurrences", "complete": True}
+    write_results(tmp_path / "cooccurrences", counter.state(), meta)
     with Cooccurrences(tmp_path) as co:
         assert co.e == e and co.tokens == 60 and co.rows == rows
         assert torch.equal(co.activations(), torch.from_numpy(reference.diagonal().copy()))
@@ -141,3 +128,11 @@ def test_reader(tmp_path, rows):
         if rows:
             with pytest.raises(UsageError, match="no row"):
                 co.row(1)
+
+
+def test_reader_refuses_an_unfinished_run(tmp_path):
+    counter = PairCounter(5)
+    counter.add_active(random_active(10, 5, 0))
+    write_results(tmp_path / "cooccurrences", counter.state(), {"kind": "cooccurrences"})
+    with pytest.raises(UsageError, match="unfinished run"):
+        Cooccurrences(tmp_path)

@@ -1,8 +1,8 @@
-"""Tiny local models, built once per session (a few seconds in all)."""
+"""Every tiny model family as a fixture, plus a NeoX with attention and MLP in sequence."""
 
 import pytest
 
-from sae_hacking.lm.tiny import TINY_ARCHS, generate_texts, tiny_model_once
+from sae_hacking.lm.tiny import TINY_ARCHS, generate_texts
 
 # Ragged prompt lengths, longer than the tiny Gemma-2's sliding window (6 tokens).
 PROMPTS = generate_texts(5, seed=11, min_words=2, max_words=14)
@@ -10,44 +10,49 @@ MAX_TOKENS = 24
 LM_VARIANTS = (*TINY_ARCHS, "neox-sequential")
 
 
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("tiny-models")
-
-
-@pytest.fixture(scope="session")
-def tiny_path(tiny_root):
-    """``tiny_path(arch, **kwargs)``: folder of a tiny model, built on first use."""
-    return lambda arch, **kwargs: tiny_model_once(tiny_root, arch, **kwargs)
-
-
-def load_variant(variant, tiny_path):
-    """A :class:`HookedLM` of a tiny model; ``neox-sequential`` is the tiny NeoX with
-    attention and MLP in sequence (``use_parallel_residual=False``), random weights."""
+def sequential_neox(tiny_model_path):
+    """The tiny NeoX with attention and MLP in sequence (``use_parallel_residual=False``),
+    random weights."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from sae_hacking.lm.hooked import HookedLM
 
-    if variant != "neox-sequential":
-        return HookedLM.from_pretrained(str(tiny_path(variant)), device="cpu", dtype="float32")
-    path = tiny_path("neox")
+    path = tiny_model_path("neox")
     config = AutoConfig.from_pretrained(path)
     config.use_parallel_residual = False
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    return HookedLM(model, AutoTokenizer.from_pretrained(path), variant)
+    return HookedLM(model, AutoTokenizer.from_pretrained(path), "neox-sequential")
+
+
+# Tests that try every hook (pair) on every model: only the two layouts most unlike the
+# others (Gemma-2's extra norms, NeoX's parallel attention and MLP) run in the quick loop.
+EXHAUSTIVE = (
+    "test_patch_equals_hf_module_hook_and_run_between",
+    "test_run_between_every_pair_equals_full_forward",
+)
+QUICK_VARIANTS = ("gemma2", "neox")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        variant = getattr(item, "callspec", None) and item.callspec.params.get("lm")
+        if item.originalname in EXHAUSTIVE and variant not in QUICK_VARIANTS:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", params=LM_VARIANTS)
-def lm(request, tiny_path):
-    return load_variant(request.param, tiny_path)
+def lm(request, tiny_lm, tiny_model_path):
+    if request.param == "neox-sequential":
+        return sequential_neox(tiny_model_path)
+    return tiny_lm(request.param)
 
 
 @pytest.fixture(scope="session")
-def gemma_lm(tiny_path):
-    return load_variant("gemma2", tiny_path)
+def gemma_lm(tiny_lm):
+    return tiny_lm("gemma2")
 
 
 @pytest.fixture

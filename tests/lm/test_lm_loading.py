@@ -9,7 +9,7 @@ import torch
 from sae_hacking.cli import main
 from sae_hacking.errors import UsageError
 from sae_hacking.lm.hooked import HookedLM
-from sae_hacking.lm.loading import DTYPE_CHOICES, resolve_dtype
+from sae_hacking.lm.loading import resolve_dtype
 from sae_hacking.lm.tiny import TINY_ARCHS, make_tiny_model
 
 
@@ -27,10 +27,10 @@ def test_tiny_model_is_a_pure_function_of_its_arguments(tmp_path):
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
-def test_tiny_model_loads_as_a_plain_hf_folder(tiny_path, arch):
+def test_tiny_model_loads_as_a_plain_hf_folder(tiny_model_path, arch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = tiny_path(arch)
+    path = tiny_model_path(arch)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     specials = [tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token, tokenizer.unk_token]
@@ -44,11 +44,11 @@ def test_tiny_model_loads_as_a_plain_hf_folder(tiny_path, arch):
     assert tokenizer.decode(ids) == text and len(ids) < len(text)  # BPE merges were learnt
 
 
-def test_tokenizers_follow_their_family_bos_convention(tiny_path):
+def test_tokenizers_follow_their_family_bos_convention(tiny_model_path):
     from transformers import AutoTokenizer
 
-    gemma = AutoTokenizer.from_pretrained(tiny_path("gemma2"))
-    gpt2 = AutoTokenizer.from_pretrained(tiny_path("gpt2"))
+    gemma = AutoTokenizer.from_pretrained(tiny_model_path("gemma2"))
+    gpt2 = AutoTokenizer.from_pretrained(tiny_model_path("gpt2"))
     assert gemma("ne ru")["input_ids"][0] == gemma.bos_token_id  # Gemma adds BOS itself
     assert gpt2("ne ru")["input_ids"][0] != gpt2.bos_token_id  # GPT-2 does not
     assert gpt2.bos_token == gpt2.eos_token == "<|endoftext|>"
@@ -88,26 +88,19 @@ def test_local_folder_errors(tmp_path):
         HookedLM.from_pretrained(str(tmp_path), device="cpu")
 
 
-def test_dtype_and_device(tiny_path):
+def test_dtype_and_device(tiny_model_path):
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
     with pytest.raises(UsageError, match="--dtype"):
         resolve_dtype("float8", torch.device("cpu"))
-    lm = HookedLM.from_pretrained(str(tiny_path("gpt2")), device="cpu", dtype="bfloat16")
+    lm = HookedLM.from_pretrained(str(tiny_model_path("gpt2")), device="cpu", dtype="bfloat16")
     assert lm.dtype == torch.bfloat16 and lm.device.type == "cpu"
     assert not lm.model.training and not any(p.requires_grad for p in lm.model.parameters())
 
 
-def test_cli_dtype_choices_match_the_loader():
-    from sae_hacking.cli import lm as cli_lm
-
-    assert tuple(cli_lm.TINY_ARCHS) == TINY_ARCHS
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    cli_lm.add_model_args(parser)
-    dtype_action = next(a for a in parser._actions if a.dest == "dtype")
-    assert tuple(dtype_action.choices) == DTYPE_CHOICES
+# Generous: a failure that takes longer than this is hanging on the network (huggingface_hub's
+# retries take about 20 s); the network_attempts counts are the precise check.
+FAST_S = 10
 
 
 def _timed_usage_error(fn):
@@ -117,37 +110,20 @@ def _timed_usage_error(fn):
     return str(info.value), time.monotonic() - start
 
 
-def test_unknown_hub_model_offline_fails_fast_and_clearly():
-    from transformers import AutoModelForCausalLM  # noqa: F401  (import time is not the lookup's)
-
+def test_unknown_hub_model_offline_fails_fast_and_clearly(network_attempts):
     message, seconds = _timed_usage_error(
         lambda: HookedLM.from_pretrained("nonexistent-org/no-such-model", device="cpu")
     )
-    assert seconds < 2
+    assert network_attempts == [] and seconds < FAST_S
     assert "nonexistent-org/no-such-model" in message and "HF_HUB_OFFLINE" in message
     assert "--model ./path/to/model" in message and "\n" not in message
 
 
-def test_unreachable_hub_without_offline_mode_fails_fast(monkeypatch):
-    """No HF_HUB_OFFLINE, but the endpoint refuses connections: the probe answers at once
-    instead of huggingface_hub's ~20 s of retries."""
-    from huggingface_hub import constants
-
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
-    for name in (
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ):
-        monkeypatch.delenv(name, raising=False)
+def test_unreachable_hub_without_offline_mode_fails_fast(unreachable_hub, network_attempts):
+    """No HF_HUB_OFFLINE, but the endpoint refuses connections: one probe answers instead of
+    huggingface_hub's ~20 s of retries."""
     message, seconds = _timed_usage_error(
         lambda: HookedLM.from_pretrained("nonexistent-org/no-such-model", device="cpu")
     )
-    assert seconds < 2
+    assert network_attempts == [unreachable_hub] and seconds < FAST_S
     assert "127.0.0.1:9 cannot be reached" in message

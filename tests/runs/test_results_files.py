@@ -12,7 +12,6 @@ import sae_hacking.runs.zstd_frames as zstd_frames
 from sae_hacking.errors import UsageError
 from sae_hacking.runs.results import ResultsFile, read_meta, write_results, write_safetensors
 from sae_hacking.runs.shards import Shard, covers_everything
-from sae_hacking.runs.stream import resolve_settings
 
 TENSORS = {
     "counts_P": torch.arange(5000, dtype=torch.int32) * 7,
@@ -123,22 +122,3 @@ def test_shards():
     assert Shard(0, 2).overlaps(Shard(2, 4)) and not Shard(0, 2).overlaps(Shard(1, 4))
     assert covers_everything([Shard(0, 2), Shard(1, 4), Shard(3, 4)])
     assert not covers_everything([Shard(0, 2), Shard(1, 4)])
-
-
-def test_resolve_settings():
-    saved = {"model": "m", "n_prompts": 10, "batch_size": 4}
-    defaults = {"model": "default", "n_prompts": None, "batch_size": 8}
-    # flags left at their defaults take the run's values, also those that may change
-    assert resolve_settings(saved, defaults, defaults, ["n_prompts"]) == {
-        "model": "m",
-        "n_prompts": 10,
-        "batch_size": 4,
-    }
-    # a setting that may change takes a value given explicitly
-    given = {**defaults, "n_prompts": 20}
-    assert resolve_settings(saved, given, defaults, ["n_prompts"])["n_prompts"] == 20
-    with pytest.raises(UsageError, match="--n-prompts 20 differs"):
-        resolve_settings(saved, given, defaults)
-    assert resolve_settings(saved, {**defaults, "model": "m"}, defaults)["model"] == "m"
-    with pytest.raises(UsageError, match="--model other differs"):
-        resolve_settings(saved, {**defaults, "model": "other"}, defaults)

@@ -4,32 +4,18 @@ import pytest
 import torch
 
 from sae_hacking.errors import UsageError
-from sae_hacking.lm.hooked import LOGITS, HookedLM
-from sae_hacking.lm.tiny import generate_texts, tiny_model_once
-from sae_hacking.saes.base import SAEInfo
-from sae_hacking.saes.jumprelu import JumpReLUSAE
-from sae_hacking.saes.relu import ReLUSAE
-from sae_hacking.saes.splice import (
-    ZeroLatentPerRow,
-    ZeroLatents,
-    check_sae_fits,
-    splice,
-    splice_patch,
-)
-from sae_hacking.saes.topk import TopKSAE
+from sae_hacking.lm.hooked import LOGITS
+from sae_hacking.lm.tiny import generate_texts
+from sae_hacking.saes.splice import ZeroLatents, check_sae_fits, splice, splice_patch
+from sae_hacking.testing import ZeroLatentPerRow, random_sae
 
 HOOK = "blocks.0.hook_mlp_out"
 D_SAE = 96
 
 
 @pytest.fixture(scope="module")
-def gemma_path(tmp_path_factory):
-    return tiny_model_once(tmp_path_factory.mktemp("tiny"), "gemma2")
-
-
-@pytest.fixture(scope="module")
-def lm(gemma_path):
-    return HookedLM.from_pretrained(str(gemma_path), device="cpu", dtype="float32")
+def lm(tiny_lm):
+    return tiny_lm("gemma2")
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +24,7 @@ def batch(lm):
 
 
 def make_sae(kind, d_in=64, hook=HOOK):
-    info = SAEInfo(hook_name=hook)
-    sae = {
-        "jumprelu": lambda: JumpReLUSAE(d_in, D_SAE, info=info),
-        "relu": lambda: ReLUSAE(d_in, D_SAE, info=info),
-        "topk": lambda: TopKSAE(d_in, D_SAE, k=8, info=info),
-    }[kind]()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in sae.parameters():
-            param.copy_(0.3 * torch.randn(param.shape, generator=gen))
-        if kind == "jumprelu":
-            sae.threshold_E.abs_()
-    return sae.requires_grad_(False)
+    return random_sae(hook, D_SAE, seed=0, d_in=d_in, kind=kind)
 
 
 def active_latents(lm, batch, sae, n=3):
@@ -141,8 +115,8 @@ def test_width_and_hook_checks(lm):
 
 
 @pytest.mark.parametrize("kind", ["jumprelu", "topk"])
-def test_float32_sae_on_a_bfloat16_model(gemma_path, batch, kind):
-    lm16 = HookedLM.from_pretrained(str(gemma_path), device="cpu", dtype="bfloat16")
+def test_float32_sae_on_a_bfloat16_model(tiny_lm, batch, kind):
+    lm16 = tiny_lm("gemma2", dtype="bfloat16")
     sae = make_sae(kind)
     ids, mask = batch.input_ids_BS, batch.attention_mask_BS
     edited = lm16.logits(ids, mask, patches=splice(lm16, sae, ZeroLatents(range(D_SAE))))

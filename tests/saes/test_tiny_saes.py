@@ -4,21 +4,15 @@ import pytest
 import torch
 
 from sae_hacking.cli import main
-from sae_hacking.lm.hooked import HookedLM
-from sae_hacking.lm.tiny import generate_texts, tiny_model_once
+from sae_hacking.lm.tiny import generate_texts
 from sae_hacking.saes.io import load_sae_checkpoint
 from sae_hacking.saes.tiny import calibrated_random_sae
 
 HOOK = "blocks.0.hook_mlp_out"
 
 
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory):
-    path = tiny_model_once(tmp_path_factory.mktemp("tiny"), "gemma2")
-    return HookedLM.from_pretrained(str(path), device="cpu", dtype="float32")
-
-
-def test_calibrated_sae_fires_on_about_the_asked_fraction_of_tokens(lm):
+def test_calibrated_sae_fires_on_about_the_asked_fraction_of_tokens(tiny_lm):
+    lm = tiny_lm("gemma2")
     sae = calibrated_random_sae(lm, HOOK, 128, generate_texts(64, seed=3), active_fraction=0.1)
     held_out = lm.tokenize(generate_texts(64, seed=4), 64)
     acts = lm.read(held_out.input_ids_BS, held_out.attention_mask_BS, [HOOK])[HOOK]
@@ -28,6 +22,7 @@ def test_calibrated_sae_fires_on_about_the_asked_fraction_of_tokens(lm):
     assert sae.hook_name == HOOK
 
 
+@pytest.mark.slow
 def test_make_tiny_model_writes_saes_and_prompts(tmp_path, capsys):
     path = tmp_path / "kit"
     hooks = ["blocks.0.hook_mlp_out", "blocks.1.hook_resid_post"]

@@ -38,6 +38,7 @@ def cli(*args):
     return run([sys.executable, "-m", "sae_hacking.cli", *args])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_seed_command_verbatim_without_a_gpu_is_one_clear_line(tmp_path):
     proc = run(
@@ -56,6 +57,7 @@ def test_seed_command_verbatim_without_a_gpu_is_one_clear_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_seed_script_trains_with_the_seed_flags(tmp_path):
     proc = run(
         [
@@ -77,6 +79,7 @@ def test_seed_script_trains_with_the_seed_flags(tmp_path):
     assert (tmp_path / "sae.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_every_seed_flag_is_accepted():
     help_text = run([sys.executable, str(SEED_SCRIPT), "--help"]).stdout
     for flag in (
@@ -120,6 +123,7 @@ def test_bad_flags_give_one_clear_line_and_exit_2(tmp_path, capsys, flags, needl
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_handcoded_run_from_the_cli_detects_every_pair(tmp_path):
     proc = cli(
         "toy",
@@ -136,6 +140,7 @@ def test_handcoded_run_from_the_cli_detects_every_pair(tmp_path):
     assert "pair_detection_rate              1.0000" in proc.stdout
 
 
+@pytest.mark.slow
 def test_toy_compare_writes_table_csv_and_plot(tmp_path):
     proc = cli(
         "toy-compare",
@@ -170,6 +175,7 @@ def test_toy_compare_writes_table_csv_and_plot(tmp_path):
     assert len(list(tmp_path.glob("*-seed*"))) == 6
 
 
+@pytest.mark.slow
 def test_help_starts_without_heavy_imports():
     code = (
         "import sys; from sae_hacking.cli import build_parser; build_parser(); "

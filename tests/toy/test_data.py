@@ -8,7 +8,7 @@ from sae_hacking.data.toy import (
     chunk_generator,
     compose_reference,
 )
-from sae_hacking.errors import UsageError
+from sae_hacking.errors import FieldError
 
 
 def make(**kw) -> ToyDataset:
@@ -76,16 +76,17 @@ def test_chunks_are_reproducible_and_distinct():
 
 
 @pytest.mark.parametrize(
-    "kw, words",
+    "kw, field",
     [
-        ({"A": 0}, "--dataset-num-features"),
-        ({"M": -1}, "--model-dim"),
-        ({"k": 13}, "--dataset-k"),
-        ({"k": 0}, "--dataset-k"),
-        ({"parent_alone_prob": 1.5}, "--parent-alone-prob"),
-        ({"magnitude_range": (2.0, 1.0)}, "--magnitude-range"),
+        ({"A": 0}, "num_features"),
+        ({"M": -1}, "model_dim"),
+        ({"k": 13}, "k"),
+        ({"k": 0}, "k"),
+        ({"parent_alone_prob": 1.5}, "parent_alone_prob"),
+        ({"magnitude_range": (2.0, 1.0)}, "magnitude_range"),
     ],
 )
-def test_bad_configs_name_the_flag(kw, words):
-    with pytest.raises(UsageError, match=words):
+def test_bad_configs_name_the_field(kw, field):
+    with pytest.raises(FieldError) as err:
         make(**kw)
+    assert err.value.field == field

@@ -1,13 +1,14 @@
 import torch
+import torch.nn.functional as F
 
 from sae_hacking.data.toy import ToyDataset, ToyDatasetConfig
 from sae_hacking.saes.hierarchical import HierarchicalTopKSAE
 from sae_hacking.saes.topk import TopKSAE
+from sae_hacking.toy.handcode import handcode
 from sae_hacking.toy.metrics import (
     absorption_rate,
     evaluate,
     pair_success_E,
-    pair_success_reference,
 )
 
 
@@ -15,12 +16,27 @@ def dataset(A=6, M=24, seed=0):
     return ToyDataset.generate(ToyDatasetConfig(A, M, 0.4, 2), seed=seed)
 
 
+@torch.no_grad()
+def pair_success_reference(sae: HierarchicalTopKSAE, dataset: ToyDataset) -> list[bool]:
+    """Plain-loop oracle for :func:`pair_success_E`."""
+    adjusted = sae.adjusted_children_HM()
+    truth = dataset.all_children_DM
+    out = []
+    for e in range(sae.n_parents):
+        nearest = []
+        for h in (2 * e, 2 * e + 1):
+            sims = [float(F.cosine_similarity(adjusted[h], t, dim=0)) for t in truth]
+            nearest.append(max(range(len(sims)), key=sims.__getitem__))
+        out.append(nearest[0] != nearest[1] and nearest[0] // 2 == nearest[1] // 2)
+    return out
+
+
 def test_pair_detection_vectorised_equals_loop_on_random_and_partly_true_saes():
     ds = dataset()
     for seed in range(4):
         sae = HierarchicalTopKSAE(24, 6, 2, gen=torch.Generator().manual_seed(seed))
         if seed % 2:
-            sae.handcode(ds)
+            handcode(sae, ds)
             with torch.no_grad():  # break two latents: both children the same vector
                 sae.W_dec_HM[1] = sae.W_dec_HM[0]
                 sae.W_dec_HM[6] = sae.W_dec_HM[7]

@@ -10,6 +10,7 @@ from sae_hacking.saes.hierarchical import (
 from sae_hacking.saes.io import load_sae_checkpoint, save_sae_checkpoint
 from sae_hacking.saes.matryoshka import MatryoshkaBatchTopKSAE
 from sae_hacking.saes.topk import TopKSAE, auxk_loss
+from sae_hacking.toy.handcode import handcode
 from sae_hacking.toy.metrics import evaluate
 
 
@@ -32,7 +33,7 @@ def test_topk_sparse_path_equals_dense_reference():
     dense = sae.encode(x)
     assert ((dense > 0).sum(-1) <= 5).all()
     assert torch.allclose(out.recon_BM, sae.decode(dense), atol=1e-5)
-    assert torch.equal(out.fired_E, (dense > 0).any(0))
+    assert torch.equal(out.fired["parent"], (dense > 0).any(0))
 
 
 def test_hierarchical_children_fire_only_under_their_parent_and_one_per_parent():
@@ -44,6 +45,8 @@ def test_hierarchical_children_fire_only_under_their_parent_and_one_per_parent()
     assert not ((children > 0).any(-1) & (parents <= 0)).any()
     out = sae.train_forward(x)
     assert torch.allclose(out.recon_BM, sae.decode(acts), atol=1e-5)
+    assert torch.equal(out.fired["parent"], (parents > 0).any(0))
+    assert torch.equal(out.fired["child"], (acts[:, 10:] > 0).any(0))
 
 
 def test_hierarchical_forward_matches_a_loop_reference():
@@ -144,7 +147,7 @@ def test_handcoded_hierarchical_sae_is_the_ground_truth():
     # Nearly orthogonal features (M >> A) so that cross-talk is small.
     ds = ToyDataset.generate(ToyDatasetConfig(8, 512, 0.4, 2), seed=0)
     sae = HierarchicalTopKSAE(512, 8, 2)
-    sae.handcode(ds)
+    handcode(sae, ds)
     val = ds.sample(2000, gen(11))
     metrics = evaluate(sae, ds, val)
     assert metrics["pair_detection_rate"] == 1.0

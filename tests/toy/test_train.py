@@ -1,11 +1,14 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
+from sae_hacking.runs.options import RunDirOptions
 from sae_hacking.saes.io import load_sae_checkpoint
+from sae_hacking.saes.registry import TRAINABLE
 from sae_hacking.toy.config import ToyConfig
-from sae_hacking.toy.experiment import resume_toy, run_toy_experiment
+from sae_hacking.toy.experiment import run
 from sae_hacking.toy.train import ToyTrainer
 
 SMALL = dict(
@@ -22,7 +25,8 @@ SMALL = dict(
 )
 
 
-@pytest.mark.parametrize("architecture", ["topk", "hierarchical", "matryoshka"])
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", TRAINABLE)
 def test_training_improves_recovery_then_saves_and_reloads(tmp_path, architecture):
     # Flat SAEs get 3E latents and k matched to the hierarchical SAE's L0 (k parents + k children).
     extra = {"sae_hidden_dim": 24, "sae_k": 4} if architecture != "hierarchical" else {}
@@ -45,6 +49,7 @@ def test_training_improves_recovery_then_saves_and_reloads(tmp_path, architectur
     assert [json.loads(line)["step"] for line in lines] == list(range(100, 601, 100))
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_where_it_stopped(tmp_path):
     settings = dict(
         architecture="hierarchical", lr=3e-3, plots=False, resample_every=50, dead_steps=20, **SMALL
@@ -52,16 +57,20 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
     straight = ToyTrainer(ToyConfig(max_step=400, **settings), tmp_path / "a", quiet=True)
     straight.train()
     # The same run stopped at step 200 (a checkpoint step), then resumed to 400.
-    run_toy_experiment(ToyConfig(max_step=200, **settings), tmp_path / "b", quiet=True)
-    resume_toy(tmp_path / "b", quiet=True, max_step=400)
+    first = ToyConfig(max_step=200, **settings, run=RunDirOptions(str(tmp_path / "b"), quiet=True))
+    run(first)
+    run(replace(first, max_step=400, run=RunDirOptions(resume=str(tmp_path / "b"), quiet=True)))
     resumed = load_sae_checkpoint(tmp_path / "b" / "sae.safetensors")
     for name, tensor in straight.sae.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], tensor), name
 
 
+@pytest.mark.slow
 def test_run_directory_has_the_promised_files(tmp_path):
-    config = ToyConfig(architecture="hierarchical", max_step=200, **SMALL)
-    run_dir, metrics = run_toy_experiment(config, tmp_path / "run", quiet=True)
+    options = RunDirOptions(str(tmp_path / "run"), quiet=True)
+    run_dir, metrics = run(
+        ToyConfig(architecture="hierarchical", max_step=200, **SMALL, run=options)
+    )
     names = {p.name for p in run_dir.iterdir()}
     for expected in (
         "args.yaml",

@@ -28,12 +28,13 @@ Both return :class:`PromptEffects`, one per prompt of the batch, accumulated by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float, Int
 
-from sae_hacking.errors import UsageError
+from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.lm.hooked import HookedLM, RunContext
 from sae_hacking.saes.base import SAE
 from sae_hacking.saes.splice import ZeroLatents, check_sae_fits, splice
@@ -72,7 +73,7 @@ def make_setup(
     reader: SAE,
     k: int,
     *,
-    selected: list[int] | None = None,
+    selected: Sequence[int] | None = None,
     excluded_e: Bool[torch.Tensor, " e"] | None = None,
     ablator_hook: str | None = None,
     reader_hook: str | None = None,
@@ -89,16 +90,17 @@ def make_setup(
             f"{ablator_hook}; ablations can only change later activations."
         )
     if k < 1:
-        raise UsageError(f"--abridge-ablations-to must be at least 1, got {k}.")
+        raise FieldError("abridge_ablations_to", f"must be at least 1, got {k}.")
     if rows_per_chunk < 1:
-        raise UsageError(f"--variants-per-batch must be at least 1, got {rows_per_chunk}.")
+        raise FieldError("variants_per_batch", f"must be at least 1, got {rows_per_chunk}.")
     selected_D = None
     if selected is not None:
         for index in selected:
             if not 0 <= index < ablator.d_sae:
-                raise UsageError(
-                    f"--selected-features {index} is not a latent of the ablator SAE, which has "
-                    f"{ablator.d_sae} latents (0..{ablator.d_sae - 1})."
+                raise FieldError(
+                    "selected_features",
+                    f"{index} is not a latent of the ablator SAE, which has {ablator.d_sae} "
+                    f"latents (0..{ablator.d_sae - 1}).",
                 )
         selected_D = torch.tensor(sorted(set(selected)), dtype=torch.long)
     if excluded_e is not None and excluded_e.shape != (ablator.d_sae,):
@@ -263,9 +265,9 @@ def _fast_batch(setup: AblationSetup, batch) -> list[PromptEffects]:
         latents_BK = choose_ablations(acts_BSe, real_BS, setup.k, setup.excluded_e)
         used_B = is_used(latents_BK, setup.selected_D) & (latents_BK[:, 0] >= 0)
         last_B = last_real_index(real_BS)
-        prompts_P = torch.nonzero(used_B).flatten()
+        prompts_U = torch.nonzero(used_B).flatten()  # U: the used prompts of the batch
         results = [_unused(reader.d_sae) for _ in range(len(used_B))]
-        if not len(prompts_P):
+        if not len(prompts_U):
             return results
 
         def reader_acts(rows_N, latents_N):
@@ -281,23 +283,24 @@ def _fast_batch(setup: AblationSetup, batch) -> list[PromptEffects]:
             )
             return reader.encode(reader_in_NM.to(reader.W_dec.dtype)).float()
 
-        baseline_PE = torch.cat(
+        baseline_UE = torch.cat(
             [
                 reader_acts(chunk, torch.full_like(chunk, -1))
-                for chunk in prompts_P.split(setup.rows_per_chunk)
+                for chunk in prompts_U.split(setup.rows_per_chunk)
             ]
         )
-        kept_PK = latents_BK[prompts_P]
-        slot_P, rank_K = torch.nonzero(kept_PK >= 0, as_tuple=True)  # row-major: prompt order
+        kept_UK = latents_BK[prompts_U]
+        # One variant row per kept (prompt, rank), row-major: prompt order.
+        slot_N, rank_N = torch.nonzero(kept_UK >= 0, as_tuple=True)
         effects = []
-        for chunk in torch.arange(len(slot_P), device=slot_P.device).split(setup.rows_per_chunk):
-            rows_N, latents_N = prompts_P[slot_P[chunk]], kept_PK[slot_P[chunk], rank_K[chunk]]
-            effects.append(baseline_PE[slot_P[chunk]] - reader_acts(rows_N, latents_N))
+        for chunk in torch.arange(len(slot_N), device=slot_N.device).split(setup.rows_per_chunk):
+            rows_N, latents_N = prompts_U[slot_N[chunk]], kept_UK[slot_N[chunk], rank_N[chunk]]
+            effects.append(baseline_UE[slot_N[chunk]] - reader_acts(rows_N, latents_N))
         effects_NE = torch.cat(effects)
-        for slot, prompt in enumerate(prompts_P.tolist()):
-            mine_N = slot_P == slot
+        for slot, prompt in enumerate(prompts_U.tolist()):
+            mine_N = slot_N == slot
             results[prompt] = PromptEffects(
-                True, kept_PK[slot, rank_K[mine_N]].cpu(), effects_NE[mine_N].cpu()
+                True, kept_UK[slot, rank_N[mine_N]].cpu(), effects_NE[mine_N].cpu()
             )
     return results
 

@@ -1,173 +1,122 @@
 """The ``ablate`` run: selective ablation effects over a text stream, resumable and shardable.
 
-Uses the run machinery of :mod:`sae_hacking.runs.stream` (checkpoint every N prompts,
-``--resume``, ``--shard i/n``); the results are ``ablations.safetensors.zst`` + ``ablations.json``
-in the run directory, with the tensors of
-:data:`sae_hacking.absorption.ablation_effects.RESULT_KEYS`.
-
-Shards of an ablation run hold effect rows for different sets of latents, so they are merged
-by :func:`merge_ablations` (rows matched by latent id), not by the elementwise
-:func:`sae_hacking.runs.merge.merge_results`.
+:func:`run` is the whole command below the CLI (this module imports nothing heavy until it runs,
+so a bad output folder or resume directory fails before torch loads). It uses the run machinery
+of :mod:`sae_hacking.runs.stream` (checkpoint every N prompts, resume, shards) with the
+accumulator of :mod:`sae_hacking.absorption.ablation_stream`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import torch
-from jaxtyping import Bool, Int
-
-from sae_hacking.absorption.ablation import AblationSetup, method_function
-from sae_hacking.absorption.ablation_effects import RESULT_KEYS, EffectSums
-from sae_hacking.data.text import TokenBatch
-from sae_hacking.errors import UsageError
-from sae_hacking.runs.files import provenance
-from sae_hacking.runs.results import ResultsFile, write_results, write_safetensors
-from sae_hacking.runs.stream import RESULTS_FORMAT, Accumulator
+from sae_hacking.absorption.configs import AblateConfig
+from sae_hacking.runs.record import plan_run, results_paths
 
 KIND = "ablations"
 RESULTS_NAME = "ablations"
+OUTPUTS = tuple(p.name for p in results_paths(RESULTS_NAME))
 FREQUENCIES_FILE = "frequencies.safetensors"
 
 
-class AblationAccumulator(Accumulator):
-    """Sums of ablation effects (:class:`EffectSums`) fed by ``fast`` or ``naive``."""
-
-    def __init__(self, setup: AblationSetup, method: str):
-        self.setup = setup
-        self.effects = method_function(method)
-        self.sums = EffectSums(setup.reader.d_sae)
-
-    def add(self, batch: TokenBatch) -> int:
-        for prompt in self.effects(self.setup, batch):
-            self.sums.add(prompt)
-        return batch.n_real_tokens
-
-    def state(self) -> dict[str, torch.Tensor]:
-        tensors = self.sums.tensors()
-        del tensors["effects_DE"]  # derived from effects_fixed_DE
-        return tensors
-
-    def load_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        sums = EffectSums.from_tensors(dict(tensors))
-        if sums.d_reader != self.setup.reader.d_sae:
-            raise UsageError(
-                f"the checkpoint holds effects on {sums.d_reader} reader latents but the reader "
-                f"SAE has {self.setup.reader.d_sae}; it belongs to another run."
-            )
-        self.sums = sums
-
-    def results(self) -> dict[str, torch.Tensor]:
-        return self.sums.tensors()
-
-    def describe(self) -> dict[str, str]:
-        return dict(RESULT_KEYS)
-
-
-# -- latent frequencies for --exclude-latent-threshold ---------------------------------------
-
-
-def count_frequencies(
-    lm, sae, hook: str, batches: Iterable[TokenBatch]
-) -> tuple[Int[torch.Tensor, " e"], int]:
-    """How many real tokens each latent of ``sae`` is active on, and the real tokens counted."""
-    active_e = torch.zeros(sae.d_sae, dtype=torch.long)
-    tokens = 0
-    for batch in batches:
-        batch = batch.to(lm.device)
-        x_BSM = lm.read(batch.input_ids_BS, batch.attention_mask_BS, [hook])[hook]
-        with torch.inference_mode():
-            on_BSe = sae.encode(x_BSM.to(sae.W_dec.dtype)) > 0
-            active_e += (on_BSe & batch.real_token_mask_BS[..., None]).sum((0, 1)).cpu()
-        tokens += batch.n_real_tokens
-    return active_e, tokens
-
-
-def save_frequencies(run_dir: Path, active_e: torch.Tensor, tokens: int, source: str) -> Path:
-    return write_safetensors(
-        run_dir / FREQUENCIES_FILE,
-        {"active_tokens_e": active_e, "n_tokens": torch.tensor(tokens)},
-        {"source": source, "provenance": provenance()},
-        compress=False,
+def run(config: AblateConfig) -> Path:
+    """Ablate (or continue ablating) and write ``ablations.safetensors.zst``; returns it."""
+    record = plan_run(config, KIND, "ablate", OUTPUTS)
+    config.model.check_reachable()
+    config.text.check_reachable()
+    from sae_hacking.absorption.ablation import make_setup
+    from sae_hacking.absorption.ablation_stream import (
+        AblationAccumulator,
+        exclusion_mask,
+        read_frequencies,
     )
+    from sae_hacking.runs.stream import StreamRun
+    from sae_hacking.saes.fingerprint import sae_fingerprint
 
-
-# Settings that name the model and ablator SAE, in both co-occurrence and ablation runs.
-ABLATOR_IDENTITY = ("model", "ablator_sae_release", "ablator_sae_id")
-
-
-def read_frequencies(
-    path: str | Path, settings: Mapping[str, object] | None = None
-) -> tuple[torch.Tensor, int]:
-    """``(tokens each latent is active on, tokens counted)`` from a co-occurrence run
-    (results file, sidecar or run directory; :class:`~sae_hacking.absorption.cooccurrence.
-    Cooccurrences`) or from an ablate run's ``frequencies.safetensors`` (file or run directory).
-
-    With ``settings`` (this run's), a co-occurrence run of another model or ablator SAE is a
-    :class:`UsageError`: its frequencies would exclude the wrong latents.
-    """
-    from sae_hacking.absorption.cooccurrence import Cooccurrences
-
-    path = Path(path)
-    if path.is_dir() and (path / FREQUENCIES_FILE).is_file():
-        path = path / FREQUENCIES_FILE
-    if path.name == FREQUENCIES_FILE:
-        with ResultsFile(path) as results:
-            return results.read("active_tokens_e").long(), int(results.read("n_tokens"))
-    with Cooccurrences(path) as counts:
-        theirs = counts.meta.get("settings", {})
-        for key in ABLATOR_IDENTITY if settings is not None else ():
-            # An empty SAE id and no SAE id mean the same: the release is a file.
-            if (
-                key in theirs
-                and key in settings
-                and (theirs[key] or None) != (settings[key] or None)
-            ):
-                raise UsageError(
-                    f"--frequencies-from {path} was counted with {key} = {theirs[key]!r}, but "
-                    f"this run uses {settings[key]!r}; give the co-occurrences of this ablator."
-                )
-        return counts.activations().long(), counts.tokens
-
-
-def exclusion_mask(
-    active_e: torch.Tensor, tokens: int, threshold: float, d_sae: int, source: str
-) -> Bool[torch.Tensor, " e"]:
-    """Latents active on more than ``threshold`` of the tokens."""
-    if active_e.shape != (d_sae,):
-        raise UsageError(
-            f"the frequencies in {source} are for {active_e.shape[0]} latents but the ablator SAE "
-            f"has {d_sae}; they belong to another SAE."
+    run = StreamRun(config, record, RESULTS_NAME)
+    if run.complete:
+        print(f"{run.results_path} is already complete; nothing to do.")
+        return run.results_path
+    lm = config.model.load()
+    ablator = config.ablator.load(lm.device, "ablator_")
+    reader = config.reader.load(lm.device, "reader_")
+    setup = make_setup(
+        lm,
+        ablator,
+        reader,
+        config.abridge_ablations_to,
+        selected=config.selected_features,
+        rows_per_chunk=config.variants_per_batch,
+        batch_prompts=config.batch_prompts,
+    )
+    identity = {
+        # The hooks the SAEs read (from the SAE files when not given), under the settings' keys.
+        "ablator_sae_hook": setup.ablator_hook,
+        "reader_sae_hook": setup.reader_hook,
+        "ablator_d_sae": ablator.d_sae,
+        "reader_d_sae": reader.d_sae,
+        "neuronpedia_id": ablator.neuronpedia_id,
+        "ablator_fingerprint": sae_fingerprint(ablator),
+        "reader_fingerprint": sae_fingerprint(reader),
+    }
+    frequencies = None
+    if config.frequencies_from is not None:
+        frequencies = (
+            *read_frequencies(config.frequencies_from, identity | _ablator_names(config)),
+            config.frequencies_from,
         )
-    if tokens <= 0:
-        raise UsageError(f"the frequencies in {source} were counted over no tokens.")
-    return active_e.double() / tokens > threshold
+    state = run.start_or_resume(identity)
+    if config.exclude_latent_threshold is not None:
+        if frequencies is None:
+            frequencies = _first_pass_frequencies(config, run, lm, ablator, setup.ablator_hook)
+        setup.excluded_e = exclusion_mask(
+            *frequencies[:2], config.exclude_latent_threshold, ablator.d_sae, frequencies[2]
+        ).to(lm.device)
+        print(
+            f"excluding {int(setup.excluded_e.sum())} of {ablator.d_sae} ablator latents active "
+            f"on more than {config.exclude_latent_threshold:g} of tokens"
+        )
+    accumulator = AblationAccumulator(setup, config.method)
+    path = run.run_prompts(accumulator, lm.tokenizer, state)
+    sums = accumulator.sums
+    print(
+        f"{sums.n_prompts} of {sums.n_prompts_seen} prompts used; {len(sums.row_of)} ablator "
+        f"latents ablated; wrote {path}"
+    )
+    return path
 
 
-# -- merging shards ---------------------------------------------------------------------------
+def _ablator_names(config: AblateConfig) -> dict[str, object]:
+    return {
+        "model": config.model.name,
+        "ablator_sae_release": config.ablator.release,
+        "ablator_sae_id": config.ablator.sae_id,
+    }
 
 
-def merge_ablations(out: str | Path, paths: list[str | Path]) -> tuple[Path, Path]:
-    """Merge complete ``ablations`` results of disjoint shards (same settings) exactly: rows
-    are matched by latent id and their int64 sums added."""
-    from sae_hacking.runs.merge import check_runs, merged_meta, results_stem
+def _first_pass_frequencies(config: AblateConfig, run, lm, ablator, hook: str):
+    """Latent frequencies over all ``n_prompts`` prompts (every shard counts the same ones,
+    so all shards exclude the same latents), saved in the run directory for resuming."""
+    from sae_hacking.absorption.ablation_stream import (
+        count_frequencies,
+        read_frequencies,
+        save_frequencies,
+    )
+    from sae_hacking.runs.stream import shard_batches
 
-    if len(paths) < 2:
-        raise UsageError(f"merging needs at least two results files, got {len(paths)}.")
-    merged: EffectSums | None = None
-    metas = []
-    for path in paths:
-        with ResultsFile(path) as results:
-            meta = results.meta
-            if meta.get("format") == RESULTS_FORMAT and meta.get("kind") != KIND:
-                raise UsageError(f"{path} holds {meta.get('kind')!r} results, not {KIND!r}.")
-            check_runs([(Path(path), meta)])
-            sums = EffectSums.from_tensors({key: results.read(key) for key in results.keys()})
-        metas.append(meta)
-        if merged is None:
-            merged = sums
-        else:
-            merged.merge(sums)
-    shards = check_runs([(Path(p), m) for p, m in zip(paths, metas, strict=True)])
-    return write_results(results_stem(out), merged.tensors(), merged_meta(metas, paths, shards))
+    path = run.run_dir / FREQUENCIES_FILE
+    if path.is_file():
+        return (*read_frequencies(path), str(path))
+    text = config.text
+    print(f"counting ablator latent frequencies over {text.n_prompts} prompts (first pass)")
+    batches = shard_batches(
+        text.dataset_id,
+        text.column,
+        lm.tokenizer,
+        text.batch_size,
+        text.max_tokens_in_prompt,
+        text.n_prompts,
+    )
+    active_e, tokens = count_frequencies(lm, ablator, hook, batches)
+    save_frequencies(run.run_dir, active_e, tokens, "first pass")
+    return active_e, tokens, str(path)

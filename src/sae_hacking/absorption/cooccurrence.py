@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from sae_hacking.absorption.cooccurrence_run import KIND, RESULTS_NAME
 from sae_hacking.absorption.pairs import (
     active_lists,
     add_pairs_numba,
@@ -39,12 +40,10 @@ from sae_hacking.absorption.pairs import (
     pair_index,
     row_starts,
 )
-from sae_hacking.errors import UsageError
+from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.runs.results import ResultsFile, results_paths
 from sae_hacking.runs.stream import Accumulator
 
-KIND = "cooccurrences"
-RESULTS_NAME = "cooccurrences"
 INT32_MAX = 2**31 - 1
 
 DOCS = {
@@ -81,9 +80,9 @@ class PairCounter:
         else:
             self.rows_D = torch.as_tensor(list(rows), dtype=torch.int64)
             if self.rows_D.numel() == 0 or len(set(self.rows_D.tolist())) != len(self.rows_D):
-                raise UsageError("--rows needs one or more distinct latent ids.")
+                raise FieldError("rows", "needs one or more distinct latent ids.")
             if int(self.rows_D.min()) < 0 or int(self.rows_D.max()) >= e:
-                raise UsageError(f"--rows latent ids must lie in 0..{e - 1} for this SAE.")
+                raise FieldError("rows", f"latent ids must lie in 0..{e - 1} for this SAE.")
             self.counts = torch.zeros((len(self.rows_D), e), dtype=torch.int32, device=self.device)
             self.row_pos_e = torch.full((e,), -1, dtype=torch.int64, device=self.device)
             self.row_pos_e[self.rows_D.to(self.device)] = torch.arange(
@@ -184,7 +183,12 @@ class Cooccurrences:
     def __init__(self, path: str | Path):
         path = Path(path)
         if path.is_dir():
-            path = results_paths(path / RESULTS_NAME)[0]
+            run_dir, path = path, results_paths(path / RESULTS_NAME)[0]
+            if not path.is_file():
+                raise UsageError(
+                    f"{run_dir} holds no co-occurrence results yet: the run is unfinished (finish "
+                    "it with `resume`) or it is not a cooccurrences run."
+                )
         elif path.suffix == ".json":
             path = path.with_name(path.name[: -len(".json")] + ".safetensors.zst")
         self.file = ResultsFile(path)
@@ -193,6 +197,12 @@ class Cooccurrences:
             self.file.close()
             raise UsageError(
                 f"{path} does not hold co-occurrence counts (kind {self.meta.get('kind')!r})."
+            )
+        if not self.meta.get("complete"):
+            self.file.close()
+            raise UsageError(
+                f"{path} is the checkpoint of an unfinished run, not its results; finish the run "
+                "with `resume` first."
             )
         self.e = self.file.shape("activations_e")[0]
         self.tokens = int(self.file.read("tokens_1")[0])

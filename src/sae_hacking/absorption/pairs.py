@@ -9,7 +9,8 @@ matrix) packed row-major into a 1-D tensor of length ``e(e+1)/2`` (Shazeer lette
 entry ``(i, j)`` lies at ``row_start[i] + j`` with ``row_start[i] = i·e − i(i−1)/2 − i``
 (:func:`row_starts`). Rows mode: the full rows ``C[r, :]`` of selected latents, ``[D, e]``.
 
-Kernels (all give identical integers; the tests compare them with :func:`count_pairs_reference`):
+Kernels (all give identical integers; the tests compare them with the loop definition,
+:func:`sae_hacking.testing.count_pairs_reference`):
 
 - :func:`add_pairs_numba`: a compiled loop over each token's pairs, rows split across threads
   (CPU; 11× the seed's sparse-matmul method, see ``benchmarks/cooccurrence_speed.py``).
@@ -19,7 +20,8 @@ Kernels (all give identical integers; the tests compare them with :func:`count_p
 
 from __future__ import annotations
 
-import numpy as np
+import typing
+
 import torch
 from jaxtyping import Bool, Int
 
@@ -43,35 +45,14 @@ def pair_index(i: int, j: int, e: int) -> int:
 
 
 def active_lists(
-    active_TE: Bool[torch.Tensor, "T e"],
-) -> tuple[Int[torch.Tensor, " N"], Int[torch.Tensor, " T1"]]:
+    active_Te: Bool[torch.Tensor, "T e"],
+) -> tuple[Int[torch.Tensor, " N"], Int[torch.Tensor, " T+1"]]:
     """``(latents_N, offsets_T1)``: the active latents of each token, ascending, concatenated."""
-    tokens_N, latents_N = active_TE.nonzero(as_tuple=True)  # row-major: ascending within a row
-    counts_T = torch.bincount(tokens_N, minlength=active_TE.shape[0])
-    offsets_T1 = torch.zeros(active_TE.shape[0] + 1, dtype=torch.int64, device=active_TE.device)
+    tokens_N, latents_N = active_Te.nonzero(as_tuple=True)  # row-major: ascending within a row
+    counts_T = torch.bincount(tokens_N, minlength=active_Te.shape[0])
+    offsets_T1 = torch.zeros(active_Te.shape[0] + 1, dtype=torch.int64, device=active_Te.device)
     torch.cumsum(counts_T, 0, out=offsets_T1[1:])
     return latents_N.to(torch.int64), offsets_T1
-
-
-def count_pairs_reference(active_sets: list[list[int]], e: int) -> np.ndarray:
-    """The definition, by Python loops: ``C[i, j]`` = tokens where ``i`` and ``j`` are both
-    active (the diagonal: tokens where ``i`` is). Dense ``[e, e]`` int64; for tests."""
-    counts = np.zeros((e, e), dtype=np.int64)
-    for active in active_sets:
-        for i in set(active):
-            for j in set(active):
-                counts[i, j] += 1
-    return counts
-
-
-def unpack_triangle(packed_P: torch.Tensor, e: int) -> torch.Tensor:
-    """The dense symmetric ``[e, e]`` matrix of a packed triangle (small ``e`` only)."""
-    i, j = torch.triu_indices(e, e)
-    dense = torch.zeros((e, e), dtype=packed_P.dtype)
-    values = packed_P[row_starts(e)[i] + j]
-    dense[i, j] = values
-    dense[j, i] = values
-    return dense
 
 
 # -- numba kernels (compiled on first use, cached next to this file) ------------------------------
@@ -82,7 +63,10 @@ def _numba_kernels():
 
     # Thread k adds the pairs whose row latent i has i % n_parts == k: rows are disjoint, so
     # the threads never write the same entry and the sums stay exact and deterministic.
+    # no_type_check: numba compiles these itself; a test run's shape-checking wrapper would not
+    # compile (jaxtyping's import hook skips functions marked so).
     @numba.njit(cache=True, nogil=True, parallel=True)
+    @typing.no_type_check
     def add_pairs(acc, row_start, latents, offsets, n_parts):
         for part in numba.prange(n_parts):
             for t in range(offsets.shape[0] - 1):
@@ -95,6 +79,7 @@ def _numba_kernels():
                             acc[base + latents[b]] += 1
 
     @numba.njit(cache=True, nogil=True)
+    @typing.no_type_check
     def add_rows(acc, row_pos, latents, offsets):
         for t in range(offsets.shape[0] - 1):
             lo, hi = offsets[t], offsets[t + 1]

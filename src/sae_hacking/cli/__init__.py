@@ -1,9 +1,10 @@
 """The ``sae-hacking`` command line.
 
 Each subcommand lives in a module of this package that defines ``register(subparsers)``; it adds
-its parser and sets ``func`` to a function taking the parsed namespace. Those modules import only
-argparse-level things at import time, so ``sae-hacking --help`` starts fast; torch, transformers
-and sae-lens are imported inside the functions that run a command.
+its parser (flags generated from the command's typed config, :mod:`sae_hacking.cli.configargs`)
+and sets ``func`` (a function of the parsed namespace) and ``flags`` (key -> flag, to show errors
+from below with the user's flags). Those modules import only torch-free things at import time,
+so ``sae-hacking --help`` and every check of the settings answer before torch is imported.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from sae_hacking import __version__
+from sae_hacking.cli.configargs import Flags, OneLineParser
 from sae_hacking.errors import EXIT_USAGE, UsageError
 
 # Order is the order of ``sae-hacking --help``.
@@ -27,10 +29,10 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sae-hacking",
-        description="Sparse-autoencoder research toolkit: toy hierarchical SAEs, absorption "
-        "search on language models, prompt highlighting, SAE training.",
+        description="Sparse-autoencoder research toolkit: toy hierarchical SAEs and the "
+        "absorption search on language models (latent co-occurrences, selective ablation).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -39,12 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_guarded(func: Callable[[], int | None]) -> int:
-    """Run ``func``; a :class:`UsageError` becomes one line on stderr and exit code 2."""
+def run_guarded(func: Callable[[], int | None], flags: Flags | None = None) -> int:
+    """Run ``func``; a :class:`UsageError` becomes one line on stderr (settings shown as the
+    command's flags) and exit code 2."""
     try:
         return func() or 0
     except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
+        message = err.render(flags.name if flags is not None else lambda key: None)
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -53,12 +57,11 @@ def run_guarded(func: Callable[[], int | None]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_guarded(lambda: args.func(args))
+    return run_guarded(lambda: args.func(args), getattr(args, "flags", None))
 
 
 def script_main(module: str, argv: Sequence[str] | None = None) -> int:
     """Entry for the seed's script paths: run one subcommand module's parser standalone."""
-    mod = importlib.import_module(module)
-    parser = mod.standalone_parser()
+    parser = importlib.import_module(module).standalone_parser()
     args = parser.parse_args(argv)
-    return run_guarded(lambda: args.func(args))
+    return run_guarded(lambda: args.func(args), getattr(args, "flags", None))

@@ -14,11 +14,14 @@ HELP = (
 
 
 def run_merge(args: argparse.Namespace) -> int:
+    from sae_hacking.runs.record import check_merge_output
     from sae_hacking.runs.results import read_meta
+
+    check_merge_output(args.out, args.files)  # before anything is read
 
     # Kinds whose rows are keyed by latent merge with their own function; the rest sum.
     if read_meta(args.files[0]).get("kind") == "ablations":
-        from sae_hacking.absorption.ablation_run import merge_ablations as merge
+        from sae_hacking.absorption.ablation_stream import merge_ablations as merge
     else:
         from sae_hacking.runs.merge import merge_results as merge
     data, sidecar = merge(args.out, args.files)

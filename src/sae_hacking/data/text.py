@@ -1,10 +1,8 @@
 """Text streams: prompts from a Hugging Face dataset or local files, tokenised into batches.
 
-A *row* is one record of the source: a dataset row, a ``.jsonl`` line, a parquet row, or a
-non-empty line of a ``.txt`` file. Rows are read in a fixed order (files of a folder in sorted
-name order), so "skip the first N rows" resumes a run exactly; skipping reads no text it does not
-need (parquet skips whole row groups from the metadata, hub datasets use ``IterableDataset.skip``).
-Rows whose text is empty are counted but produce no prompt.
+Rows come from :mod:`sae_hacking.data.streams` (torch-free; ``open_text_stream`` and
+``LOCAL_SUFFIXES`` are re-exported here). Rows whose text is empty are counted but produce no
+prompt.
 
 Tokenisation follows the model's tokenizer and then makes sure every prompt starts with BOS
 (``tokenize_prompts``). The batch carries ``attention_mask_BS`` (0 at right padding) and
@@ -15,18 +13,25 @@ only real tokens.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from jaxtyping import Bool, Int
 
-from sae_hacking.errors import UsageError
-from sae_hacking.hub import hub_unreachable_reason, unreachable_message
+from sae_hacking.data.streams import LOCAL_SUFFIXES, open_text_stream
+from sae_hacking.errors import FieldError, UsageError
 
-LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
+__all__ = [
+    "LOCAL_SUFFIXES",
+    "TokenBatch",
+    "batch_prompts",
+    "bos_token_id",
+    "encode_prefixes",
+    "open_text_stream",
+    "pad_token_id",
+    "tokenize_prompts",
+]
 
 
 @dataclass
@@ -147,9 +152,9 @@ def batch_prompts(
     batches' ``first_row`` / ``next_row`` are source indices; at most ``n_rows`` rows are read.
     """
     if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}.")
+        raise FieldError("batch_size", f"must be at least 1, got {batch_size}.")
     if n_rows is not None and n_rows < 0:
-        raise UsageError(f"--n-prompts must not be negative, got {n_rows}.")
+        raise ValueError(f"n_rows must not be negative, got {n_rows}.")
     source = iter(rows) if n_rows is None else itertools.islice(rows, n_rows)
     row = start_row
     while True:
@@ -165,156 +170,3 @@ def batch_prompts(
         batch = tokenize_prompts(tokenizer, texts, max_tokens, prepend_bos)
         batch.first_row, batch.next_row = first, row
         yield batch
-
-
-def open_text_stream(dataset_id: str, text_column: str = "text", skip: int = 0) -> Iterator[str]:
-    """The texts of ``dataset_id`` from row ``skip`` on: a local ``.txt`` / ``.jsonl`` /
-    ``.parquet`` file or a folder of them, else a Hugging Face dataset id (streamed).
-
-    Problems visible up front (missing file, unknown suffix, missing column, unreachable hub)
-    raise :class:`UsageError` here rather than at the first ``next``.
-    """
-    if skip < 0:
-        raise UsageError(f"the number of prompts to skip must not be negative, got {skip}.")
-    path = Path(dataset_id).expanduser()
-    if path.exists():
-        files = _local_files(path, dataset_id)
-        for file in files:
-            _check_file(file, text_column)
-        return _local_rows(files, text_column, skip)
-    if dataset_id.startswith((".", "/", "~")) or dataset_id.endswith(LOCAL_SUFFIXES):
-        raise UsageError(f"--dataset-id {dataset_id}: no such file or folder.")
-    return _hub_rows(dataset_id, text_column, skip)
-
-
-def _local_files(path: Path, dataset_id: str) -> list[Path]:
-    if path.is_file():
-        if path.suffix not in LOCAL_SUFFIXES:
-            raise UsageError(
-                f"--dataset-id {dataset_id} is a {path.suffix or 'suffix-less'} file; expected "
-                f"one of {', '.join(LOCAL_SUFFIXES)} or a folder of them."
-            )
-        return [path]
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in LOCAL_SUFFIXES)
-    if not files:
-        raise UsageError(
-            f"--dataset-id {dataset_id} is a folder with no {', '.join(LOCAL_SUFFIXES)} files."
-        )
-    return files
-
-
-def _check_file(file: Path, text_column: str) -> None:
-    try:
-        if file.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            names = pq.ParquetFile(file).schema_arrow.names
-            if text_column not in names:
-                raise UsageError(
-                    f"{file} has no column {text_column!r} (--text-column); its columns are "
-                    f"{', '.join(names)}."
-                )
-        else:
-            with open(file, encoding="utf-8") as handle:
-                handle.read(1)
-            if file.suffix == ".jsonl":
-                next(_jsonl_rows(file, text_column, 0), None)
-    except UsageError:
-        raise
-    except Exception as err:  # pyarrow raises its own types; all mean "cannot read this file"
-        raise UsageError(f"{file} cannot be read as {file.suffix[1:]} ({err}).") from err
-
-
-def _count_rows(file: Path) -> int:
-    if file.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(file).metadata.num_rows
-    with open(file, encoding="utf-8") as handle:
-        return sum(1 for line in handle if line.strip())
-
-
-def _local_rows(files: list[Path], text_column: str, skip: int) -> Iterator[str]:
-    for file in files:
-        if skip:
-            n = _count_rows(file)
-            if skip >= n:
-                skip -= n
-                continue
-        if file.suffix == ".parquet":
-            yield from _parquet_rows(file, text_column, skip)
-        elif file.suffix == ".jsonl":
-            yield from _jsonl_rows(file, text_column, skip)
-        else:
-            yield from _txt_rows(file, skip)
-        skip = 0
-
-
-def _txt_rows(file: Path, skip: int) -> Iterator[str]:
-    with open(file, encoding="utf-8") as handle:
-        lines = (line.rstrip("\r\n") for line in handle if line.strip())
-        yield from itertools.islice(lines, skip, None)
-
-
-def _jsonl_rows(file: Path, text_column: str, skip: int) -> Iterator[str]:
-    with open(file, encoding="utf-8") as handle:
-        numbered = ((n, line) for n, line in enumerate(handle, 1) if line.strip())
-        for line_no, line in itertools.islice(numbered, skip, None):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UsageError(f"{file} line {line_no} is not valid JSON ({err.msg}).") from err
-            if not isinstance(record, dict) or text_column not in record:
-                keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-                raise UsageError(
-                    f"{file} line {line_no} has no field {text_column!r} (--text-column); "
-                    f"it has: {keys}."
-                )
-            yield _as_text(record[text_column])
-
-
-def _parquet_rows(file: Path, text_column: str, skip: int) -> Iterator[str]:
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(file)
-    for group in range(parquet.num_row_groups):
-        n = parquet.metadata.row_group(group).num_rows
-        if skip >= n:
-            skip -= n
-            continue
-        column = parquet.read_row_group(group, columns=[text_column]).column(0)
-        for value in column.slice(skip).to_pylist():
-            yield _as_text(value)
-        skip = 0
-
-
-def _hub_rows(dataset_id: str, text_column: str, skip: int) -> Iterator[str]:
-    # Streaming always needs the hub (the Arrow cache of a downloaded copy is not used), so an
-    # unreachable hub is reported before `datasets` starts its own retries.
-    reason = hub_unreachable_reason()
-    if reason is not None:
-        raise UsageError(
-            unreachable_message(
-                f"--dataset-id {dataset_id}",
-                reason,
-                "streamed datasets need the hub; pass a local .txt, .jsonl or .parquet file or "
-                "folder instead.",
-            )
-        )
-    import datasets
-
-    try:
-        dataset = datasets.load_dataset(dataset_id, split="train", streaming=True)
-        first = next(iter(dataset), None)
-    except (OSError, ValueError) as err:  # DatasetNotFoundError is an OSError
-        raise UsageError(f"--dataset-id {dataset_id} could not be opened ({err}).") from err
-    if first is not None and text_column not in first:
-        raise UsageError(
-            f"dataset {dataset_id} has no column {text_column!r} (--text-column); its columns "
-            f"are {', '.join(first)}."
-        )
-    return (_as_text(row[text_column]) for row in dataset.skip(skip))
-
-
-def _as_text(value) -> str:
-    return value if isinstance(value, str) else ("" if value is None else str(value))

@@ -25,45 +25,11 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 
-from sae_hacking.errors import UsageError
+from sae_hacking.data.toy_config import ToyDatasetConfig
 
 CHILDREN_PER_PARENT = 2
 # Index c of a drawn feature: 0 and 1 are the two children, ALONE is the bare parent.
 ALONE = CHILDREN_PER_PARENT
-
-
-@dataclass(frozen=True)
-class ToyDatasetConfig:
-    num_features: int  # A
-    model_dim: int  # M
-    perturbation_size: float  # rho
-    k: int  # active parents per sample
-    parent_alone_prob: float = 0.0
-    magnitude_range: tuple[float, float] = (1.0, 1.0)
-
-    def validate(self) -> None:
-        if self.num_features <= 0:
-            raise UsageError(f"--dataset-num-features must be positive, got {self.num_features}.")
-        if self.model_dim <= 0:
-            raise UsageError(f"--model-dim must be positive, got {self.model_dim}.")
-        if self.k <= 0:
-            raise UsageError(f"--dataset-k must be positive, got {self.k}.")
-        if self.k > self.num_features:
-            raise UsageError(
-                f"--dataset-k ({self.k}) must be at most --dataset-num-features "
-                f"({self.num_features}): a sample activates k distinct parents."
-            )
-        if self.perturbation_size < 0:
-            raise UsageError(
-                f"--perturbation_size must be non-negative, got {self.perturbation_size}."
-            )
-        if not 0.0 <= self.parent_alone_prob <= 1.0:
-            raise UsageError(
-                f"--parent-alone-prob must be in [0, 1], got {self.parent_alone_prob}."
-            )
-        lo, hi = self.magnitude_range
-        if not 0.0 < lo <= hi:
-            raise UsageError(f"--magnitude-range must be two numbers 0 < LO <= HI, got {lo} {hi}.")
 
 
 @dataclass
@@ -140,7 +106,7 @@ class ToyDataset:
         if (lo, hi) != (1.0, 1.0):
             magnitudes_BK = lo + (hi - lo) * torch.rand(n, cfg.k, generator=gen)
             magnitudes_BK = magnitudes_BK.to(self.device)
-        empty = torch.empty(0, device=self.device)
+        empty = torch.empty(n, 0, device=self.device)  # filled by compose
         return ToyBatch(empty, parents_BK.to(self.device), which_BK.to(self.device), magnitudes_BK)
 
     def compose(self, batch: ToyBatch) -> ToyBatch:

@@ -13,18 +13,26 @@ not, and their BOS is the ``<|endoftext|>`` token, which is also EOS.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from sae_hacking.errors import UsageError
+from sae_hacking.errors import FieldError, UsageError
+from sae_hacking.folders import check_new_folder
 
 TINY_ARCHS = ("gemma2", "gpt2", "neox", "llama", "qwen2")
+# Bounds that keep a build to seconds and a few hundred MB (100M float32 parameters take about
+# 10 s to build and write on a 2-core machine).
+MAX_LAYERS = 64
+MAX_D_MODEL = 2048
+MIN_VOCAB, MAX_VOCAB = 300, 65536  # 256 byte tokens + specials + merges
+MAX_PARAMETERS = 100_000_000
+MAX_PROMPTS = 1_000_000
 
 _SYLLABLES = (
     "ka lo mi ne ru sa ti vo ze po da fi gu he ja ko le mu ni ro "
@@ -66,6 +74,8 @@ _SPECIALS = {
 
 def generate_texts(n: int, seed: int = 0, min_words: int = 3, max_words: int = 24) -> list[str]:
     """``n`` sentences of word-like strings; a Zipf-ish word distribution gives BPE merges."""
+    if n < 0:
+        raise FieldError("prompts", f"must not be negative, got {n}.")
     rng = random.Random(seed)
     words = ["".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(1, 3))) for _ in range(400)]
     weights = [1.0 / (rank + 1) for rank in range(len(words))]
@@ -114,10 +124,6 @@ def tiny_config(arch: str, vocab_size: int, n_layers: int, d_model: int, token_i
     (grouped-query attention, partial rotary, a sliding window shorter than test prompts)."""
     import transformers
 
-    if d_model % 16:
-        raise UsageError(
-            f"--d-model must be a multiple of 16 (4 heads of even size), got {d_model}."
-        )
     heads = 4
     common = dict(vocab_size=vocab_size, initializer_range=0.1, **token_ids)
     if arch == "gemma2":
@@ -159,6 +165,57 @@ def tiny_config(arch: str, vocab_size: int, n_layers: int, d_model: int, token_i
     )
 
 
+def estimated_parameters(n_layers: int, d_model: int, vocab_size: int) -> int:
+    """An upper bound on a tiny model's parameter count, any family: per layer at most 4 d² of
+    attention and 8 d² of MLP; untied input and output embeddings; 512 learnt positions."""
+    return n_layers * 12 * d_model**2 + (2 * vocab_size + 512) * d_model
+
+
+def check_tiny_model_args(
+    path: str | Path,
+    arch: str = "gemma2",
+    n_layers: int = 2,
+    d_model: int = 64,
+    vocab_size: int = 512,
+    prompts: int = 0,
+    sae_width: int | None = None,
+) -> Path:
+    """Refuse arguments :func:`make_tiny_model` cannot build from, before any work (no torch).
+
+    Returns ``path`` as a :class:`Path`. Sizes: ``n_layers`` 1..64, ``d_model`` a multiple of 16
+    in 16..2048, ``vocab_size`` 300..65536, at most 100M parameters in all; ``prompts``
+    0..1,000,000; ``sae_width`` (when given) 1..65536. ``path`` must be a new or empty folder
+    whose parent can be created and written (not under /proc, /sys or /dev).
+    """
+    if arch not in TINY_ARCHS:
+        raise FieldError("arch", f"is {arch!r}, expected one of {', '.join(TINY_ARCHS)}.")
+    _check_range("n_layers", n_layers, 1, MAX_LAYERS)
+    _check_range("d_model", d_model, 16, MAX_D_MODEL)
+    if d_model % 16:
+        raise FieldError(
+            "d_model", f"must be a multiple of 16 (4 heads of even size), got {d_model}."
+        )
+    _check_range("vocab_size", vocab_size, MIN_VOCAB, MAX_VOCAB)
+    n_params = estimated_parameters(n_layers, d_model, vocab_size)
+    if n_params > MAX_PARAMETERS:
+        raise UsageError(
+            f"a tiny model with {n_layers} layers of width {d_model} would have about "
+            f"{n_params / 1e6:.0f}M parameters, over the limit of {MAX_PARAMETERS // 1_000_000}M "
+            "for tiny models; use fewer layers or a smaller width."
+        )
+    _check_range("prompts", prompts, 0, MAX_PROMPTS)
+    if sae_width is not None:
+        _check_range("sae_width", sae_width, 1, 65536)
+    return check_new_folder(path, "path")
+
+
+def _check_range(field: str, value: int, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FieldError(field, f"must be a whole number, got {value!r}.")
+    if not low <= value <= high:
+        raise FieldError(field, f"must be between {low} and {high}, got {value}.")
+
+
 def make_tiny_model(
     path: str | Path,
     arch: str = "gemma2",
@@ -166,48 +223,79 @@ def make_tiny_model(
     d_model: int = 64,
     vocab_size: int = 512,
     seed: int = 0,
+    prompts: int = 0,
+    finish: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write a tiny ``arch`` model folder (float32 weights) with a trained tokenizer to ``path``."""
-    import transformers
+    """Write a tiny ``arch`` model folder (float32 weights) with a trained tokenizer to ``path``.
 
-    if arch not in TINY_ARCHS:
-        raise UsageError(
-            f"--arch {arch!r} is not supported; expected one of {', '.join(TINY_ARCHS)}."
-        )
-    if n_layers < 1:
-        raise UsageError(f"--layers must be at least 1, got {n_layers}.")
-    if vocab_size < 300:
-        raise UsageError(
-            f"--vocab must be at least 300 (256 byte tokens + merges), got {vocab_size}."
-        )
-    path = Path(path)
-    if path.exists() and any(path.iterdir()):
-        raise UsageError(f"{path} exists and is not empty; choose a new folder for the model.")
-    tokenizer = train_tokenizer(arch, vocab_size, seed)
-    token_ids = dict(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    config = tiny_config(arch, len(tokenizer), n_layers, d_model, token_ids)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    # Written next to ``path`` and renamed into place, so an interrupted run leaves no
-    # half-written model folder that a later run would take for a finished one.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    staging.chmod(0o755)  # mkdtemp's 0700 would make the finished folder private
+    With ``prompts``, also ``prompts.txt``: that many generated prompts (seed ``seed + 1``), one
+    a line. ``finish(folder)``, if given, may add files to the folder before it is published.
+    Everything is written to a temporary folder next to ``path`` and renamed into place at the
+    end, so a failure or an interruption leaves nothing behind (not even created parents).
+    """
+    path = check_tiny_model_args(path, arch, n_layers, d_model, vocab_size, prompts)
+    created = _make_parents(path.parent)
+    staging = None
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        staging.chmod(0o755)  # mkdtemp's 0700 would make the finished folder private
+        _write_model(staging, arch, n_layers, d_model, vocab_size, seed)
+        if prompts:
+            texts = generate_texts(prompts, seed=seed + 1)
+            (staging / "prompts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+        if finish is not None:
+            finish(staging)
         if path.exists():
             path.rmdir()
         os.replace(staging, path)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     return path
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; the ones created, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    missing.reverse()
+    for folder in missing:
+        folder.mkdir()
+    return missing
+
+
+def _write_model(
+    folder: Path, arch: str, n_layers: int, d_model: int, vocab_size: int, seed: int
+) -> None:
+    import torch
+    import transformers
+
+    from sae_hacking.lm.loading import transformers_output
+
+    with transformers_output(progress=False):
+        tokenizer = train_tokenizer(arch, vocab_size, seed)
+        token_ids = dict(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        config = tiny_config(arch, len(tokenizer), n_layers, d_model, token_ids)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    # The weights are written through a private temporary file (mode 0600); give every file the
+    # mode an ordinary write gets under this umask, as config.json has.
+    mode = (folder / "config.json").stat().st_mode & 0o777
+    for file in folder.iterdir():
+        file.chmod(mode)
 
 
 def tiny_model_once(root: str | Path, arch: str, **kwargs) -> Path:

@@ -5,8 +5,9 @@
   frames) and :class:`~sae_hacking.runs.results.ResultsFile`, which reads a tensor, a range or
   scattered elements without decompressing the whole file; JSON sidecars.
 - :mod:`~sae_hacking.runs.shards`: ``--shard i/n`` (every n-th source row).
-- :mod:`~sae_hacking.runs.args`: the shared run flags (``--output-dir --resume
-  --save-frequency --never-save --shard --quiet``).
+- :mod:`~sae_hacking.runs.options`: :class:`~sae_hacking.runs.options.RunOptions`, the typed
+  settings of how a run runs (output folder, resume, checkpoints, shard).
+- :mod:`~sae_hacking.runs.record`: ``run.json``, the one resume rule, output-folder checks.
 - :mod:`~sae_hacking.runs.stream`: :class:`~sae_hacking.runs.stream.Accumulator` (what a run
   counts) and :class:`~sae_hacking.runs.stream.StreamRun` (checkpoint every N prompts, resume,
   results), plus :func:`~sae_hacking.runs.stream.shard_batches`.

@@ -50,14 +50,16 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def new_run_dir(output_dir: str | Path | None, slug: str, root: str | Path = "results") -> Path:
-    """``output_dir`` if given, else ``results/<timestamp>-<slug>``; created if missing."""
-    if output_dir is None:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        output_dir = Path(root) / f"{stamp}-{slug}"
-    run_dir = Path(output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+def default_run_dir(slug: str, root: str | Path = "results") -> Path:
+    """``results/<timestamp>-<slug>``, with ``-2``, ``-3``, ... when that exists already (two
+    runs started in the same second must not share a folder)."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{stamp}-{slug}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 def write_args_yaml(run_dir: Path, args: dict[str, Any]) -> Path:

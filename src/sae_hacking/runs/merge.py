@@ -20,21 +20,13 @@ import torch
 
 from sae_hacking.errors import UsageError
 from sae_hacking.runs.files import provenance
+from sae_hacking.runs.record import check_merge_output
 from sae_hacking.runs.results import ResultsFile, write_results
 from sae_hacking.runs.shards import Shard, covers_everything
 from sae_hacking.runs.stream import RESULTS_FORMAT
 
 CHUNK = 2**24  # elements summed at a time
 INT32_MAX = 2**31 - 1
-
-
-def results_stem(out: str | Path) -> Path:
-    """``OUT`` without ``.safetensors.zst`` (so ``merged`` and ``merged.safetensors.zst`` agree)."""
-    out = Path(out)
-    for suffix in (".safetensors.zst", ".safetensors", ".json"):
-        if out.name.endswith(suffix):
-            return out.with_name(out.name[: -len(suffix)])
-    return out
 
 
 PROGRESS_COUNTERS = ("rows_done", "prompts_done", "tokens_done")
@@ -127,9 +119,7 @@ def merge_results(out: str | Path, paths: list[str | Path]) -> tuple[Path, Path]
     """Merge the results files ``paths`` into ``OUT.safetensors.zst`` + ``OUT.json`` by summing
     every tensor (kinds whose rows are keyed, like ablations, merge with their own function on
     top of :func:`check_runs` and :func:`merged_meta`)."""
-    if len(paths) < 2:
-        raise UsageError(f"merge needs at least two results files, got {len(paths)}.")
-    stem = results_stem(out)
+    stem = check_merge_output(out, paths)
     files: list[ResultsFile] = []
     try:
         for path in paths:

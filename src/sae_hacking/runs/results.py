@@ -39,6 +39,7 @@ import torch
 
 from sae_hacking.atomic import atomic_write, atomic_write_json
 from sae_hacking.errors import UsageError
+from sae_hacking.runs.record import results_paths
 from sae_hacking.runs.zstd_frames import (
     FRAME_BYTES,
     ZSTD_MAGIC,
@@ -51,7 +52,6 @@ from sae_hacking.runs.zstd_frames import (
 )
 
 METADATA_KEY = "sae_hacking"
-ZSTD_SUFFIX = ".safetensors.zst"
 
 _DTYPES = {
     torch.float64: "F64",
@@ -121,12 +121,6 @@ def write_safetensors(
             sink.close()
 
     return atomic_write(path, write)
-
-
-def results_paths(stem: str | Path) -> tuple[Path, Path]:
-    """``(STEM.safetensors.zst, STEM.json)``: a results file and its sidecar."""
-    stem = Path(stem)
-    return stem.with_name(stem.name + ZSTD_SUFFIX), stem.with_name(stem.name + ".json")
 
 
 def write_results(

@@ -5,7 +5,7 @@ rows ``r`` with ``r % n == i``. Rows are selected *before* batching, so every ba
 full. Within a shard, rows are numbered again from 0 ("shard rows"): shard row ``k`` is source
 row ``i + k·n``; checkpoints count shard rows, which is all resuming needs.
 
-Pure Python (no torch): the CLI parsers use :meth:`Shard.parse` as an argparse ``type``.
+Pure Python (no torch): :class:`~sae_hacking.runs.options.RunOptions` checks ``shard`` with it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sae_hacking.errors import UsageError
+from sae_hacking.errors import FieldError
 
 
 @dataclass(frozen=True)
@@ -25,19 +25,19 @@ class Shard:
 
     def __post_init__(self):
         if self.count < 1 or not 0 <= self.index < self.count:
-            raise UsageError(
-                f"--shard {self.index}/{self.count}: expected i/n with n ≥ 1 and 0 ≤ i < n."
+            raise FieldError(
+                "shard", f"is {self.index}/{self.count}, expected i/n with n ≥ 1 and 0 ≤ i < n."
             )
 
     @classmethod
     def parse(cls, text: str) -> Shard:
-        """``"i/n"`` → ``Shard(i, n)``; anything else is a :class:`UsageError`."""
+        """``"i/n"`` → ``Shard(i, n)``; anything else is a :class:`FieldError`."""
         parts = str(text).split("/")
         try:
             index, count = (int(p) for p in parts)
         except ValueError:
-            raise UsageError(
-                f"--shard {text!r}: expected i/n, e.g. 0/4 for the first of four shards."
+            raise FieldError(
+                "shard", f"is {text!r}, expected i/n, e.g. 0/4 for the first of four shards."
             ) from None
         return cls(index, count)
 

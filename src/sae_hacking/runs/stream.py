@@ -1,21 +1,26 @@
 """Long runs over a text stream: accumulate tensors prompt batch by batch, checkpoint, resume.
 
-The pieces, in the order a command uses them (``sae_hacking.absorption.cooccurrence`` is the
+The one path every streamed command takes (``sae_hacking.absorption.cooccurrence_run`` is the
 worked example)::
 
-    run = StreamRun.create(output_dir, slug, kind, settings, shard, name, free)    # new run
-    run = StreamRun.open(run_dir, kind)                                            # --resume
-    settings = run.resolve_settings(given, defaults)                               # --resume
-    state = run.load_checkpoint()            # tensors of the last checkpoint (sets run.progress)
-    accumulator.load_state(state)
-    batches = shard_batches(..., shard=run.shard, rows_done=run.progress.rows_done)
-    run.run(accumulator, batches, total_rows=..., save_every=..., quiet=...)
+    record = plan_run(config, kind, slug, outputs)     # torch-free: before the model loads
+    run = StreamRun(config, record, results_name)
+    if run.complete: return run.results_path           # a finished run: nothing to do
+    ...load the model and SAEs, build the accumulator...
+    state = run.start_or_resume(identity)     # creates the run, or checks it is the same one
+    run.run_prompts(accumulator, state)       # resumes the accumulator, checkpoints, results
 
-A run directory holds ``run.json`` (kind, settings, shard, provenance; written once),
-``args.yaml``, ``checkpoint.safetensors`` while the run is going (uncompressed, one file, written
-atomically, so a kill at any moment leaves the previous checkpoint intact), and at the end the
-results ``NAME.safetensors.zst`` + ``NAME.json`` (:mod:`sae_hacking.runs.results`); the
-checkpoint is then deleted.
+``config`` is the command's typed config (:mod:`sae_hacking.config`) with ``text``
+(:class:`~sae_hacking.data.source.TextSource`) and ``run``
+(:class:`~sae_hacking.runs.options.RunOptions`); with ``config.run.resume`` it is already the
+resumed run's config (:func:`sae_hacking.runs.record.resumed_config`).
+
+A run directory holds ``run.json`` (:mod:`sae_hacking.runs.record`), ``args.yaml``,
+``checkpoint.safetensors`` while the run is going (uncompressed, one file, written atomically, so
+a kill at any moment leaves the previous checkpoint intact), and at the end the results
+``NAME.safetensors.zst`` + ``NAME.json`` (:mod:`sae_hacking.runs.results`); the checkpoint is
+then deleted. A new run never writes into a folder that holds anything; a start that fails
+removes what it created.
 
 Exactness of resume: checkpoints are taken between batches and hold the shard-row count
 consumed; batches are cut from the stream the same way whether or not the run was interrupted,
@@ -27,7 +32,6 @@ from __future__ import annotations
 
 import abc
 import itertools
-import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -36,14 +40,18 @@ from typing import Any
 
 import torch
 
-from sae_hacking.atomic import atomic_write_json
+from sae_hacking.config import free_keys, json_value, leaf_map, recorded_settings, to_flat
 from sae_hacking.data.text import TokenBatch, batch_prompts, open_text_stream
 from sae_hacking.errors import UsageError
-from sae_hacking.runs.files import new_run_dir, provenance, write_args_yaml
+from sae_hacking.folders import create_new_folder, remove_created
+from sae_hacking.runs.files import provenance, write_args_yaml
+from sae_hacking.runs.record import (
+    RUN_FILE,
+    RunRecord,
+)
 from sae_hacking.runs.results import ResultsFile, results_paths, write_results, write_safetensors
 from sae_hacking.runs.shards import Shard
 
-RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 RESULTS_FORMAT = "sae_hacking.results"
 RESULTS_FORMAT_VERSION = 1
@@ -96,13 +104,9 @@ class Accumulator(abc.ABC):
         return {}
 
 
-def _json_normal(obj: Any) -> Any:
-    return json.loads(json.dumps(obj))
-
-
 def _strip(settings: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
     keys = set(keys)
-    return {k: v for k, v in _json_normal(dict(settings)).items() if k not in keys}
+    return {k: v for k, v in json_value(dict(settings)).items() if k not in keys}
 
 
 def shard_batches(
@@ -124,35 +128,6 @@ def shard_batches(
     if shard.count > 1:
         rows = itertools.islice(rows, 0, None, shard.count)
     return batch_prompts(rows, tokenizer, batch_size, max_tokens, start_row=rows_done, n_rows=left)
-
-
-def resolve_settings(
-    saved: Mapping[str, Any],
-    given: Mapping[str, Any],
-    defaults: Mapping[str, Any],
-    may_change: Iterable[str] = (),
-) -> dict[str, Any]:
-    """Settings for a resumed run: the ``saved`` ones, where a flag left at its default keeps
-    the saved value (so ``--resume DIR`` alone continues the run as it was). Keys in
-    ``may_change`` take a ``given`` non-default value (e.g. a larger ``--n-prompts``); for any
-    other key, a ``given`` non-default value that differs from the saved one is a
-    :class:`UsageError` naming the flag (``--key-with-dashes``)."""
-    saved, given, defaults = map(_json_normal, (dict(saved), dict(given), dict(defaults)))
-    may_change = set(may_change)
-    merged = dict(given)
-    for key, value in saved.items():
-        explicit = key in given and given[key] != defaults.get(key)
-        if key in may_change:
-            merged[key] = given[key] if explicit else value
-            continue
-        if explicit and given[key] != value:
-            flag = "--" + key.replace("_", "-")
-            raise UsageError(
-                f"{flag} {given[key]} differs from the resumed run's {value}; drop the flag or "
-                "start a new run."
-            )
-        merged[key] = value
-    return merged
 
 
 class _Bar:
@@ -184,108 +159,81 @@ class _Bar:
 
 
 class StreamRun:
-    """A run directory, its identity (``kind``, ``settings``, ``shard``) and its progress."""
+    """A streamed run's directory, identity (kind, settings, shard) and progress."""
 
-    def __init__(
-        self,
-        run_dir: Path,
-        kind: str,
-        settings: dict[str, Any],
-        shard: Shard,
-        results_name: str,
-        free_settings: Iterable[str] = (),
-    ):
-        self.run_dir = Path(run_dir)
-        self.kind = kind
-        self.settings = _json_normal(settings)
-        self.shard = shard
+    def __init__(self, config: Any, record: RunRecord, results_name: str):
+        """``record`` from :func:`sae_hacking.runs.record.plan_run` (cheap, torch-free: call it
+        before loading the model, so a bad output folder or resume directory fails fast)."""
+        self.config = config
+        self.record = record
         self.results_name = results_name
-        # Settings that do not change what is counted (e.g. batch_size): shards and resumed
-        # runs may differ in them. ``n_prompts`` may also change on resume (to extend a run).
-        self.free_settings = tuple(free_settings)
+        self.resumed = record.resumed
+        self.shard = config.run.shard_spec
         self.progress = Progress()
 
     @property
+    def run_dir(self) -> Path:
+        return self.record.run_dir
+
+    @property
+    def kind(self) -> str:
+        return self.record.kind
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.record.settings
+
+    @property
     def resumable(self) -> tuple[str, ...]:
-        """Settings a resume may change: the free ones and ``n_prompts``."""
-        return (*self.free_settings, "n_prompts")
+        """Recorded settings a resume may change: the free ones and the extents."""
+        leaves = leaf_map(type(self.config))
+        extents = tuple(k for k in self.settings if k in leaves and leaves[k].kind == "extent")
+        return (*self.record.free_settings, *extents)
 
-    # -- creating and reopening --
+    # -- starting --
 
-    @classmethod
-    def create(
-        cls,
-        output_dir: str | Path | None,
-        slug: str,
-        kind: str,
-        settings: Mapping[str, Any],
-        shard: Shard,
-        results_name: str,
-        free_settings: Iterable[str] = (),
-    ) -> StreamRun:
-        """A new run in ``output_dir`` (default ``results/<timestamp>-<slug>``), which must not
-        already hold a run. ``settings`` (JSON-able) identify what is counted; resume and merge
-        require them equal except ``free_settings``."""
-        run_dir = new_run_dir(output_dir, slug)
-        if (run_dir / RUN_FILE).exists():
-            raise UsageError(
-                f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
-                "another --output-dir."
-            )
-        run = cls(run_dir, kind, dict(settings), shard, results_name, free_settings)
-        run.write_run_file()
-        write_args_yaml(run_dir, {**run.settings, "shard": str(shard)})
-        return run
+    @property
+    def complete(self) -> bool:
+        return self.resumed and self.record.is_complete()
 
-    def write_run_file(self) -> None:
-        atomic_write_json(
-            self.run_dir / RUN_FILE,
-            {
-                "kind": self.kind,
-                "settings": self.settings,
-                "shard": self.shard.to_json(),
-                "results_name": self.results_name,
-                "free_settings": list(self.free_settings),
-                "provenance": provenance(),
-            },
-        )
+    def start_or_resume(self, identity: Mapping[str, Any]) -> dict[str, torch.Tensor] | None:
+        """Create the run (``run.json``, ``args.yaml``), or check that the resumed run is the
+        same computation (``identity``: what was resolved at start, e.g. the SAE's hook and
+        content hash) and record the settings a resume changed; return the last checkpoint's
+        tensors, if any (``self.progress`` is set from it)."""
+        settings = {**recorded_settings(self.config), **json_value(dict(identity))}
+        if not self.resumed:
+            run_dir, top = create_new_folder(self.run_dir, "output_dir")
+            try:
+                self.record.run_dir = run_dir
+                self._write(settings)
+                write_args_yaml(run_dir, {**to_flat(self.config), "run_dir": str(run_dir)})
+            except BaseException:
+                remove_created(run_dir, top)
+                raise
+            return None
+        saved = self.record.settings
+        for key, value in identity.items():
+            if key in saved and saved[key] != json_value(value):
+                raise UsageError(
+                    f"{self.run_dir} was run with {key} = {saved[key]!r}, but what is loaded "
+                    f"now has {json_value(value)!r}; resume it with the same model and SAEs."
+                )
+        if {**to_flat(self.config), "output_dir": str(self.run_dir)} != self.record.config or (
+            settings != saved
+        ):
+            self._write(settings)
+        state = self.load_checkpoint()
+        if state is not None:
+            print(f"resuming after {self.progress.rows_done} prompts of shard {self.shard}")
+        return state
 
-    @classmethod
-    def open(cls, run_dir: str | Path, kind: str) -> StreamRun:
-        """The run in ``run_dir`` (for ``--resume``); its settings are as saved."""
-        run_dir = Path(run_dir)
-        path = run_dir / RUN_FILE
-        if not path.is_file():
-            raise UsageError(
-                f"--resume {run_dir}: no {RUN_FILE} there, so it is not a run directory."
-            )
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            run = cls(
-                run_dir,
-                record["kind"],
-                record["settings"],
-                Shard.from_json(record["shard"]),
-                record["results_name"],
-                record.get("free_settings", ()),
-            )
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise UsageError(f"--resume {run_dir}: {RUN_FILE} is unreadable ({err}).") from err
-        if run.kind != kind:
-            raise UsageError(f"--resume {run_dir} is a {run.kind!r} run, not a {kind!r} run.")
-        return run
-
-    def resolve_settings(
-        self, given: Mapping[str, Any], defaults: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """:func:`resolve_settings` against this run's saved settings (:attr:`resumable` may
-        change); the result becomes this run's settings (``run.json`` is rewritten if one
-        changed)."""
-        merged = resolve_settings(self.settings, given, defaults, self.resumable)
-        if merged != self.settings:
-            self.settings = merged
-            self.write_run_file()
-        return merged
+    def _write(self, settings: dict[str, Any]) -> None:
+        self.record.config = {**to_flat(self.config), "output_dir": str(self.run_dir)}
+        self.record.settings = settings
+        self.record.free_settings = free_keys(self.config)
+        self.record.extra = {"shard": self.shard.to_json(), "results_name": self.results_name}
+        self.record.write()
 
     # -- files --
 
@@ -297,13 +245,6 @@ class StreamRun:
     def results_path(self) -> Path:
         return results_paths(self.run_dir / self.results_name)[0]
 
-    @property
-    def sidecar_path(self) -> Path:
-        return results_paths(self.run_dir / self.results_name)[1]
-
-    def is_complete(self) -> bool:
-        return self.results_path.is_file() and self.sidecar_path.is_file()
-
     def meta(self, accumulator: Accumulator | None, complete: bool) -> dict[str, Any]:
         """The results metadata (see :mod:`sae_hacking.runs.merge` for how shards combine)."""
         return {
@@ -314,7 +255,7 @@ class StreamRun:
             "complete": complete,
             **self.progress.to_json(),
             "shards": [{**self.shard.to_json(), **self.progress.to_json()}],
-            "free_settings": list(self.free_settings),
+            "free_settings": list(self.record.free_settings),
             "same_tensors": list(accumulator.same_tensors()) if accumulator else [],
             "tensor_docs": accumulator.describe() if accumulator else {},
             "provenance": provenance(),
@@ -358,35 +299,28 @@ class StreamRun:
 
     # -- the loop --
 
-    def run_prompts(
-        self,
-        accumulator: Accumulator,
-        args,
-        tokenizer,
-        state: dict[str, torch.Tensor] | None,
-    ) -> Path:
-        """:meth:`run` over this shard's prompts as the standard flags ask (``--dataset-id
-        --text-column --batch-size --max-tokens-in-prompt --n-prompts --save-frequency
-        --never-save --quiet``), after restoring ``accumulator`` from ``state`` (what
-        :meth:`load_checkpoint` returned)."""
+    def run_prompts(self, accumulator: Accumulator, tokenizer, state) -> Path:
+        """:meth:`run` over this shard's prompts of ``config.text``, after restoring
+        ``accumulator`` from ``state`` (what :meth:`start_or_resume` returned)."""
         if state is not None:
             accumulator.load_state(state)
+        text, options = self.config.text, self.config.run
         batches = shard_batches(
-            args.dataset_id,
-            args.text_column,
+            text.dataset_id,
+            text.column,
             tokenizer,
-            args.batch_size,
-            args.max_tokens_in_prompt,
-            args.n_prompts,
+            text.batch_size,
+            text.max_tokens_in_prompt,
+            text.n_prompts,
             self.shard,
             self.progress.rows_done,
         )
         return self.run(
             accumulator,
             batches,
-            total_rows=self.shard.n_rows(args.n_prompts),
-            save_every=None if args.never_save else args.save_frequency,
-            quiet=args.quiet,
+            total_rows=self.shard.n_rows(text.n_prompts),
+            save_every=None if options.never_save else options.save_frequency,
+            quiet=options.quiet,
         )
 
     def run(
@@ -400,8 +334,6 @@ class StreamRun:
     ) -> Path:
         """Feed ``batches`` to ``accumulator``; checkpoint every ``save_every`` shard rows (never
         when ``None``); write the results. ``total_rows`` (this shard's rows) sizes the bar."""
-        if save_every is not None and save_every < 1:
-            raise UsageError(f"--save-frequency must be at least 1, got {save_every}.")
         last_saved = self.progress.rows_done
         bar = _Bar(total_rows, self.progress.rows_done, quiet, self.kind)
         try:

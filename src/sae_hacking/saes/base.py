@@ -29,7 +29,7 @@ class SAEInfo:
 class SAE(torch.nn.Module, abc.ABC):
     """Base class: subclasses implement :meth:`encode`, :meth:`decode` and :attr:`W_dec`."""
 
-    architecture: str = "base"
+    architecture: str = "base"  # subclasses: their name in sae_hacking.saes.registry
 
     def __init__(self, d_in: int, d_sae: int, info: SAEInfo | None = None):
         super().__init__()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from sae_hacking.errors import UsageError
+from sae_hacking.saes import registry
 from sae_hacking.saes.base import SAE, SAEInfo
 
 SAELENS_CFG = "cfg.json"
@@ -30,15 +31,10 @@ GEMMA_SCOPE_PARAMS = "params.npz"
 # SAELens reads a cfg.json as its 6.x layout only when it names a version >= 6.
 SAELENS_CFG_LAYOUT_VERSION = "6.0.0"
 
-_SAELENS_TO_OURS = {"standard": "relu", "jumprelu": "jumprelu", "topk": "topk"}
-_OURS_TO_SAELENS = {ours: theirs for theirs, ours in _SAELENS_TO_OURS.items()}
-
 
 def _build(architecture: str, config: dict, state: dict, info: SAEInfo, dtype) -> SAE:
     """Construct on the meta device (no wasted random init of a large SAE), then adopt ``state``."""
-    from sae_hacking.saes.io import architecture_class
-
-    cls = architecture_class(architecture)
+    cls = registry.architecture_class(architecture)
     with torch.device("meta"):
         sae = cls(**config, info=info)
     sae.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
@@ -128,11 +124,7 @@ def _saelens_config(folder: Path) -> dict:
     k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
     if architecture is None:
         architecture = "topk" if activation == "topk" and k is not None else "standard"
-    if architecture not in _SAELENS_TO_OURS:
-        raise UsageError(
-            f"{folder}: SAELens architecture {architecture!r} is not supported; supported: "
-            f"{', '.join(_SAELENS_TO_OURS)}."
-        )
+    ours = registry.from_saelens(architecture, str(folder)).name
     normalize = cfg.get("normalize_activations") or "none"
     refusals = {
         "normalize_activations": normalize not in ("none", False),
@@ -148,7 +140,7 @@ def _saelens_config(folder: Path) -> dict:
                 "loader."
             )
     return {
-        "architecture": _SAELENS_TO_OURS[architecture],
+        "architecture": ours,
         "d_in": int(cfg["d_in"]),
         "d_sae": int(cfg["d_sae"]),
         "apply_b_dec_to_input": bool(cfg.get("apply_b_dec_to_input", True)),
@@ -185,7 +177,7 @@ def load_saelens_folder(
     if set(raw) != set(names):
         raise UsageError(
             f"{folder / SAELENS_WEIGHTS} holds {', '.join(sorted(raw))}; a SAELens "
-            f"{_OURS_TO_SAELENS[cfg['architecture']]} SAE holds {', '.join(names)}."
+            f"{registry.saelens_name(cfg['architecture'])} SAE holds {', '.join(names)}."
         )
     state = {ours: raw[theirs] for theirs, ours in names.items()}
     _check_shapes(str(folder), state, cfg["d_in"], cfg["d_sae"])
@@ -214,11 +206,7 @@ def save_saelens_folder(sae: SAE, folder: str | Path, model_name: str | None = N
 
     from sae_hacking.atomic import atomic_write, atomic_write_json
 
-    if sae.architecture not in _OURS_TO_SAELENS:
-        raise UsageError(
-            f"a {sae.architecture} SAE has no SAELens format; supported: "
-            f"{', '.join(_OURS_TO_SAELENS)}."
-        )
+    saelens_architecture = registry.saelens_name(sae.architecture)
     folder = Path(folder)
     names = {
         "W_enc_ME": "W_enc",
@@ -232,7 +220,7 @@ def save_saelens_folder(sae: SAE, folder: str | Path, model_name: str | None = N
         for name, t in sae.state_dict().items()
     }
     cfg = {
-        "architecture": _OURS_TO_SAELENS[sae.architecture],
+        "architecture": saelens_architecture,
         "d_in": sae.d_in,
         "d_sae": sae.d_sae,
         "dtype": "float32",

@@ -8,43 +8,63 @@ Forward pass, per input:
 3. reconstruction = b_dec + sum over active parents of (parent act * parent decoder row
    + winning child act * that child's decoder row).
 
-Children are indexed ``h = 2 e + j`` (H = 2 E). During training an EMA (coefficient 0.01) of the
-ratio child act / parent act is kept per child, over the inputs where that child won; the
-*adjusted* child vector ``W_dec_EM[e] + ratio[h] * W_dec_HM[h]`` is the SAE's estimate of the
-full child feature. The ratios are buffers: they move with ``.to(device)`` and are saved.
+Children are indexed ``h = C e + j`` (C = 2 children per parent, H = C E). During training an
+EMA (coefficient 0.01) of the ratio child act / parent act is kept per child, over the inputs
+where that child won (:meth:`HierarchicalTopKSAE.after_step`); the *adjusted* child vector
+``W_dec_EM[e] + ratio[h] * W_dec_HM[h]`` is the SAE's estimate of the full child feature. The
+ratios are buffers: they move with ``.to(device)`` and are saved.
 
-Optional auxiliary loss (:func:`parent_child_cosine_loss`): minus the cosine between the parent's
-scaled decoder vector and parent + child contribution, averaged over active parents per sample.
+Optional auxiliary loss (:func:`parent_child_cosine_loss`, weight ``aux_loss_coeff``): minus the
+cosine between the parent's scaled decoder vector and parent + child contribution, averaged over
+active parents per sample.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 
-from sae_hacking.data.toy import ToyDataset
-from sae_hacking.saes.base import SAE, SAEInfo, unit_rows
-from sae_hacking.saes.topk import (
+from sae_hacking.saes.base import SAEInfo, unit_rows
+from sae_hacking.saes.topk import auxk_loss, check_k, fired_mask, sparse_decode
+from sae_hacking.saes.trainable import (
+    PARENT,
+    Resampled,
+    TrainableSAE,
     TrainOutput,
-    auxk_loss,
-    check_k,
-    fired_mask,
-    sparse_decode,
+    resample_encoder_decoder,
 )
 
 EMA_COEFF = 0.01
+CHILD = "child"
+# Norm of a child decoder row at initialisation and after resampling: a small correction.
+CHILD_INIT_NORM = 0.1
 
 
-class HierarchicalTopKSAE(SAE):
+@dataclass(kw_only=True)
+class HierarchicalTrainOutput(TrainOutput):
+    """:class:`TrainOutput` plus the sparse code, which :meth:`HierarchicalTopKSAE.after_step`
+    reads for the EMA of child ratios."""
+
+    idx_BK: Int[torch.Tensor, "B K"]
+    vals_BK: Float[torch.Tensor, "B K"]
+    child_idx_BK: Int[torch.Tensor, "B K"]
+    child_vals_BK: Float[torch.Tensor, "B K"]
+
+
+class HierarchicalTopKSAE(TrainableSAE):
     """Parameters: parent ``W_enc_ME b_enc_E W_dec_EM``, child ``W_enc_MH b_enc_H W_dec_HM``,
     shared ``b_dec_M``; buffer ``child_ratio_H``.
 
     The flat :class:`SAE` view (``encode``/``decode``/``W_dec``) has ``d_sae = 3 E`` latents:
-    parents first, then the H children.
+    parents first, then the H children. ``aux_loss_coeff`` weights the parent/child cosine
+    loss in :meth:`train_forward` (a training setting: not saved with the weights).
     """
 
-    architecture = "hierarchical_topk"
+    architecture = "hierarchical"
+    children_per_parent = 2
 
     def __init__(
         self,
@@ -53,21 +73,24 @@ class HierarchicalTopKSAE(SAE):
         k: int,
         info: SAEInfo | None = None,
         gen: torch.Generator | None = None,
+        aux_loss_coeff: float = 0.0,
     ):
-        super().__init__(d_in, 3 * n_parents, info)
+        C = self.children_per_parent
+        super().__init__(d_in, (1 + C) * n_parents, info)
         check_k(k, n_parents)
         self.n_parents = n_parents
         self.k = k
+        self.aux_loss_coeff = aux_loss_coeff
         W_dec_EM = unit_rows(n_parents, d_in, gen)
-        W_dec_HM = 0.1 * unit_rows(2 * n_parents, d_in, gen)
+        W_dec_HM = CHILD_INIT_NORM * unit_rows(C * n_parents, d_in, gen)
         self.W_dec_EM = torch.nn.Parameter(W_dec_EM)
         self.W_enc_ME = torch.nn.Parameter(W_dec_EM.T.clone())
         self.b_enc_E = torch.nn.Parameter(torch.zeros(n_parents))
         self.W_dec_HM = torch.nn.Parameter(W_dec_HM)
         self.W_enc_MH = torch.nn.Parameter(F.normalize(W_dec_HM, dim=-1).T.clone())
-        self.b_enc_H = torch.nn.Parameter(torch.zeros(2 * n_parents))
+        self.b_enc_H = torch.nn.Parameter(torch.zeros(C * n_parents))
         self.b_dec_M = torch.nn.Parameter(torch.zeros(d_in))
-        self.register_buffer("child_ratio_H", torch.ones(2 * n_parents))
+        self.register_buffer("child_ratio_H", torch.ones(C * n_parents))
 
     def config(self) -> dict:
         return {
@@ -78,23 +101,36 @@ class HierarchicalTopKSAE(SAE):
         }
 
     @property
-    def W_dec(self) -> Float[torch.Tensor, "E M"]:  # noqa: N802
+    def W_dec(self) -> Float[torch.Tensor, "D M"]:  # noqa: N802
+        """The flat view's decoder: D = 3 E rows, parents (``W_dec_EM``) then children
+        (``W_dec_HM``)."""
         return torch.cat([self.W_dec_EM, self.W_dec_HM])
 
     def adjusted_children_HM(self) -> Float[torch.Tensor, "H M"]:
         """Parent decoder + ratio * child decoder: each child's estimate of a whole feature."""
-        parents_HM = self.W_dec_EM.repeat_interleave(2, dim=0)
+        parents_HM = self.W_dec_EM.repeat_interleave(self.children_per_parent, dim=0)
         return parents_HM + self.child_ratio_H[:, None] * self.W_dec_HM
 
+    def latent_banks(self) -> dict[str, int]:
+        return {PARENT: self.n_parents, CHILD: self.children_per_parent * self.n_parents}
+
+    def levels(self) -> dict[str, int]:
+        return self.latent_banks()
+
+    def feature_vectors(self) -> Float[torch.Tensor, "D M"]:
+        """Parent decoder rows, then the adjusted children (:meth:`adjusted_children_HM`)."""
+        return torch.cat([self.W_dec_EM, self.adjusted_children_HM()])
+
     def _sparse_forward(self, x_BM: Float[torch.Tensor, "B M"]):
+        C = self.children_per_parent
         xc_BM = x_BM - self.b_dec_M
         pre_BE = xc_BM @ self.W_enc_ME + self.b_enc_E
         top = pre_BE.topk(self.k, dim=-1)
-        child_pre_BE2 = (xc_BM @ self.W_enc_MH + self.b_enc_H).unflatten(-1, (-1, 2))
-        # Only the children of active parents compete, [B, K, 2].
-        child_pre_BK2 = child_pre_BE2.gather(1, top.indices[..., None].expand(-1, -1, 2))
-        best = child_pre_BK2.max(dim=-1)
-        child_idx_BK = 2 * top.indices + best.indices
+        child_pre_BEC = (xc_BM @ self.W_enc_MH + self.b_enc_H).unflatten(-1, (-1, C))
+        # Only the children of active parents compete.
+        child_pre_BKC = child_pre_BEC.gather(1, top.indices[..., None].expand(-1, -1, C))
+        best = child_pre_BKC.max(dim=-1)
+        child_idx_BK = C * top.indices + best.indices
         vals_BK = top.values.relu()
         # A parent in the top k with a non-positive pre-activation does not fire, so neither
         # may its children.
@@ -125,10 +161,9 @@ class HierarchicalTopKSAE(SAE):
     def train_forward(
         self,
         x_BM: Float[torch.Tensor, "B M"],
-        dead_E: torch.Tensor | None = None,
+        dead_E: Bool[torch.Tensor, " E"] | None = None,
         k_aux: int = 0,
-        aux_loss_coeff: float = 0.0,
-    ) -> TrainOutput:
+    ) -> HierarchicalTrainOutput:
         pre_BE, idx_BK, vals_BK, child_idx_BK, child_vals_BK = self._sparse_forward(x_BM)
         recon_BM = (
             sparse_decode(idx_BK, vals_BK, self.W_dec_EM)
@@ -137,25 +172,52 @@ class HierarchicalTopKSAE(SAE):
         )
         mse = ((recon_BM - x_BM) ** 2).mean()
         loss = mse
-        if aux_loss_coeff:
+        if self.aux_loss_coeff:
             cos = parent_child_cosine_loss(
                 idx_BK, vals_BK, child_idx_BK, child_vals_BK, self.W_dec_EM, self.W_dec_HM
             )
-            loss = loss + aux_loss_coeff * cos
-        out = TrainOutput(
-            recon_BM,
-            loss,
-            mse,
-            fired_mask(idx_BK, vals_BK, self.n_parents),
-            idx_BK,
-            vals_BK,
-            None,
-            child_idx_BK,
-            child_vals_BK,
+            loss = loss + self.aux_loss_coeff * cos
+        banks = self.latent_banks()
+        fired = {
+            PARENT: fired_mask(idx_BK, vals_BK, banks[PARENT]),
+            CHILD: fired_mask(child_idx_BK, child_vals_BK, banks[CHILD]),
+        }
+        out = HierarchicalTrainOutput(
+            recon_BM=recon_BM,
+            loss=loss,
+            mse=mse,
+            fired=fired,
+            idx_BK=idx_BK,
+            vals_BK=vals_BK,
+            child_idx_BK=child_idx_BK,
+            child_vals_BK=child_vals_BK,
         )
         if dead_E is not None and k_aux > 0:
             out.aux_loss = auxk_loss(pre_BE, dead_E, x_BM - recon_BM, self.W_dec_EM, k_aux)
         return out
+
+    def after_step(self, out: HierarchicalTrainOutput) -> None:
+        self.update_child_ratios(out.vals_BK, out.child_idx_BK, out.child_vals_BK)
+
+    @torch.no_grad()
+    def resample(
+        self,
+        dead_D: Int[torch.Tensor, " D"],
+        dirs_DM: Float[torch.Tensor, "D M"],
+        gen: torch.Generator,
+    ) -> Resampled:
+        """Parents as a flat SAE's latents; their children start small, random and with ratio 1."""
+        entries = resample_encoder_decoder(self, dead_D, dirs_DM)
+        C = self.children_per_parent
+        children_D = (C * dead_D[:, None] + torch.arange(C, device=dead_D.device)).flatten()
+        new_DM = F.normalize(torch.randn(children_D.numel(), self.d_in, generator=gen), dim=-1)
+        new_DM = new_DM.to(self.W_dec_HM.device)
+        self.W_dec_HM[children_D] = CHILD_INIT_NORM * new_DM
+        self.W_enc_MH[:, children_D] = new_DM.T
+        self.b_enc_H[children_D] = 0.0
+        self.child_ratio_H[children_D] = 1.0
+        entries.update(W_dec_HM=(0, children_D), W_enc_MH=(1, children_D), b_enc_H=(0, children_D))
+        return Resampled({PARENT: dead_D, CHILD: children_D}, entries)
 
     @torch.no_grad()
     def update_child_ratios(
@@ -167,7 +229,7 @@ class HierarchicalTopKSAE(SAE):
         """EMA of child act / parent act, per child, over the inputs where that child won.
 
         Each child that won at least once in the batch moves 1 % of the way towards its mean
-        ratio in this batch; the others keep their value. See :func:`ema_update_reference`.
+        ratio in this batch; the others keep their value.
         """
         fired_BK = (vals_BK > 0) & (child_vals_BK > 0)
         ratio_BK = torch.where(fired_BK, child_vals_BK / vals_BK.clamp_min(1e-12), 0.0)
@@ -181,25 +243,6 @@ class HierarchicalTopKSAE(SAE):
         mean_H = sums_H / counts_H.clamp_min(1)
         new_H = (1 - EMA_COEFF) * self.child_ratio_H + EMA_COEFF * mean_H
         self.child_ratio_H.copy_(torch.where(counts_H > 0, new_H, self.child_ratio_H))
-
-    @torch.no_grad()
-    def handcode(self, dataset: ToyDataset) -> None:
-        """Set the SAE to the dataset's ground truth: parents = parent features, children =
-        normalised perturbations, zero biases, ratios = perturbation size."""
-        A = dataset.config.num_features
-        if A != self.n_parents or dataset.config.model_dim != self.d_in:
-            raise ValueError(
-                f"handcoding needs n_parents == A ({self.n_parents} vs {A}) and "
-                f"d_in == M ({self.d_in} vs {dataset.config.model_dim})"
-            )
-        child_dirs_HM = F.normalize(dataset.perturbations_ACM.reshape(2 * A, -1), dim=-1)
-        self.W_dec_EM.copy_(dataset.parents_AM)
-        self.W_enc_ME.copy_(dataset.parents_AM.T)
-        self.W_dec_HM.copy_(child_dirs_HM)
-        self.W_enc_MH.copy_(child_dirs_HM.T)
-        for bias in (self.b_enc_E, self.b_enc_H, self.b_dec_M):
-            bias.zero_()
-        self.child_ratio_H.fill_(dataset.config.perturbation_size)
 
 
 def parent_child_cosine_loss(

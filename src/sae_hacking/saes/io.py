@@ -3,12 +3,13 @@
 The tensors are the module's ``state_dict`` (parameters and buffers, Shazeer-suffixed names);
 the safetensors metadata holds ``sae_hacking`` = JSON of ``{"config": sae.config(), "info":
 SAEInfo fields, "extra": ...}``, so a file is self-describing and loads without side files.
+``config["architecture"]`` is a name from :mod:`sae_hacking.saes.registry` (older files' names
+are still read).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,26 +21,9 @@ from safetensors.torch import save_file
 from sae_hacking.atomic import atomic_write
 from sae_hacking.errors import UsageError
 from sae_hacking.saes.base import SAE, SAEInfo
+from sae_hacking.saes.registry import architecture_class
 
 METADATA_KEY = "sae_hacking"
-
-# architecture name -> "module:Class"; imported on demand so loading one kind stays light.
-ARCHITECTURES = {
-    "topk": "sae_hacking.saes.topk:TopKSAE",
-    "hierarchical_topk": "sae_hacking.saes.hierarchical:HierarchicalTopKSAE",
-    "matryoshka_batchtopk": "sae_hacking.saes.matryoshka:MatryoshkaBatchTopKSAE",
-    "jumprelu": "sae_hacking.saes.jumprelu:JumpReLUSAE",
-    "relu": "sae_hacking.saes.relu:ReLUSAE",
-}
-
-
-def architecture_class(name: str) -> type[SAE]:
-    if name not in ARCHITECTURES:
-        raise UsageError(
-            f"unknown SAE architecture {name!r}; expected one of {', '.join(ARCHITECTURES)}."
-        )
-    module, cls = ARCHITECTURES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
 
 
 def save_sae_checkpoint(sae: SAE, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -72,7 +56,7 @@ def load_sae_checkpoint(path: str | Path, device: torch.device | str = "cpu") ->
     path = Path(path)
     meta = read_checkpoint_metadata(path)
     config = dict(meta["config"])
-    cls = architecture_class(config.pop("architecture"))
+    cls = architecture_class(config.pop("architecture"), legacy=True)
     sae = cls(**config, info=SAEInfo(**meta.get("info", {})))
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         state = {name: handle.get_tensor(name) for name in handle.keys()}

@@ -16,20 +16,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 
-from sae_hacking.errors import UsageError
+from sae_hacking.errors import FieldError
 from sae_hacking.saes.base import LinearSAE, SAEInfo
-from sae_hacking.saes.topk import TrainOutput, auxk_loss, check_k
+from sae_hacking.saes.topk import auxk_loss, check_k
+from sae_hacking.saes.trainable import (
+    PARENT,
+    Resampled,
+    TrainableSAE,
+    TrainOutput,
+    resample_encoder_decoder,
+)
 
 THRESHOLD_EMA = 0.01
 
 
-class MatryoshkaBatchTopKSAE(LinearSAE):
+class MatryoshkaBatchTopKSAE(LinearSAE, TrainableSAE):
     """Parameters as :class:`~sae_hacking.saes.topk.TopKSAE`; buffer ``threshold`` (scalar;
-    negative until the first training step has set it)."""
+    negative until the first training step has set it).
 
-    architecture = "matryoshka_batchtopk"
+    One latent bank (all E latents compete in one BatchTopK); for analyses the first group is
+    the ``"parent"`` level and the other groups together the ``"child"`` level.
+    """
+
+    architecture = "matryoshka"
 
     def __init__(
         self,
@@ -41,9 +52,7 @@ class MatryoshkaBatchTopKSAE(LinearSAE):
     ):
         group_sizes = [int(g) for g in group_sizes]
         if not group_sizes or min(group_sizes) <= 0:
-            raise UsageError(
-                f"Matryoshka group sizes must be positive integers, got {group_sizes}."
-            )
+            raise FieldError("group_sizes", f"must be positive integers, got {group_sizes}.")
         d_sae = sum(group_sizes)
         super().__init__(d_in, d_sae, info, gen=gen)
         check_k(k, d_sae)
@@ -87,10 +96,17 @@ class MatryoshkaBatchTopKSAE(LinearSAE):
         ]
         return torch.stack(parts).cumsum(0) + self.b_dec_M
 
+    def latent_banks(self) -> dict[str, int]:
+        return {PARENT: self.d_sae}
+
+    def levels(self) -> dict[str, int]:
+        first = self.group_sizes[0]
+        return {PARENT: first, "child": self.d_sae - first}
+
     def train_forward(
         self,
         x_BM: Float[torch.Tensor, "B M"],
-        dead_E: torch.Tensor | None = None,
+        dead_E: Bool[torch.Tensor, " E"] | None = None,
         k_aux: int = 0,
     ) -> TrainOutput:
         pre_BE = self.pre_acts(x_BM)
@@ -106,7 +122,16 @@ class MatryoshkaBatchTopKSAE(LinearSAE):
                     self.threshold.copy_(smallest)
                 else:
                     self.threshold.lerp_(smallest, THRESHOLD_EMA)
-        out = TrainOutput(recon_BM, mse_G.mean(), mse_G[-1], (acts_BE > 0).any(0))
+        out = TrainOutput(recon_BM, mse_G.mean(), mse_G[-1], {PARENT: (acts_BE > 0).any(0)})
         if dead_E is not None and k_aux > 0:
             out.aux_loss = auxk_loss(pre_BE, dead_E, x_BM - recon_BM, self.W_dec_EM, k_aux)
         return out
+
+    @torch.no_grad()
+    def resample(
+        self,
+        dead_D: Int[torch.Tensor, " D"],
+        dirs_DM: Float[torch.Tensor, "D M"],
+        gen: torch.Generator,
+    ) -> Resampled:
+        return Resampled({PARENT: dead_D}, resample_encoder_decoder(self, dead_D, dirs_DM))

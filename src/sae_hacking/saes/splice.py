@@ -33,7 +33,7 @@ class LatentEdit(abc.ABC):
         return (self.apply(acts_BSE) - acts_BSE) @ W_dec_EM
 
 
-def _check_latents(latents: torch.Tensor, d_sae: int, allow_negative: bool = False) -> None:
+def check_latent_ids(latents: torch.Tensor, d_sae: int, allow_negative: bool = False) -> None:
     low = -1 if allow_negative else 0
     if latents.numel() and (int(latents.min()) < low or int(latents.max()) >= d_sae):
         raise UsageError(
@@ -49,7 +49,7 @@ class ZeroLatents(LatentEdit):
         self.latents_D = torch.as_tensor(latents, dtype=torch.long).flatten().unique()
 
     def _idx(self, acts_BSE):
-        _check_latents(self.latents_D, acts_BSE.shape[-1])
+        check_latent_ids(self.latents_D, acts_BSE.shape[-1])
         return self.latents_D.to(acts_BSE.device)
 
     def apply(self, acts_BSE):
@@ -60,36 +60,6 @@ class ZeroLatents(LatentEdit):
     def delta(self, acts_BSE, W_dec_EM):
         idx_D = self._idx(acts_BSE)
         return -(acts_BSE[..., idx_D] @ W_dec_EM[idx_D])
-
-
-class ZeroLatentPerRow(LatentEdit):
-    """Row ``b`` zeros latent ``latents_B[b]`` (-1 leaves that row unedited):
-    K ablation variants of one prompt run as one batch."""
-
-    def __init__(self, latents_B: Sequence[int] | Int[torch.Tensor, " B"]):
-        self.latents_B = torch.as_tensor(latents_B, dtype=torch.long).flatten()
-
-    def _rows(self, acts_BSE):
-        latents_B = self.latents_B.to(acts_BSE.device)
-        if latents_B.shape[0] != acts_BSE.shape[0]:
-            raise ValueError(
-                f"{latents_B.shape[0]} latents for a batch of {acts_BSE.shape[0]} rows"
-            )
-        _check_latents(latents_B, acts_BSE.shape[-1], allow_negative=True)
-        return latents_B.clamp(min=0), latents_B >= 0
-
-    def apply(self, acts_BSE):
-        idx_B, on_B = self._rows(acts_BSE)
-        edited = acts_BSE.clone()
-        rows = torch.nonzero(on_B).flatten()
-        edited[rows, :, idx_B[rows]] = 0
-        return edited
-
-    def delta(self, acts_BSE, W_dec_EM):
-        idx_B, on_B = self._rows(acts_BSE)
-        vals_BS = acts_BSE.gather(-1, idx_B[:, None, None].expand(-1, acts_BSE.shape[1], 1))
-        vals_BS = vals_BS.squeeze(-1) * on_B[:, None]
-        return -(vals_BS[..., None] * W_dec_EM[idx_B][:, None, :])
 
 
 def splice_patch(sae: SAE, edit: LatentEdit | None = None, keep_error: bool = True):

@@ -1,12 +1,13 @@
-"""Random JumpReLU SAEs for tests, benchmarks and offline end-to-end runs.
+"""Random SAEs for tests, benchmarks and offline end-to-end runs.
 
-:func:`random_jumprelu` is plain random weights (thresholds |N(0, 0.3^2)|). For
-:func:`calibrated_random_sae`:
+:func:`randomise_` draws every parameter of an SAE of any architecture from N(0, 0.3^2)
+(JumpReLU thresholds made non-negative); :func:`random_jumprelu` is that for a JumpReLU SAE.
 
-The weights are random (unit decoder rows, encoder = decoder transpose, ``b_dec`` = the mean
-activation), but each latent's threshold is set to a quantile of its pre-activations on sample
-prompts, so about ``active_fraction`` of the latents fire per token: the sparsity of a trained
-SAE, which is what the co-occurrence and ablation pipelines need to behave realistically.
+:func:`calibrated_random_sae`: the weights are random (unit decoder rows, encoder = decoder
+transpose, ``b_dec`` = the mean activation), but each latent's threshold is set to a quantile
+of its pre-activations on sample prompts, so about ``active_fraction`` of the latents fire per
+token: the sparsity of a trained SAE, which is what the co-occurrence and ablation pipelines
+need to behave realistically.
 """
 
 from __future__ import annotations
@@ -16,19 +17,25 @@ from collections.abc import Sequence
 import torch
 
 from sae_hacking.lm.hooked import HookedLM
-from sae_hacking.saes.base import SAEInfo
+from sae_hacking.saes.base import SAE, SAEInfo
 from sae_hacking.saes.jumprelu import JumpReLUSAE
 
 
 @torch.no_grad()
-def random_jumprelu(d_in: int, d_sae: int, hook: str, seed: int) -> JumpReLUSAE:
-    """Every parameter N(0, 0.3^2), thresholds made non-negative; inference-only."""
-    sae = JumpReLUSAE(d_in, d_sae, info=SAEInfo(hook_name=hook))
+def randomise_(sae: SAE, seed: int, scale: float = 0.3) -> SAE:
+    """``sae`` with every parameter drawn N(0, scale^2) in place, in ``parameters()`` order
+    (a JumpReLU threshold made non-negative); inference-only."""
     gen = torch.Generator().manual_seed(seed)
     for param in sae.parameters():
-        param.copy_(0.3 * torch.randn(param.shape, generator=gen))
-    sae.threshold_E.abs_()
+        param.copy_(scale * torch.randn(param.shape, generator=gen))
+    if isinstance(sae, JumpReLUSAE):
+        sae.threshold_E.abs_()
     return sae.requires_grad_(False)
+
+
+def random_jumprelu(d_in: int, d_sae: int, hook: str, seed: int) -> JumpReLUSAE:
+    """Every parameter N(0, 0.3^2), thresholds made non-negative; inference-only."""
+    return randomise_(JumpReLUSAE(d_in, d_sae, info=SAEInfo(hook_name=hook)), seed)
 
 
 @torch.no_grad()

@@ -8,41 +8,31 @@ what training and analyses use, so cost scales with k, not E, in the decoder; :m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 
-from sae_hacking.errors import UsageError
+from sae_hacking.errors import FieldError
 from sae_hacking.saes.base import LinearSAE, SAEInfo
+from sae_hacking.saes.trainable import (
+    PARENT,
+    Resampled,
+    TrainableSAE,
+    TrainOutput,
+    resample_encoder_decoder,
+)
 
 
-@dataclass
-class TrainOutput:
-    """What one training forward produces; indices/values name the latents that fired."""
-
-    recon_BM: Float[torch.Tensor, "B M"]
-    loss: Float[torch.Tensor, ""]
-    mse: Float[torch.Tensor, ""]
-    fired_E: torch.Tensor  # bool: latents (parents, for hierarchical) that fired in the batch
-    idx_BK: Int[torch.Tensor, "B K"] | None = None
-    vals_BK: Float[torch.Tensor, "B K"] | None = None
-    aux_loss: Float[torch.Tensor, ""] | None = None
-    child_idx_BK: Int[torch.Tensor, "B K"] | None = None
-    child_vals_BK: Float[torch.Tensor, "B K"] | None = None
-
-
-def check_k(k: int, d_sae: int, flag: str = "--sae-k") -> None:
+def check_k(k: int, d_sae: int) -> None:
     if k <= 0:
-        raise UsageError(f"{flag} must be positive, got {k}.")
+        raise FieldError("k", f"must be positive, got {k}.")
     if k > d_sae:
-        raise UsageError(f"{flag} ({k}) must be at most the SAE's hidden dim ({d_sae}).")
+        raise FieldError("k", f"({k}) must be at most the SAE's hidden dim ({d_sae}).")
 
 
 def fired_mask(
     idx_BK: Int[torch.Tensor, "B K"], vals_BK: Float[torch.Tensor, "B K"], n: int
-) -> torch.Tensor:
+) -> Bool[torch.Tensor, " D"]:
     """Bool ``[n]``: latents with a positive activation somewhere in the batch (an index in
     the top k whose value was ReLU-ed to zero did not fire). No host sync."""
     hits = torch.zeros(n, device=idx_BK.device).index_add_(
@@ -62,7 +52,7 @@ def sparse_decode(
 
 def auxk_loss(
     pre_BE: Float[torch.Tensor, "B E"],
-    dead_E: torch.Tensor,
+    dead_E: Bool[torch.Tensor, " E"],
     residual_BM: Float[torch.Tensor, "B M"],
     W_dec_EM: Float[torch.Tensor, "E M"],
     k_aux: int,
@@ -83,7 +73,7 @@ def auxk_loss(
     return err / (target_BM**2).sum(-1).mean().clamp_min(1e-12) * dead_E.any()
 
 
-class TopKSAE(LinearSAE):
+class TopKSAE(LinearSAE, TrainableSAE):
     """Flat TopK SAE. Parameters: ``W_enc_ME``, ``b_enc_E``, ``W_dec_EM``, ``b_dec_M``."""
 
     architecture = "topk"
@@ -114,10 +104,13 @@ class TopKSAE(LinearSAE):
         acts = top.values.new_zeros(*x_BM.shape[:-1], self.d_sae)
         return acts.scatter_(-1, top.indices, top.values.relu())
 
+    def latent_banks(self) -> dict[str, int]:
+        return {PARENT: self.d_sae}
+
     def train_forward(
         self,
         x_BM: Float[torch.Tensor, "B M"],
-        dead_E: torch.Tensor | None = None,
+        dead_E: Bool[torch.Tensor, " E"] | None = None,
         k_aux: int = 0,
     ) -> TrainOutput:
         pre_BE = self.pre_acts(x_BM)
@@ -126,8 +119,17 @@ class TopKSAE(LinearSAE):
         recon_BM = sparse_decode(top.indices, vals_BK, self.W_dec_EM) + self.b_dec_M
         mse = ((recon_BM - x_BM) ** 2).mean()
         out = TrainOutput(
-            recon_BM, mse, mse, fired_mask(top.indices, vals_BK, self.d_sae), top.indices, vals_BK
+            recon_BM, mse, mse, {PARENT: fired_mask(top.indices, vals_BK, self.d_sae)}
         )
         if dead_E is not None and k_aux > 0:
             out.aux_loss = auxk_loss(pre_BE, dead_E, x_BM - recon_BM, self.W_dec_EM, k_aux)
         return out
+
+    @torch.no_grad()
+    def resample(
+        self,
+        dead_D: Int[torch.Tensor, " D"],
+        dirs_DM: Float[torch.Tensor, "D M"],
+        gen: torch.Generator,
+    ) -> Resampled:
+        return Resampled({PARENT: dead_D}, resample_encoder_decoder(self, dead_D, dirs_DM))

@@ -21,10 +21,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from sae_hacking.atomic import atomic_write, atomic_write_json, atomic_write_text
+from sae_hacking.config import to_flat
 from sae_hacking.device import resolve_device
-from sae_hacking.errors import UsageError
-from sae_hacking.runs.files import new_run_dir, write_args_yaml
-from sae_hacking.toy.config import ToyConfig
+from sae_hacking.folders import check_new_folder, create_new_folder
+from sae_hacking.runs.files import default_run_dir, write_args_yaml
+from sae_hacking.runs.options import RunDirOptions
+from sae_hacking.toy.config import ToyCompareConfig, ToyConfig
 
 ARCH_ORDER = ("topk", "hierarchical", "matryoshka")
 LABELS = {"topk": "flat TopK", "hierarchical": "hierarchical TopK", "matryoshka": "Matryoshka"}
@@ -44,7 +46,7 @@ COLUMNS = (
 
 def arch_config(base: ToyConfig, architecture: str, seed: int, flat_k: int) -> ToyConfig:
     E = base.sae_hidden_dim
-    common = {"seed": seed, "plots": False, "handcode_sae": False}
+    common = {"seed": seed, "plots": False, "handcode_sae": False, "run": RunDirOptions()}
     if architecture == "hierarchical":
         return replace(base, architecture="hierarchical", **common)
     budget = 3 * E
@@ -60,7 +62,7 @@ def arch_config(base: ToyConfig, architecture: str, seed: int, flat_k: int) -> T
     )
 
 
-def _train_one(job: tuple[dict, str]) -> dict[str, float]:
+def _train_one(job: tuple[dict, str]) -> dict[str, float | int]:
     import torch
 
     from sae_hacking.toy.train import ToyTrainer
@@ -72,7 +74,7 @@ def _train_one(job: tuple[dict, str]) -> dict[str, float]:
     return ToyTrainer(config, Path(run_dir), quiet=True).train()
 
 
-def summarize(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, tuple]]:
+def summarize(results: dict[str, list[dict[str, float | int]]]) -> dict[str, dict[str, tuple]]:
     """Per architecture and metric: (mean, std) over seeds; std is 0 for one seed."""
     table: dict[str, dict[str, tuple]] = {}
     for arch, runs in results.items():
@@ -132,31 +134,28 @@ def comparison_plot(table: dict[str, dict[str, tuple]], path: Path) -> None:
     plt.close(fig)
 
 
-def run_comparison(base: ToyConfig, args) -> dict:
-    seeds = list(args.seeds)
-    if not seeds:
-        raise UsageError("--seeds needs at least one seed.")
-    if args.jobs <= 0:
-        raise UsageError(f"--jobs must be positive, got {args.jobs}.")
-    flat_k = args.flat_k if args.flat_k is not None else base.sae_k
+def run_comparison(config: ToyCompareConfig) -> dict:
+    base = config.base
+    seeds = list(config.seeds)
+    flat_k = config.flat_k if config.flat_k is not None else base.sae_k
     configs = {
         (arch, seed): arch_config(base, arch, seed, flat_k) for arch in ARCH_ORDER for seed in seeds
     }
-    for config in configs.values():
-        config.validate()
     resolve_device(base.device)
-    out_dir = new_run_dir(args.output_dir, f"toy-compare-E{base.sae_hidden_dim}")
-    write_args_yaml(out_dir, {"base": base.to_dict(), "seeds": seeds, "flat_k": flat_k})
+    path = Path(base.run.output_dir or default_run_dir(f"toy-compare-E{base.sae_hidden_dim}"))
+    check_new_folder(path, "output_dir")
+    out_dir, _ = create_new_folder(path, "output_dir")
+    write_args_yaml(out_dir, to_flat(config))
     jobs = [(c.to_dict(), str(out_dir / f"{a}-seed{s}")) for (a, s), c in configs.items()]
-    if args.jobs == 1:
+    if config.jobs == 1:
         from tqdm import tqdm
 
-        outputs = [_train_one(job) for job in tqdm(jobs, unit="run", disable=args.quiet)]
+        outputs = [_train_one(job) for job in tqdm(jobs, unit="run", disable=base.run.quiet)]
     else:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(config.jobs, mp_context=ctx) as pool:
             outputs = list(pool.map(_train_one, jobs))
-    results: dict[str, list[dict[str, float]]] = {arch: [] for arch in ARCH_ORDER}
+    results: dict[str, list[dict[str, float | int]]] = {arch: [] for arch in ARCH_ORDER}
     for (arch, _seed), metrics in zip(configs, outputs, strict=True):
         results[arch].append(metrics)
     table = summarize(results)

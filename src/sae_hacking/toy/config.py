@@ -1,16 +1,25 @@
-"""Settings of one toy training run, with validation of user input (torch-free at import)."""
+"""Settings of one toy training run (torch-free at import; checked on construction)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from sae_hacking.errors import UsageError
+from sae_hacking.config import (
+    check_choice,
+    check_non_negative,
+    check_positive,
+    from_flat,
+    setting,
+    to_flat,
+)
+from sae_hacking.data.toy_config import ToyDatasetConfig
+from sae_hacking.errors import FieldError
+from sae_hacking.lm.source import check_device_name
+from sae_hacking.runs.options import RunDirOptions
+from sae_hacking.saes.registry import TRAINABLE
 
-if TYPE_CHECKING:
-    from sae_hacking.data.toy import ToyDatasetConfig
-
-ARCHITECTURES = ("topk", "hierarchical", "matryoshka")
+ARCHITECTURES = TRAINABLE
 # The seed README's example run of train_topk_sae_toy.py, as ToyConfig fields (benchmarks).
 SEED_EXAMPLE = {
     "architecture": "hierarchical",
@@ -22,52 +31,81 @@ SEED_EXAMPLE = {
     "model_dim": 50,
 }
 INITS = ("tied", "linear")
+# ToyDatasetConfig's fields under this config's names.
+DATASET_KEYS = {
+    "num_features": "dataset_num_features",
+    "model_dim": "model_dim",
+    "perturbation_size": "perturbation_size",
+    "k": "dataset_k",
+    "parent_alone_prob": "parent_alone_prob",
+    "magnitude_range": "magnitude_range",
+}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ToyConfig:
-    architecture: str = "hierarchical"
-    device: str = "auto"
+    architecture: str = setting("topk", help="SAE to train", choices=TRAINABLE)
+    device: str = setting("auto", help="auto, cpu, cuda, cuda:N, mps", kind="free", recorded=False)
     # dataset
-    dataset_num_features: int = 30  # A
-    model_dim: int = 50  # M
-    perturbation_size: float = 0.4
-    dataset_k: int = 3
-    parent_alone_prob: float = 0.0
-    magnitude_range: tuple[float, float] = (1.0, 1.0)
+    dataset_num_features: int = setting(30, help="A: number of parent features")
+    model_dim: int = setting(50, help="M: dimension of the samples")
+    perturbation_size: float = setting(
+        0.4, help="rho: norm of each child's perturbation of its parent"
+    )
+    dataset_k: int = setting(3, help="distinct parents active per sample")
+    parent_alone_prob: float = setting(
+        0.0, help="probability an active parent appears without a child"
+    )
+    magnitude_range: tuple[float, float] = setting(
+        (1.0, 1.0), help="active features scaled by U(LO, HI) (1 1: unit magnitudes)"
+    )
     # SAE
-    sae_hidden_dim: int = 30  # E: latents (parent latents for the hierarchical SAE)
-    sae_k: int = 3
-    matryoshka_groups: tuple[int, ...] | None = None  # default: (E // 3, rest)
-    handcode_sae: bool = False
-    init: str = "tied"  # "tied": unit decoder rows, encoder = decoder^T; "linear": nn.Linear's
+    sae_hidden_dim: int = setting(30, help="E: latents (parent latents of the hierarchical SAE)")
+    sae_k: int = setting(3, help="k of the TopK (parents, for the hierarchical SAE)")
+    matryoshka_groups: tuple[int, ...] | None = setting(
+        None, help="Matryoshka nested group sizes, summing to `sae_hidden_dim` (default E/3, rest)"
+    )
+    handcode_sae: bool = setting(
+        False, help="set the hierarchical SAE to the ground truth before training"
+    )
+    init: str = setting(
+        "tied",
+        help="tied: unit decoder rows and encoder = decoder transpose; linear: torch.nn.Linear's "
+        "uniform init, as the seed had",
+        choices=INITS,
+    )
     # optimisation
-    max_step: int = 10_000
-    batch_size: int = 100
-    lr: float = 3e-4
-    min_lr: float = 1e-5
-    lr_patience: int = 3  # evaluations without improvement before the LR halves
-    aux_loss_coeff: float = 0.0
-    auxk_coeff: float = 0.0  # 1/32 is the usual weight; off for toy runs (see README)
-    k_aux: int | None = None  # default: 2 * sae_k
-    dead_steps: int = 200  # steps without firing after which a latent counts as dead
-    resample_every: int = 1000  # 0 disables resampling of dead latents
-    seed: int = 1
+    max_step: int = setting(
+        10_000, help="training steps (a resumed run may be given more)", kind="extent"
+    )
+    batch_size: int = setting(100, help="samples per step")
+    lr: float = setting(3e-4, help="Adam learning rate")
+    min_lr: float = setting(1e-5, help="floor of the plateau LR schedule")
+    lr_patience: int = setting(3, help="evaluations without improvement before the LR halves")
+    aux_loss_coeff: float = setting(0.0, help="weight of the hierarchical parent/child cosine loss")
+    auxk_coeff: float = setting(
+        0.0, help="weight of the auxiliary-k dead-latent loss, e.g. 1/32 (0: off)"
+    )
+    k_aux: int | None = setting(None, help="k of the auxiliary-k loss (default 2 * `sae_k`)")
+    dead_steps: int = setting(200, help="steps without firing before a latent counts as dead")
+    resample_every: int = setting(1000, help="resample dead latents every N steps, 0 disables")
+    seed: int = setting(1, help="seed of the dataset, the SAE and the batches")
     # cadence
-    eval_every: int = 500
-    log_every: int = 50
-    checkpoint_every: int = 5000
-    val_size: int = 10_000
-    plots: bool = True
+    eval_every: int = setting(500, help="steps between evaluations (they drive the LR schedule)")
+    log_every: int = setting(50, help="TensorBoard loss cadence in steps", kind="free")
+    checkpoint_every: int = setting(5000, help="steps between checkpoints", kind="free")
+    val_size: int = setting(10_000, help="validation samples")
+    plots: bool = setting(True, help="write the final plots", kind="free")
+    run: RunDirOptions = setting(default_factory=RunDirOptions, help="run", prefix="")
+
+    def __post_init__(self):
+        self.validate()
 
     @property
     def hierarchical(self) -> bool:
         return self.architecture == "hierarchical"
 
     def dataset_config(self) -> ToyDatasetConfig:
-        # Imported here: the CLI builds configs before it needs torch (which data.toy imports).
-        from sae_hacking.data.toy import ToyDatasetConfig
-
         return ToyDatasetConfig(
             num_features=self.dataset_num_features,
             model_dim=self.model_dim,
@@ -87,72 +125,83 @@ class ToyConfig:
         return (first, self.sae_hidden_dim - first) if self.sae_hidden_dim > first else (first,)
 
     def validate(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise UsageError(
-                f"--architecture {self.architecture!r} is unknown; expected one of "
-                f"{', '.join(ARCHITECTURES)}."
-            )
-        self.dataset_config().validate()
-        positive = {
-            "--sae-hidden-dim": self.sae_hidden_dim,
-            "--sae-k": self.sae_k,
-            "--batch-size": self.batch_size,
-            "--eval-every": self.eval_every,
-            "--log-every": self.log_every,
-            "--checkpoint-every": self.checkpoint_every,
-            "--val-size": self.val_size,
-            "--dead-steps": self.dead_steps,
-        }
-        for flag, value in positive.items():
-            if value <= 0:
-                raise UsageError(f"{flag} must be positive, got {value}.")
-        if self.max_step < 0:
-            raise UsageError(f"--max-step must be non-negative, got {self.max_step}.")
-        if not self.lr > 0:
-            raise UsageError(f"--lr must be positive, got {self.lr}.")
+        """Raise :class:`FieldError` on impossible settings (run on construction)."""
+        check_choice("architecture", self.architecture, TRAINABLE)
+        check_device_name("device", self.device)
+        try:
+            self.dataset_config().validate()
+        except FieldError as err:
+            raise err.with_keys(DATASET_KEYS) from None
+        for key in ("sae_hidden_dim", "sae_k", "batch_size", "eval_every", "log_every"):
+            check_positive(key, getattr(self, key))
+        for key in ("checkpoint_every", "val_size", "dead_steps", "lr_patience"):
+            check_positive(key, getattr(self, key))
+        check_positive("k_aux", self.k_aux, allow_none=True)
+        check_non_negative("max_step", self.max_step)
+        check_positive("lr", self.lr)
         if not 0 <= self.min_lr <= self.lr:
-            raise UsageError(f"--min-lr must be in [0, --lr={self.lr}], got {self.min_lr}.")
+            raise FieldError("min_lr", f"must be in [0, `lr`={self.lr}], got {self.min_lr}.")
         if self.sae_k > self.sae_hidden_dim:
-            raise UsageError(
-                f"--sae-k ({self.sae_k}) must be at most --sae-hidden-dim ({self.sae_hidden_dim})."
+            raise FieldError(
+                "sae_k",
+                f"({self.sae_k}) must be at most `sae_hidden_dim` ({self.sae_hidden_dim}).",
             )
-        if self.init not in INITS:
-            raise UsageError(
-                f"--init {self.init!r} is unknown; expected one of {', '.join(INITS)}."
-            )
-        if self.resample_every < 0:
-            raise UsageError(f"--resample-every must be >= 0, got {self.resample_every}.")
+        check_choice("init", self.init, INITS)
+        check_non_negative("resample_every", self.resample_every)
+        check_non_negative("aux_loss_coeff", self.aux_loss_coeff)
+        check_non_negative("auxk_coeff", self.auxk_coeff)
         if self.aux_loss_coeff and not self.hierarchical:
-            raise UsageError("--aux-loss-coeff only applies to the hierarchical SAE.")
+            raise FieldError("aux_loss_coeff", "only applies to the hierarchical SAE.")
         if self.handcode_sae:
             if not self.hierarchical:
-                raise UsageError("--handcode-sae needs the hierarchical SAE (--hierarchical).")
+                raise FieldError(
+                    "handcode_sae", "needs the hierarchical SAE (`architecture` hierarchical)."
+                )
             if self.sae_hidden_dim != self.dataset_num_features:
-                raise UsageError(
-                    f"--handcode-sae needs --sae-hidden-dim ({self.sae_hidden_dim}) equal to "
-                    f"--dataset-num-features ({self.dataset_num_features})."
+                raise FieldError(
+                    "handcode_sae",
+                    f"needs `sae_hidden_dim` ({self.sae_hidden_dim}) equal to "
+                    f"`dataset_num_features` ({self.dataset_num_features}).",
                 )
         if self.architecture == "matryoshka":
             groups = self.resolved_groups()
             if min(groups) <= 0 or sum(groups) != self.sae_hidden_dim:
-                raise UsageError(
-                    f"--matryoshka-groups {list(groups)} must be positive and sum to "
-                    f"--sae-hidden-dim ({self.sae_hidden_dim})."
+                raise FieldError(
+                    "matryoshka_groups",
+                    f"{list(groups)} must be positive and sum to `sae_hidden_dim` "
+                    f"({self.sae_hidden_dim}).",
                 )
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["magnitude_range"] = list(self.magnitude_range)
-        if self.matryoshka_groups is not None:
-            out["matryoshka_groups"] = list(self.matryoshka_groups)
-        return out
+        return to_flat(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ToyConfig:
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        if "magnitude_range" in kwargs:
-            kwargs["magnitude_range"] = tuple(kwargs["magnitude_range"])
-        if kwargs.get("matryoshka_groups") is not None:
-            kwargs["matryoshka_groups"] = tuple(kwargs["matryoshka_groups"])
-        return cls(**kwargs)
+        return from_flat(cls, data)
+
+
+@dataclass(frozen=True)
+class ToyCompareConfig:
+    """``toy-compare``: the three architectures on the data of ``base``, over ``seeds``."""
+
+    base: ToyConfig = setting(default_factory=ToyConfig, help="toy", prefix="")
+    seeds: tuple[int, ...] = setting((1, 2, 3), help="seeds to train each architecture with")
+    flat_k: int | None = setting(
+        None,
+        help="k of the flat and Matryoshka SAEs (default: `sae_k`, the hierarchical SAE's "
+        "parent choices per input; 2 * `sae_k` matches L0)",
+    )
+    jobs: int = setting(1, help="runs trained in parallel processes", kind="free")
+
+    def __post_init__(self):
+        if not self.seeds:
+            raise FieldError("seeds", "needs at least one seed.")
+        check_positive("jobs", self.jobs)
+        check_positive("flat_k", self.flat_k, allow_none=True)
+        budget = 3 * self.base.sae_hidden_dim
+        if self.flat_k is not None and self.flat_k > budget:
+            raise FieldError(
+                "flat_k",
+                f"({self.flat_k}) must be at most the flat SAEs' latents, 3 * "
+                f"`sae_hidden_dim` = {budget}.",
+            )

@@ -1,18 +1,29 @@
-"""One toy run end to end: run directory, training, final metrics and plots."""
+"""One toy run end to end: run directory, training, final metrics and plots; and resuming it.
+
+A toy run directory has the ``run.json`` of every run (:mod:`sae_hacking.runs.record`), so it is
+resumed by the same rule as the streamed runs: the saved settings, with only ``max_step``
+(more steps, also for a finished run), the device, plots and cadence of logs and checkpoints
+allowed to change.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from sae_hacking.device import resolve_device
-from sae_hacking.errors import UsageError
-from sae_hacking.runs.files import new_run_dir, write_args_yaml
+from sae_hacking.config import free_keys, recorded_settings, to_flat
+from sae_hacking.errors import FieldError
+from sae_hacking.folders import check_new_folder, create_new_folder, remove_created
+from sae_hacking.runs.files import default_run_dir, write_args_yaml
+from sae_hacking.runs.record import (
+    RunRecord,
+    read_record,
+)
 from sae_hacking.toy.config import ToyConfig
-from sae_hacking.toy.train import ToyTrainer
 
+KIND = "toy"
+OUTPUTS = ("metrics.json", "sae.safetensors")
 SUMMARY_KEYS = (
     "pair_detection_rate",
     "single_feature_detection_rate",
@@ -44,7 +55,18 @@ def use_few_threads(config: ToyConfig) -> None:
         torch.set_num_threads(1)
 
 
-def finish(trainer: ToyTrainer, report: bool = True) -> dict[str, float]:
+def record_of(run_dir: Path, config: ToyConfig) -> RunRecord:
+    return RunRecord(
+        run_dir,
+        KIND,
+        {**to_flat(config), "output_dir": str(run_dir)},
+        recorded_settings(config),
+        free_keys(config),
+        OUTPUTS,
+    )
+
+
+def finish(trainer, report: bool = True) -> dict[str, float | int]:
     metrics = trainer.train()
     if trainer.config.plots:
         from sae_hacking.toy.plots import save_all_plots
@@ -61,34 +83,44 @@ def finish(trainer: ToyTrainer, report: bool = True) -> dict[str, float]:
     return metrics
 
 
-def run_toy_experiment(
-    config: ToyConfig, output_dir: str | Path | None = None, quiet: bool = False
-) -> tuple[Path, dict[str, float]]:
-    config.validate()
+def run(config: ToyConfig) -> tuple[Path, dict[str, float | int]]:
+    """Train (or, with ``config.run.resume``, continue training) and evaluate one toy SAE."""
+    if config.run.resume is not None:
+        return _resume(config)
+    path = Path(config.run.output_dir or default_run_dir(slug(config)))
+    check_new_folder(path, "output_dir")
+    from sae_hacking.device import resolve_device
+    from sae_hacking.toy.train import ToyTrainer
+
     resolve_device(config.device)  # a missing GPU is reported before anything is written
-    run_dir = new_run_dir(output_dir, slug(config))
-    write_args_yaml(run_dir, config.to_dict())
-    use_few_threads(config)
-    trainer = ToyTrainer(config, run_dir, quiet=quiet)
-    trainer.save_dataset()
+    run_dir, top = create_new_folder(path, "output_dir")
+    try:
+        record_of(run_dir, config).write()
+        write_args_yaml(run_dir, to_flat(config))
+        use_few_threads(config)
+        trainer = ToyTrainer(config, run_dir, quiet=config.run.quiet)
+        trainer.save_dataset()
+    except BaseException:
+        remove_created(run_dir, top)
+        raise
     return run_dir, finish(trainer)
 
 
-def resume_toy(run_dir: str | Path, quiet: bool = False, max_step: int | None = None) -> int:
-    """Continue a run from its last checkpoint; ``max_step`` extends (or sets) its length."""
-    run_dir = Path(run_dir)
-    args_file = run_dir / "args.yaml"
-    if not args_file.is_file():
-        raise UsageError(f"--resume {run_dir}: no args.yaml there; expected a toy run directory.")
+def _resume(config: ToyConfig) -> tuple[Path, dict[str, float | int]]:
+    run_dir = Path(config.run.resume)
+    record = read_record(run_dir, KIND)  # before torch: a wrong folder fails fast
+    from sae_hacking.device import resolve_device
+    from sae_hacking.toy.train import ToyTrainer
+
+    resolve_device(config.device)
+    if record.is_complete() and to_flat(config)["max_step"] == record.config["max_step"]:
+        print(f"{run_dir} is complete (give a larger --max-step to train on).", file=sys.stderr)
+        return run_dir, json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     if not (run_dir / "checkpoint.safetensors").is_file():
-        raise UsageError(
-            f"--resume {run_dir}: no checkpoint.safetensors yet; start the run again instead."
-        )
-    config = ToyConfig.from_dict(yaml.safe_load(args_file.read_text())["args"])
-    if max_step is not None:
-        config.max_step = max_step
+        raise FieldError("resume", f"{run_dir} has no checkpoint yet; start the run again instead.")
+    if record_of(run_dir, config).config != record.config:
+        record_of(run_dir, config).write()
     use_few_threads(config)
-    trainer = ToyTrainer(config, run_dir, quiet=quiet)
+    trainer = ToyTrainer(config, run_dir, quiet=config.run.quiet)
     trainer.load_checkpoint()
-    finish(trainer)
-    return 0
+    return run_dir, finish(trainer)

@@ -2,25 +2,28 @@
 
 Definitions (all cosines are between directions, so decoder norms do not matter):
 
-- **effective decoder vectors**: what each latent claims is a feature. Flat and Matryoshka SAEs:
+- **effective decoder vectors**: what each latent claims is a feature
+  (:meth:`~sae_hacking.saes.trainable.TrainableSAE.feature_vectors`). Flat and Matryoshka SAEs:
   the decoder rows. Hierarchical SAE: the parent decoder rows plus the *adjusted* child vectors
   (parent row + EMA ratio * child row).
-- **parent-level vectors**: hierarchical: the parent decoder rows; Matryoshka: the rows of the
-  first (outermost) group; flat: all decoder rows.
+- **parent-level vectors**: the decoder rows of the SAE's ``"parent"`` level
+  (:meth:`~sae_hacking.saes.trainable.TrainableSAE.levels`): hierarchical: the parent decoder
+  rows; Matryoshka: the rows of the first (outermost) group; flat: all decoder rows.
 - **child recovery** (mean, min): for each of the 2A true child vectors, the largest cosine with
   any effective decoder vector; averaged / minimised over children.
 - **parent recovery** (mean, min): for each of the A parent vectors, the largest cosine with any
   parent-level vector.
-- **pair detection rate** (hierarchical): the fraction of parent latents whose two adjusted child
-  vectors have, as nearest true children (by cosine), the two distinct siblings of one parent.
+- **pair detection rate** (SAEs with children per parent latent: hierarchical): the fraction of
+  parent latents whose two adjusted child vectors have, as nearest true children (by cosine), the
+  two distinct siblings of one parent.
 - **single-feature detection rate** (hierarchical): the fraction of the 2A true children that are
   the nearest true child of at least one adjusted child vector.
 - **absorption rate**: match each parent feature to the parent-level latent whose decoder row has
   the largest cosine with it. Over validation samples in which that parent is active, the
   fraction where the matched latent does not fire; averaged over parents that are active at
   least once. A latent that does not fire when its feature is present had the feature absorbed.
-- **dead fraction** (parent-level, and child bank for hierarchical): latents that fire on no
-  validation sample.
+- **dead fraction** (parent level, and child level where the SAE has one: hierarchical children,
+  Matryoshka's inner groups): latents that fire on no validation sample.
 - **L0**: mean number of active latents per sample (hierarchical: parents + children).
 - **FVU**: fraction of variance unexplained, sum |x - x_hat|^2 / sum |x - mean(x)|^2.
 """
@@ -29,12 +32,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 
 from sae_hacking.data.toy import ToyBatch, ToyDataset
-from sae_hacking.saes.base import SAE
-from sae_hacking.saes.hierarchical import HierarchicalTopKSAE
-from sae_hacking.saes.matryoshka import MatryoshkaBatchTopKSAE
+from sae_hacking.saes.trainable import PARENT, TrainableSAE
 
 
 def cosine_matrix(
@@ -43,40 +44,24 @@ def cosine_matrix(
     return F.normalize(a_DM, dim=-1, eps=1e-12) @ F.normalize(b_NM, dim=-1, eps=1e-12).T
 
 
-def effective_vectors(sae: SAE) -> Float[torch.Tensor, "D M"]:
-    if isinstance(sae, HierarchicalTopKSAE):
-        return torch.cat([sae.W_dec_EM, sae.adjusted_children_HM()])
-    return sae.W_dec
+def effective_vectors(sae: TrainableSAE) -> Float[torch.Tensor, "D M"]:
+    return sae.feature_vectors()
 
 
-def parent_level_vectors(sae: SAE) -> Float[torch.Tensor, "D M"]:
-    if isinstance(sae, HierarchicalTopKSAE):
-        return sae.W_dec_EM
-    if isinstance(sae, MatryoshkaBatchTopKSAE):
-        return sae.W_dec_EM[: sae.group_sizes[0]]
-    return sae.W_dec
+def parent_level_vectors(sae: TrainableSAE) -> Float[torch.Tensor, "D M"]:
+    return sae.W_dec[: sae.levels()[PARENT]]
 
 
-def pair_success_E(sae: HierarchicalTopKSAE, dataset: ToyDataset) -> torch.Tensor:
+def child_vectors(sae: TrainableSAE) -> Float[torch.Tensor, "H M"]:
+    """The effective vectors of the child level, ``children_per_parent`` per parent latent."""
+    return sae.feature_vectors()[sae.levels()[PARENT] :]
+
+
+def pair_success_E(sae: TrainableSAE, dataset: ToyDataset) -> Bool[torch.Tensor, " E"]:
     """Bool per parent latent: do its adjusted children hit the two siblings of one parent?"""
-    nearest_H = cosine_matrix(sae.adjusted_children_HM(), dataset.all_children_DM).argmax(-1)
+    nearest_H = cosine_matrix(child_vectors(sae), dataset.all_children_DM).argmax(-1)
     first_E, second_E = nearest_H[0::2], nearest_H[1::2]
     return (first_E != second_E) & (first_E // 2 == second_E // 2)
-
-
-@torch.no_grad()
-def pair_success_reference(sae: HierarchicalTopKSAE, dataset: ToyDataset) -> list[bool]:
-    """Plain-loop oracle for :func:`pair_success_E`."""
-    adjusted = sae.adjusted_children_HM()
-    truth = dataset.all_children_DM
-    out = []
-    for e in range(sae.n_parents):
-        nearest = []
-        for h in (2 * e, 2 * e + 1):
-            sims = [float(F.cosine_similarity(adjusted[h], t, dim=0)) for t in truth]
-            nearest.append(max(range(len(sims)), key=sims.__getitem__))
-        out.append(nearest[0] != nearest[1] and nearest[0] // 2 == nearest[1] // 2)
-    return out
 
 
 def absorption_rate(
@@ -91,7 +76,7 @@ def absorption_rate(
 
 
 @torch.no_grad()
-def evaluate(sae: SAE, dataset: ToyDataset, val: ToyBatch) -> dict[str, float]:
+def evaluate(sae: TrainableSAE, dataset: ToyDataset, val: ToyBatch) -> dict[str, float]:
     """All metrics of the module docstring on the validation batch ``val``."""
     x_BM = val.x_BM
     acts_BD = sae.encode(x_BM)
@@ -109,22 +94,19 @@ def evaluate(sae: SAE, dataset: ToyDataset, val: ToyBatch) -> dict[str, float]:
     out["child_recovery_min"] = float(child_cos.min())
     out["parent_recovery_mean"] = float(parent_cos_AD.max(-1).values.mean())
     out["parent_recovery_min"] = float(parent_cos_AD.max(-1).values.min())
-    n_parent_level = parent_vecs.shape[0]
+    n_parent_level = sae.levels()[PARENT]
     parent_acts_BD = acts_BD[:, :n_parent_level]
     out["absorption_rate"] = absorption_rate(
         parent_acts_BD, parent_cos_AD.argmax(-1), dataset.active_parents_BA(val)
     )
     out["dead_parent_frac"] = float((parent_acts_BD > 0).sum(0).eq(0).float().mean())
-    if isinstance(sae, HierarchicalTopKSAE):
-        child_acts_BH = acts_BD[:, sae.n_parents :]
-        out["dead_child_frac"] = float((child_acts_BH > 0).sum(0).eq(0).float().mean())
+    if "child" in sae.levels():
+        child_acts_BD = acts_BD[:, n_parent_level:]
+        out["dead_child_frac"] = float((child_acts_BD > 0).sum(0).eq(0).float().mean())
+    if sae.children_per_parent == 2:
         out["pair_detection_rate"] = float(pair_success_E(sae, dataset).float().mean())
-        nearest_H = cosine_matrix(sae.adjusted_children_HM(), dataset.all_children_DM).argmax(-1)
+        nearest_H = cosine_matrix(child_vectors(sae), dataset.all_children_DM).argmax(-1)
         out["single_feature_detection_rate"] = float(
             nearest_H.unique().numel() / dataset.all_children_DM.shape[0]
-        )
-    elif isinstance(sae, MatryoshkaBatchTopKSAE):
-        out["dead_child_frac"] = float(
-            (acts_BD[:, n_parent_level:] > 0).sum(0).eq(0).float().mean()
         )
     return out

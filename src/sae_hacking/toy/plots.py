@@ -23,8 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from sae_hacking.data.toy import ToyDataset  # noqa: E402
-from sae_hacking.saes.base import SAE  # noqa: E402
-from sae_hacking.saes.hierarchical import HierarchicalTopKSAE  # noqa: E402
+from sae_hacking.saes.trainable import PARENT, TrainableSAE  # noqa: E402
 from sae_hacking.toy.metrics import (  # noqa: E402
     cosine_matrix,
     effective_vectors,
@@ -57,18 +56,30 @@ def _heatmap(matrix: torch.Tensor, path: Path, title: str, xlabel: str, ylabel: 
     plt.close(fig)
 
 
-def decoder_rows(sae: SAE) -> tuple[torch.Tensor, int]:
-    """Rows to show against the true features, and the group size for separator lines."""
-    if isinstance(sae, HierarchicalTopKSAE):
-        adjusted = sae.adjusted_children_HM().view(sae.n_parents, 2, -1)
-        children = sae.W_dec_HM.view(sae.n_parents, 2, -1)
-        grouped = torch.cat([sae.W_dec_EM[:, None], children, adjusted], dim=1)
-        return grouped.reshape(-1, sae.d_in), 5
-    return sae.W_dec, 0
+def decoder_rows(sae: TrainableSAE) -> tuple[torch.Tensor, int]:
+    """Rows to show against the true features, and the group size for separator lines: per
+    parent latent its decoder row, its children's rows and their effective vectors, when the
+    SAE has children per parent latent."""
+    C = sae.children_per_parent
+    if not C:
+        return sae.W_dec, 0
+    E = sae.levels()[PARENT]
+    W_dec_DM, features_DM = sae.W_dec, sae.feature_vectors()
+    children_ECM = W_dec_DM[E:].view(E, C, -1)
+    adjusted_ECM = features_DM[E:].view(E, C, -1)
+    grouped = torch.cat([W_dec_DM[:E, None], children_ECM, adjusted_ECM], dim=1)
+    return grouped.reshape(-1, sae.d_in), 1 + 2 * C
+
+
+def _row_names(C: int) -> str:
+    children = [f"child {j + 1}" for j in range(C)] + [f"adjusted {j + 1}" for j in range(C)]
+    return " / ".join(["parent", *children])
 
 
 @torch.no_grad()
-def save_all_plots(sae: SAE, dataset: ToyDataset, out_dir: Path, metrics_jsonl: Path | None = None):
+def save_all_plots(
+    sae: TrainableSAE, dataset: ToyDataset, out_dir: Path, metrics_jsonl: Path | None = None
+):
     out_dir = Path(out_dir)
     truth = dataset.all_children_DM
     _heatmap(
@@ -80,7 +91,7 @@ def save_all_plots(sae: SAE, dataset: ToyDataset, out_dir: Path, metrics_jsonl: 
     )
     rows, group = decoder_rows(sae)
     ylabel = (
-        "decoder vectors: per parent latent, parent / child 1 / child 2 / adjusted 1 / adjusted 2"
+        f"decoder vectors: per parent latent, {_row_names(sae.children_per_parent)}"
         if group
         else "decoder vectors"
     )
@@ -120,18 +131,22 @@ def save_all_plots(sae: SAE, dataset: ToyDataset, out_dir: Path, metrics_jsonl: 
         _curves(Path(metrics_jsonl), out_dir / "training_curves.png")
 
 
-def _decoder_norms(sae: SAE, dataset: ToyDataset, path: Path) -> None:
+def _decoder_norms(sae: TrainableSAE, dataset: ToyDataset, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * sae.W_dec.shape[0] ** 0.9), 4))
-    if isinstance(sae, HierarchicalTopKSAE):
+    C = sae.children_per_parent
+    if C:
+        E = sae.levels()[PARENT]
         ok = pair_success_E(sae, dataset).cpu().tolist()
-        e = torch.arange(sae.n_parents).numpy()
+        e = torch.arange(E).numpy()
         colors = ["tab:green" if s else "tab:red" for s in ok]
-        ax.bar(
-            e - 0.25, sae.W_dec_EM.norm(dim=-1).cpu().numpy(), 0.25, color=colors, label="parent"
-        )
-        child = sae.W_dec_HM.norm(dim=-1).view(-1, 2).cpu().numpy()
-        ax.bar(e, child[:, 0], 0.25, color=colors, alpha=0.6, label="child 1")
-        ax.bar(e + 0.25, child[:, 1], 0.25, color=colors, alpha=0.35, label="child 2")
+        width = 0.75 / (C + 1)
+        norms_D = sae.W_dec.norm(dim=-1)
+        ax.bar(e - width * C / 2, norms_D[:E].cpu().numpy(), width, color=colors, label="parent")
+        child_EC = norms_D[E:].view(E, C).cpu().numpy()
+        for j in range(C):
+            alpha = 0.6 - 0.25 * j / max(C - 1, 1)
+            x = e + width * (j + 1 - C / 2)
+            ax.bar(x, child_EC[:, j], width, color=colors, alpha=alpha, label=f"child {j + 1}")
         ax.set_title("Decoder norms per parent latent (green: pair detected, red: not)")
         ax.set_xlabel("parent latent")
         ax.legend()

@@ -19,12 +19,11 @@ from tqdm import tqdm
 from sae_hacking.atomic import atomic_write, atomic_write_json
 from sae_hacking.data.toy import ToyBatch, ToyDataset, chunk_generator
 from sae_hacking.device import resolve_device
-from sae_hacking.saes.base import SAE
-from sae_hacking.saes.hierarchical import HierarchicalTopKSAE
 from sae_hacking.saes.io import load_sae_checkpoint, save_sae_checkpoint
-from sae_hacking.saes.matryoshka import MatryoshkaBatchTopKSAE
-from sae_hacking.saes.topk import TopKSAE, fired_mask
+from sae_hacking.saes.registry import architecture_class
+from sae_hacking.saes.trainable import PARENT, TrainableSAE, reset_adam_entries
 from sae_hacking.toy.config import ToyConfig
+from sae_hacking.toy.handcode import handcode
 from sae_hacking.toy.metrics import evaluate
 from sae_hacking.toy.resample import resample_dead
 
@@ -32,24 +31,29 @@ CHUNK_STEPS = 64
 VAL_SEED_OFFSET = 7919
 
 
-def build_sae(config: ToyConfig, dataset: ToyDataset) -> SAE:
-    gen = torch.Generator().manual_seed(config.seed)
-    M, E, k = config.model_dim, config.sae_hidden_dim, config.sae_k
+def architecture_options(config: ToyConfig) -> dict:
+    """The constructor arguments, besides ``d_in`` and ``k``, that a toy config gives the
+    trainable architecture it names."""
     if config.architecture == "hierarchical":
-        sae: SAE = HierarchicalTopKSAE(M, E, k, gen=gen)
-        if config.handcode_sae:
-            sae.to(dataset.device).handcode(dataset)
-    elif config.architecture == "matryoshka":
-        sae = MatryoshkaBatchTopKSAE(M, config.resolved_groups(), k, gen=gen)
-    else:
-        sae = TopKSAE(M, E, k, gen=gen)
-    if config.init == "linear" and not config.handcode_sae:
+        return {"n_parents": config.sae_hidden_dim, "aux_loss_coeff": config.aux_loss_coeff}
+    if config.architecture == "matryoshka":
+        return {"group_sizes": config.resolved_groups()}
+    return {"d_sae": config.sae_hidden_dim}
+
+
+def build_sae(config: ToyConfig, dataset: ToyDataset) -> TrainableSAE:
+    gen = torch.Generator().manual_seed(config.seed)
+    cls = architecture_class(config.architecture)
+    sae = cls(config.model_dim, k=config.sae_k, gen=gen, **architecture_options(config))
+    if config.handcode_sae:
+        handcode(sae.to(dataset.device), dataset)
+    elif config.init == "linear":
         linear_init(sae, gen)
     return sae.to(dataset.device)
 
 
 @torch.no_grad()
-def linear_init(sae: SAE, gen: torch.Generator) -> None:
+def linear_init(sae: TrainableSAE, gen: torch.Generator) -> None:
     """Re-initialise like ``torch.nn.Linear`` (uniform in +-1/sqrt(fan_in), weights and biases),
     as the seed's SAEs were; kept to measure what the tied initialisation buys."""
     for name, param in sae.named_parameters():
@@ -89,22 +93,14 @@ class ToyTrainer:
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=0.5, patience=config.lr_patience, min_lr=config.min_lr
         )
-        banks = {"parent": self._n_parent_level()}
-        if isinstance(self.sae, HierarchicalTopKSAE):
-            banks["child"] = 2 * self.sae.n_parents
         self.state = TrainState(
             since_fired={
                 name: torch.zeros(n, dtype=torch.long, device=self.device)
-                for name, n in banks.items()
+                for name, n in self.sae.latent_banks().items()
             }
         )
-        self.last_metrics: dict[str, float] = {}
+        self.last_metrics: dict[str, float | int] = {}
         self._writer = None
-
-    def _n_parent_level(self) -> int:
-        if isinstance(self.sae, HierarchicalTopKSAE):
-            return self.sae.n_parents
-        return self.sae.d_sae
 
     # ----- persistence -------------------------------------------------------------------
     def save_dataset(self) -> None:
@@ -134,7 +130,7 @@ class ToyTrainer:
         sae = load_sae_checkpoint(self.run_dir / f"{name}.safetensors", self.device)
         self.sae.load_state_dict(sae.state_dict())
         trainer = torch.load(
-            self.run_dir / f"{name}.trainer.pt", map_location=self.device, weights_only=False
+            self.run_dir / f"{name}.trainer.pt", map_location=self.device, weights_only=True
         )
         self.optimizer.load_state_dict(trainer["optimizer"])
         self.scheduler.load_state_dict(trainer["scheduler"])
@@ -170,13 +166,11 @@ class ToyTrainer:
         self.sae.train()
         return metrics
 
-    def train(self) -> dict[str, float]:
+    def train(self) -> dict[str, float | int]:
         cfg = self.config
         sae, opt = self.sae, self.optimizer
-        hierarchical = isinstance(sae, HierarchicalTopKSAE)
         k_aux = cfg.resolved_k_aux() if cfg.auxk_coeff > 0 else 0
         since = self.state.since_fired
-        extra = {"aux_loss_coeff": cfg.aux_loss_coeff} if hierarchical else {}
         start = self.state.step
         chunk_index, xs = -1, None
         bar = tqdm(
@@ -195,24 +189,22 @@ class ToyTrainer:
                 xs = self.chunk(chunk_index)
             x_BM = xs[step % CHUNK_STEPS]
             # Only the auxiliary-k loss reads the dead mask; skip the op when it is off.
-            dead_E = since["parent"] >= cfg.dead_steps if k_aux else None
-            out = sae.train_forward(x_BM, dead_E, k_aux, **extra)
+            dead_E = since[PARENT] >= cfg.dead_steps if k_aux else None
+            out = sae.train_forward(x_BM, dead_E, k_aux)
             loss = out.loss if out.aux_loss is None else out.loss + cfg.auxk_coeff * out.aux_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            since["parent"] = torch.where(out.fired_E, 0, since["parent"] + 1)
-            if hierarchical:
-                sae.update_child_ratios(out.vals_BK, out.child_idx_BK, out.child_vals_BK)
-                fired_H = fired_mask(out.child_idx_BK, out.child_vals_BK, since["child"].numel())
-                since["child"] = torch.where(fired_H, 0, since["child"] + 1)
+            for bank, fired in out.fired.items():
+                since[bank] = torch.where(fired, 0, since[bank] + 1)
+            sae.after_step(out)
             self.state.step = step + 1
             bar.update(1)
             if self.state.step % cfg.log_every == 0:
                 self.writer.add_scalar("train/loss", float(out.loss.detach()), self.state.step)
                 self.writer.add_scalar("train/mse", float(out.mse.detach()), self.state.step)
             if cfg.resample_every and self.state.step % cfg.resample_every == 0:
-                resample_dead(self, step_seed=self.state.step)
+                self.resample_dead()
             if self.state.step % cfg.eval_every == 0 or self.state.step == cfg.max_step:
                 self._eval_step(bar)
             if self.state.step % cfg.checkpoint_every == 0:
@@ -228,6 +220,19 @@ class ToyTrainer:
         if self._writer is not None:
             self._writer.close()
         return final
+
+    def resample_dead(self) -> int:
+        """Resample the parent latents that have not fired for ``dead_steps`` steps; returns
+        how many were moved."""
+        since = self.state.since_fired
+        dead_D = (since[PARENT] >= self.config.dead_steps).nonzero().flatten()
+        done = resample_dead(self.sae, dead_D, self.dataset, self.config.seed, self.state.step)
+        if done is None:
+            return 0
+        reset_adam_entries(self.optimizer, self.sae, done.entries)
+        for bank, latents in done.latents.items():
+            since[bank][latents] = 0
+        return int(dead_D.numel())
 
     def _eval_step(self, bar) -> None:
         metrics = self.evaluate()

@@ -1,0 +1,45 @@
+"""The ``cooccurrences`` run: exact latent co-occurrence counts over a text stream, resumable
+and shardable (:mod:`sae_hacking.runs.stream`). ``run(config)`` is the whole command below the
+CLI; it imports nothing heavy until the output folder or resume directory is checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sae_hacking.absorption.configs import CooccurrenceConfig
+from sae_hacking.runs.record import plan_run, results_paths
+
+KIND = "cooccurrences"
+RESULTS_NAME = "cooccurrences"
+OUTPUTS = tuple(p.name for p in results_paths(RESULTS_NAME))
+
+
+def run(config: CooccurrenceConfig) -> Path:
+    """Count (or continue counting) and write ``cooccurrences.safetensors.zst``; returns it."""
+    record = plan_run(config, KIND, "cooccurrences", OUTPUTS)
+    config.model.check_reachable()
+    config.text.check_reachable()
+    from sae_hacking.absorption.cooccurrence import CooccurrenceAccumulator
+    from sae_hacking.runs.stream import StreamRun
+    from sae_hacking.saes.fingerprint import sae_fingerprint
+    from sae_hacking.saes.splice import check_sae_fits
+
+    run = StreamRun(config, record, RESULTS_NAME)
+    if run.complete:
+        print(f"{run.run_dir} is complete: {run.results_path}")
+        return run.results_path
+    lm = config.model.load()
+    sae = config.ablator.load(lm.device, "ablator_")
+    hook = check_sae_fits(lm, sae)
+    accumulator = CooccurrenceAccumulator(lm, sae, hook, config.rows)
+    identity = {
+        "hook": hook,
+        "d_sae": sae.d_sae,
+        "neuronpedia_id": sae.neuronpedia_id,
+        "sae_fingerprint": sae_fingerprint(sae),
+    }
+    state = run.start_or_resume(identity)
+    path = run.run_prompts(accumulator, lm.tokenizer, state)
+    p = run.progress
+    print(f"counted {p.tokens_done} tokens of {p.prompts_done} prompts; wrote {path}")
+    return path

@@ -1,0 +1,141 @@
+"""Command-line flags generated from a typed config (:mod:`sae_hacking.config`).
+
+The flag of a setting is its flat key with dashes (``reader_sae_release`` ->
+``--reader-sae-release``); a command adds its aliases (the seed's spellings, such as
+``--max-tokens``) and, for booleans that default to true, the flag is ``--no-KEY``. Parsed
+values land under their flat keys, and only the flags a user gave are in the namespace
+(defaults are ``argparse.SUPPRESS``), so the command knows exactly what changed: a new run
+takes the config's defaults for the rest, a resumed run the saved values
+(:func:`sae_hacking.config.resume_config`). This module and :mod:`sae_hacking.cli` are the only
+places that know flags; errors from below name keys, and :class:`Flags` turns them into flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sae_hacking.config import Leaf, leaves
+from sae_hacking.errors import UsageError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line pointing at ``--help`` (not the usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
+class Flags:
+    """Flat key <-> flag of one command."""
+
+    def __init__(self):
+        self.flag_of: dict[str, str] = {}
+
+    def add(self, key: str, flag: str) -> None:
+        self.flag_of.setdefault(key, flag)
+
+    def name(self, key: str) -> str | None:
+        return self.flag_of.get(key)
+
+
+def _base_type(tp: Any) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return inner[0] if len(inner) == 1 else str
+    return tp
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+METAVAR_OF_TYPE = {int: "N", float: "F"}
+
+
+def flag_for(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def leaf_argument(leaf: Leaf, aliases: Iterable[str] = ()) -> tuple[list[str], dict[str, Any]]:
+    """The flags and ``add_argument`` keywords for one setting."""
+    tp = _base_type(leaf.type)
+    kwargs: dict[str, Any] = {"dest": leaf.key, "default": argparse.SUPPRESS}
+    help_text = leaf.help
+    if tp is bool:
+        if leaf.default:
+            flags = ["--no-" + leaf.key.replace("_", "-")]
+            kwargs["action"] = "store_false"
+        else:
+            flags = [flag_for(leaf.key)]
+            kwargs["action"] = "store_true"
+        return [*flags, *aliases], {**kwargs, "help": help_text}
+    flags = [flag_for(leaf.key), *aliases]
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        kwargs["type"] = args[0]
+        kwargs["nargs"] = "+" if len(args) == 2 and args[1] is Ellipsis else len(args)
+    else:
+        kwargs["type"] = tp
+    if leaf.choices:
+        kwargs["choices"] = leaf.choices
+    if leaf.default is not None and leaf.default != ():
+        help_text += f" (default {_show(leaf.default)})"
+    if not leaf.choices:
+        kwargs["metavar"] = METAVAR_OF_TYPE.get(kwargs["type"]) or leaf.key.split("_")[-1].upper()
+    return flags, {**kwargs, "help": help_text}
+
+
+def add_config_args(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    flags: Flags,
+    *,
+    aliases: Mapping[str, Iterable[str]] | None = None,
+    skip: Iterable[str] = (),
+    titles: Mapping[str, str] | None = None,
+    metavars: Mapping[str, str | tuple[str, ...]] | None = None,
+) -> None:
+    """One flag per setting of ``cls`` (but the ``skip`` keys), grouped by nested config
+    (``titles``: section -> group title)."""
+    aliases, titles, metavars = aliases or {}, titles or {}, metavars or {}
+    chosen = [leaf for leaf in leaves(cls) if leaf.key not in set(skip)]
+    arguments = [leaf_argument(leaf, aliases.get(leaf.key, ())) for leaf in chosen]
+    for leaf, (names, _) in zip(chosen, arguments, strict=True):
+        flags.add(leaf.key, names[0])
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for leaf, (names, kwargs) in zip(chosen, arguments, strict=True):
+        title = titles.get(leaf.section, leaf.section or "settings")
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        if leaf.key in metavars:
+            kwargs["metavar"] = metavars[leaf.key]
+        # Help texts refer to other settings as `key`; show them as this command's flags.
+        kwargs["help"] = UsageError(kwargs["help"]).render(flags.name).replace("%", "%%")
+        groups[title].add_argument(*names, **kwargs)
+
+
+def given(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The settings of ``cls`` the user gave on the command line, by flat key."""
+    keys = {leaf.key for leaf in leaves(cls)}
+    return {key: value for key, value in vars(namespace).items() if key in keys}
+
+
+def config_from(
+    namespace: argparse.Namespace, cls: type, kind: str, extendable: bool = False
+) -> Any:
+    """The command's config: the flags given over the defaults, or, with ``resume``, over the
+    resumed run's saved settings (:func:`sae_hacking.runs.record.resumed_config`)."""
+    from sae_hacking.config import from_flat
+
+    values = given(namespace, cls)
+    if values.get("resume") is not None:
+        from sae_hacking.runs.record import resumed_config
+
+        return resumed_config(cls, values.pop("resume"), kind, values, extendable)
+    return from_flat(cls, values)

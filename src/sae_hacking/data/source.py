@@ -1,0 +1,55 @@
+"""Which text a command reads: :class:`TextSource` (torch-free, checked before any heavy import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sae_hacking.config import (
+    check_positive,
+    resolved_path,
+    set_field,
+    setting,
+)
+from sae_hacking.data.streams import check_text_source, looks_local
+
+DEFAULT_DATASET = "monology/pile-uncopyrighted"
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """Prompts from a text stream, tokenised and cut to a fixed length, in batches."""
+
+    dataset_id: str = setting(
+        DEFAULT_DATASET,
+        help="HF dataset id (streamed) or a local .txt/.jsonl/.parquet file or folder",
+    )
+    text_column: str | None = setting(
+        None, help="column holding the text, for .jsonl/.parquet/hub datasets (default: text)"
+    )
+    max_tokens_in_prompt: int = setting(
+        1024, help="tokens per prompt including BOS; longer prompts are cut"
+    )
+    batch_size: int = setting(8, help="prompts per forward pass", kind="free")
+    n_prompts: int | None = setting(
+        None,
+        help="rows of the dataset to use (default: all); a resumed, unfinished run may change it",
+        kind="extent",
+    )
+
+    def __post_init__(self):
+        check_positive("max_tokens_in_prompt", self.max_tokens_in_prompt)
+        check_positive("batch_size", self.batch_size)
+        check_positive("n_prompts", self.n_prompts, allow_none=True)
+        check_text_source(self.dataset_id, self.text_column, probe_hub=False)
+        if looks_local(self.dataset_id):
+            set_field(self, "dataset_id", resolved_path(self.dataset_id))
+
+    def check_reachable(self) -> None:
+        """A hub dataset's hub must answer (streaming needs it): checked once, at a run's start,
+        before anything heavy loads."""
+        check_text_source(self.dataset_id, self.text_column, probe_hub=True)
+
+    @property
+    def column(self) -> str:
+        """The text column to read (``text`` unless one was given)."""
+        return self.text_column or "text"

@@ -1,0 +1,57 @@
+"""Which language model a command loads: :class:`ModelSource` (torch-free)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sae_hacking.config import check_choice, resolved_path, set_field, setting
+from sae_hacking.errors import FieldError
+from sae_hacking.lm.loading import (
+    DTYPE_CHOICES,
+    check_model_folder,
+    check_model_source,
+    is_local_path,
+)
+
+DEFAULT_MODEL = "google/gemma-2-2b"
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device_name(field: str, name: str) -> None:
+    """The device's spelling (whether it exists is checked when torch is loaded)."""
+    if not DEVICE_PATTERN.match(str(name)):
+        raise FieldError(field, f"is {name!r}, expected one of auto, cpu, cuda, cuda:N, mps.")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A Hugging Face causal LM (hub id or local folder), where and in which dtype it runs."""
+
+    name: str = setting(
+        DEFAULT_MODEL, help="Hugging Face hub id or local model folder", key="model"
+    )
+    device: str = setting("auto", help="auto, cpu, cuda, cuda:N, mps", kind="free", recorded=False)
+    dtype: str = setting(
+        "auto",
+        help="model dtype; auto = bfloat16 on CUDA, float32 elsewhere",
+        choices=DTYPE_CHOICES,
+    )
+
+    def __post_init__(self):
+        check_device_name("device", self.device)
+        check_choice("dtype", self.dtype, DTYPE_CHOICES)
+        if is_local_path(self.name):
+            check_model_folder(self.name)
+            set_field(self, "name", resolved_path(self.name))
+
+    def check_reachable(self) -> None:
+        """A hub model must be cached or its hub must answer: checked once, at a run's start,
+        before anything heavy loads."""
+        check_model_source(self.name)
+
+    def load(self):
+        """The model as a :class:`~sae_hacking.lm.hooked.HookedLM` (imports torch)."""
+        from sae_hacking.lm.hooked import HookedLM
+
+        return HookedLM.from_pretrained(self.name, device=self.device, dtype=self.dtype)

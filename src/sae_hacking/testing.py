@@ -1,0 +1,127 @@
+"""Helpers for the tests only: oracles written as plain loops, random SAEs, test-only edits.
+
+Nothing in the package imports this module; the tests (and anyone checking a change by hand)
+do. Fast paths live in the package; the definitions they are checked against live here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+
+from sae_hacking.absorption.pairs import row_starts
+from sae_hacking.saes.base import SAE, SAEInfo
+from sae_hacking.saes.jumprelu import JumpReLUSAE
+from sae_hacking.saes.relu import ReLUSAE
+from sae_hacking.saes.splice import LatentEdit, check_latent_ids
+from sae_hacking.saes.tiny import randomise_
+from sae_hacking.saes.topk import TopKSAE
+
+# -- random SAEs ------------------------------------------------------------------------------
+
+RANDOM_SAE_KINDS = ("jumprelu", "relu", "topk")
+
+
+def random_sae(
+    hook: str | None,
+    d_sae: int,
+    seed: int = 0,
+    d_in: int = 64,
+    kind: str = "jumprelu",
+    scale: float = 0.3,
+    k: int = 8,
+) -> SAE:
+    """An inference-only SAE of ``kind`` at ``hook`` with every parameter ``N(0, scale^2)``
+    (JumpReLU thresholds made non-negative; TopK keeps ``k`` latents)."""
+    info = SAEInfo(hook_name=hook)
+    if kind == "jumprelu":
+        sae = JumpReLUSAE(d_in, d_sae, info=info)
+    elif kind == "relu":
+        sae = ReLUSAE(d_in, d_sae, info=info)
+    elif kind == "topk":
+        sae = TopKSAE(d_in, d_sae, k=k, info=info)
+    else:
+        raise ValueError(f"kind must be one of {', '.join(RANDOM_SAE_KINDS)}, got {kind!r}")
+    return randomise_(sae, seed, scale)
+
+
+# -- co-occurrence counts ---------------------------------------------------------------------
+
+
+def count_pairs_reference(active_sets: list[list[int]], e: int) -> np.ndarray:
+    """The definition, by Python loops: ``C[i, j]`` = tokens where ``i`` and ``j`` are both
+    active (the diagonal: tokens where ``i`` is). Dense ``[e, e]`` int64."""
+    counts = np.zeros((e, e), dtype=np.int64)
+    for active in active_sets:
+        for i in set(active):
+            for j in set(active):
+                counts[i, j] += 1
+    return counts
+
+
+def unpack_triangle(packed_P: Int[torch.Tensor, " P"], e: int) -> Int[torch.Tensor, "e e"]:
+    """The dense symmetric ``[e, e]`` matrix of a packed triangle (small ``e`` only)."""
+    i, j = torch.triu_indices(e, e)
+    dense = torch.zeros((e, e), dtype=packed_P.dtype)
+    values = packed_P[row_starts(e)[i] + j]
+    dense[i, j] = values
+    dense[j, i] = values
+    return dense
+
+
+# -- latent edits -----------------------------------------------------------------------------
+
+
+class ZeroLatentPerRow(LatentEdit):
+    """Row ``b`` zeros latent ``latents_B[b]`` (-1 leaves that row unedited): K ablation
+    variants of one prompt as one batch, spliced as an edit (the ablation code builds the
+    same variants directly; the tests check the two agree)."""
+
+    def __init__(self, latents_B: Sequence[int] | Int[torch.Tensor, " B"]):
+        self.latents_B = torch.as_tensor(latents_B, dtype=torch.long).flatten()
+
+    def _rows(self, acts_BSE: Float[torch.Tensor, "B S E"]):
+        latents_B = self.latents_B.to(acts_BSE.device)
+        if latents_B.shape[0] != acts_BSE.shape[0]:
+            raise ValueError(
+                f"{latents_B.shape[0]} latents for a batch of {acts_BSE.shape[0]} rows"
+            )
+        check_latent_ids(latents_B, acts_BSE.shape[-1], allow_negative=True)
+        return latents_B.clamp(min=0), latents_B >= 0
+
+    def apply(self, acts_BSE: Float[torch.Tensor, "B S E"]) -> Float[torch.Tensor, "B S E"]:
+        idx_B, on_B = self._rows(acts_BSE)
+        edited = acts_BSE.clone()
+        rows = torch.nonzero(on_B).flatten()
+        edited[rows, :, idx_B[rows]] = 0
+        return edited
+
+    def delta(
+        self, acts_BSE: Float[torch.Tensor, "B S E"], W_dec_EM: Float[torch.Tensor, "E M"]
+    ) -> Float[torch.Tensor, "B S M"]:
+        idx_B, on_B = self._rows(acts_BSE)
+        vals_BS1 = acts_BSE.gather(-1, idx_B[:, None, None].expand(-1, acts_BSE.shape[1], 1))
+        vals_BS = vals_BS1.squeeze(-1) * on_B[:, None]
+        return -(vals_BS[..., None] * W_dec_EM[idx_B][:, None, :])
+
+
+# -- text batches -----------------------------------------------------------------------------
+
+
+def text_batches(source, tokenizer, skip: int = 0):
+    """Tokenised batches of a :class:`~sae_hacking.data.source.TextSource`, starting after
+    ``skip`` rows (what a run resumed after ``skip`` prompts reads)."""
+    from sae_hacking.runs.stream import shard_batches
+
+    return shard_batches(
+        source.dataset_id,
+        source.column,
+        tokenizer,
+        source.batch_size,
+        source.max_tokens_in_prompt,
+        source.n_prompts,
+        rows_done=skip,
+    )

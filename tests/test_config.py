@@ -1,0 +1,147 @@
+"""Typed configs: flat keys, nested errors, the one resume rule, and the flags generated from
+them (the CLI is the only place that knows flags)."""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from sae_hacking.absorption.configs import AblateConfig, CooccurrenceConfig
+from sae_hacking.cli.ablate import add_ablate_args
+from sae_hacking.cli.configargs import Flags, OneLineParser, add_config_args, given
+from sae_hacking.config import (
+    free_keys,
+    from_flat,
+    leaves,
+    recorded_settings,
+    replace_flat,
+    resume_config,
+    to_flat,
+)
+from sae_hacking.errors import FieldError, UsageError
+from sae_hacking.toy.config import ToyConfig
+
+
+def test_flat_keys_are_the_seed_settings_and_round_trip():
+    config = AblateConfig()
+    flat = to_flat(config)
+    for key in ("model", "ablator_sae_release", "reader_sae_id", "max_tokens_in_prompt", "shard"):
+        assert key in flat
+    assert flat["ablator_sae_id"] == "layer_20/width_65k/canonical"
+    assert from_flat(AblateConfig, json.loads(json.dumps(flat))) == config
+    assert len({leaf.key for leaf in leaves(AblateConfig)}) == len(leaves(AblateConfig))
+    # The device and the run options are not what a run computes.
+    assert "device" not in recorded_settings(config) and "output_dir" not in recorded_settings(
+        config
+    )
+    assert set(free_keys(config)) == {"batch_size", "variants_per_batch"}
+    assert "batch_size" not in free_keys(replace_flat(config, {"batch_prompts": True}))
+
+
+def test_the_default_sae_id_belongs_to_the_default_release(tmp_path):
+    sae = tmp_path / "sae.safetensors"
+    sae.write_bytes(b"")
+    local = from_flat(CooccurrenceConfig, {"ablator_sae_release": str(sae)})
+    assert local.ablator.sae_id is None and local.ablator.release == str(sae.resolve())
+    other = from_flat(CooccurrenceConfig, {"ablator_sae_release": "some-release"})
+    assert other.ablator.sae_id == "layer_20/width_65k/canonical"
+
+
+@pytest.mark.parametrize(
+    "flat, key, words",
+    [
+        ({"n_prompts": 0}, "n_prompts", "must be positive"),
+        ({"batch_size": -1}, "batch_size", "must be positive"),
+        ({"shard": "2/2"}, "shard", "expected i/n"),
+        ({"reader_sae_release": "./missing.npz"}, "reader_sae_release", "no such SAE"),
+        ({"dataset_id": "/no/such/file.txt"}, "dataset_id", "no such file"),
+        ({"exclude_latent_threshold": 1.5}, "exclude_latent_threshold", "fraction"),
+        ({"frequencies_from": "x"}, "frequencies_from", "only used with"),
+        ({"exclude_latent_threshold": 0.1}, "exclude_latent_threshold", "`n_prompts`"),
+        ({"method": "slow"}, "method", "fast, naive"),
+        ({"device": "tpu"}, "device", "cuda:N"),
+        ({"selected_features": [3, -1]}, "selected_features", "negative"),
+    ],
+)
+def test_errors_name_the_flat_key(flat, key, words):
+    with pytest.raises(FieldError) as err:
+        from_flat(AblateConfig, flat)
+    assert err.value.field == key and words in str(err.value)
+
+
+def test_nested_errors_and_renamed_keys():
+    with pytest.raises(FieldError) as err:
+        ToyConfig(dataset_k=40)
+    # The toy dataset's own field "k" is this config's "dataset_k", in the message too.
+    assert err.value.field == "dataset_k" and "`dataset_num_features`" in err.value.message
+    flags = {"dataset_k": "--dataset-k", "dataset_num_features": "--dataset-num-features"}
+    assert err.value.render(flags.get).startswith("--dataset-k (40) must be at most --dataset-num")
+    with pytest.raises(UsageError, match="unknown settings"):
+        from_flat(ToyConfig, {"no_such_setting": 1})
+
+
+def test_resume_changes_only_what_may_change():
+    saved = from_flat(CooccurrenceConfig, {"n_prompts": 10, "batch_size": 4})
+    resumed = resume_config(saved, {"n_prompts": 20, "batch_size": 2, "quiet": True})
+    assert (resumed.text.n_prompts, resumed.text.batch_size, resumed.run.quiet) == (20, 2, True)
+    assert resume_config(saved, {"model": "google/gemma-2-2b"}) == saved  # the same value
+    with pytest.raises(FieldError) as err:
+        resume_config(saved, {"model": "other/model"})
+    assert err.value.field == "model" and "other/model" in err.value.message
+    with pytest.raises(FieldError, match="finished run"):
+        resume_config(saved, {"n_prompts": 20}, complete=True)
+    with pytest.raises(FieldError) as err:
+        resume_config(saved, {"shard": "1/2"})
+    assert err.value.field == "shard"
+    # With batch_prompts the batch size is part of the results.
+    batched = replace_flat(AblateConfig(), {"batch_prompts": True, "n_prompts": 5})
+    with pytest.raises(FieldError, match="batch_size"):
+        resume_config(batched, {"batch_size": 3})
+
+
+def test_configs_are_frozen():
+    config = ToyConfig()
+    with pytest.raises(AttributeError):
+        config.lr = 1.0  # type: ignore[misc]
+
+
+def parse(cls, argv, **kwargs):
+    parser, flags = OneLineParser(prog="t"), Flags()
+    add_config_args(parser, cls, flags, **kwargs)
+    return given(parser.parse_args(argv), cls), flags
+
+
+def test_generated_flags_record_only_what_was_given():
+    values, flags = parse(AblateConfig, ["--n-prompts", "7", "--selected-features", "3", "9"])
+    assert values == {"n_prompts": 7, "selected_features": [3, 9]}
+    assert flags.name("reader_sae_release") == "--reader-sae-release"
+    values, _ = parse(ToyConfig, ["--no-plots", "--magnitude-range", "0.5", "2"])
+    assert values == {"plots": False, "magnitude_range": [0.5, 2.0]}
+    assert from_flat(ToyConfig, values).magnitude_range == (0.5, 2.0)
+    values, _ = parse(
+        AblateConfig, ["--max-tokens", "64"], aliases={"max_tokens_in_prompt": ["--max-tokens"]}
+    )
+    assert values == {"max_tokens_in_prompt": 64}
+
+
+def test_help_names_settings_by_their_flags():
+    parser = argparse.ArgumentParser()
+    add_ablate_args(parser)
+    text = parser.format_help()
+    assert "--exclude-latent-threshold" in text
+    assert not re.search(r"`[a-z_]+`", text), "a setting named by its key, not its flag"
+
+
+@pytest.mark.slow
+def test_usage_errors_are_one_line():
+    proc = subprocess.run(
+        [sys.executable, "-m", "sae_hacking.cli", "cooccurrences", "--n-prompts", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--n-prompts" in lines[0] and "--help" in lines[0], proc.stderr
