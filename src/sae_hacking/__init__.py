@@ -6,7 +6,7 @@ Dimension letters used in tensor names (Shazeer typing), shared by the whole pac
 - ``A``: parent features of a toy dataset
 - ``B``: batch
 - ``C``: children per parent in a toy dataset (2)
-- ``D``: no convention, locally unique
+- ``D``: no convention, locally unique (e.g. the hierarchical SAE's flat view of 3 E latents)
 - ``E``: SAE latents (parent latents of a hierarchical SAE; a reader SAE's when ``e`` is the ablator's)
 - ``e``: ablator SAE latents
 - ``F``: reserved for ``torch.nn.functional``
@@ -14,8 +14,11 @@ Dimension letters used in tensor names (Shazeer typing), shared by the whole pac
 - ``H``: all children latents of a hierarchical SAE (2 E)
 - ``K``: k in top-k
 - ``M``: model (input) dimension
+- ``N``: entries of a ragged list (e.g. every active latent of every token, concatenated)
 - ``P``: packed pairs ``i <= j`` of latents (length e (e + 1) / 2, an upper triangle row by row)
 - ``S``: sequence length
+- ``T``: tokens of a flattened batch (real tokens only)
+- ``V``: vocabulary
 """
 
 __version__ = "0.1.0"

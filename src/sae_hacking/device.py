@@ -1,17 +1,17 @@
-"""Choosing the torch device from a ``--device`` flag."""
+"""Choosing the torch device from a ``device`` setting."""
 
 from __future__ import annotations
 
 import torch
 
-from sae_hacking.errors import UsageError
+from sae_hacking.errors import FieldError
 
 
 def resolve_device(name: str) -> torch.device:
     """Map ``auto|cpu|cuda|cuda:N|mps`` to a device that exists on this machine.
 
     ``auto`` prefers CUDA, then MPS, then CPU. Asking for a device that is missing is a
-    :class:`UsageError` rather than a crash deep inside the first ``.to()``.
+    :class:`FieldError` rather than a crash deep inside the first ``.to()``.
     """
     if name == "auto":
         if torch.cuda.is_available():
@@ -22,24 +22,26 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise UsageError(
-            f"--device {name!r} is not a device name; expected one of auto, cpu, cuda, cuda:N, mps."
+        raise FieldError(
+            "device",
+            f"{name!r} is not a device name; expected one of auto, cpu, cuda, cuda:N, mps.",
         ) from err
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(
-                f"--device {name} (or --cuda) was given but this machine has no CUDA GPU that "
-                "torch can use; drop the flag or pass --device auto."
+            raise FieldError(
+                "device",
+                f"is {name} but this machine has no CUDA GPU that torch can use; drop it or use "
+                "auto.",
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(
-                f"--device {name} names GPU {device.index} but only "
-                f"{torch.cuda.device_count()} CUDA GPU(s) are visible."
+            raise FieldError(
+                "device",
+                f"is {name} but only {torch.cuda.device_count()} CUDA GPU(s) are visible.",
             )
     elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"--device {name} was given but MPS is not available on this machine.")
+        raise FieldError("device", f"is {name} but MPS is not available on this machine.")
     elif device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(
-            f"--device {name!r} is not supported; expected auto, cpu, cuda[:N] or mps."
+        raise FieldError(
+            "device", f"{name!r} is not supported; expected auto, cpu, cuda[:N] or mps."
         )
     return device

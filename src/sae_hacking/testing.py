@@ -106,22 +106,3 @@ class ZeroLatentPerRow(LatentEdit):
         vals_BS1 = acts_BSE.gather(-1, idx_B[:, None, None].expand(-1, acts_BSE.shape[1], 1))
         vals_BS = vals_BS1.squeeze(-1) * on_B[:, None]
         return -(vals_BS[..., None] * W_dec_EM[idx_B][:, None, :])
-
-
-# -- text batches -----------------------------------------------------------------------------
-
-
-def text_batches(source, tokenizer, skip: int = 0):
-    """Tokenised batches of a :class:`~sae_hacking.data.source.TextSource`, starting after
-    ``skip`` rows (what a run resumed after ``skip`` prompts reads)."""
-    from sae_hacking.runs.stream import shard_batches
-
-    return shard_batches(
-        source.dataset_id,
-        source.column,
-        tokenizer,
-        source.batch_size,
-        source.max_tokens_in_prompt,
-        source.n_prompts,
-        rows_done=skip,
-    )

@@ -69,7 +69,7 @@ def test_without_bos_and_without_pad_token(gpt2_tok):
 
 
 def test_max_tokens_must_leave_room(gpt2_tok):
-    with pytest.raises(UsageError, match="--max-tokens-in-prompt"):
+    with pytest.raises(UsageError, match="`max_tokens_in_prompt`"):
         tokenize_prompts(gpt2_tok, ["x"], max_tokens=1)
 
 
@@ -123,6 +123,26 @@ def test_batches_resume_where_they_stopped(tmp_path, gpt2_tok):
     assert limited[-1].next_row == 4
 
 
+def test_shard_batches_skip_and_split(tmp_path, gpt2_tok):
+    """A run's batches: the first ``n`` rows, resumed after ``rows_done`` rows of its shard."""
+    from sae_hacking.runs.shards import Shard
+    from sae_hacking.runs.stream import shard_batches
+
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(f"Kalo mine {i}." for i in range(9)), encoding="utf-8")
+
+    def texts(**kwargs):
+        batches = list(shard_batches(str(path), "text", gpt2_tok, 3, 5, 7, **kwargs))
+        return [b.texts for b in batches], [(b.first_row, b.next_row) for b in batches]
+
+    rows = [f"Kalo mine {i}." for i in range(9)]
+    assert texts() == ([rows[0:3], rows[3:6], rows[6:7]], [(0, 3), (3, 6), (6, 7)])
+    assert texts(rows_done=2) == ([rows[2:5], rows[5:7]], [(2, 5), (5, 7)])
+    # shard 1/2 owns source rows 1, 3, 5 of the first 7; its rows count from 0
+    assert texts(shard=Shard(1, 2)) == ([rows[1:6:2]], [(0, 3)])
+    assert texts(shard=Shard(1, 2), rows_done=1) == ([rows[3:6:2]], [(1, 3)])
+
+
 def test_stream_errors(tmp_path):
     with pytest.raises(UsageError, match="no such file"):
         open_text_stream(str(tmp_path / "missing.jsonl"))
@@ -148,7 +168,7 @@ def test_stream_errors(tmp_path):
 
 def test_hub_dataset_offline_fails_fast(network_attempts):
     start = time.monotonic()
-    with pytest.raises(UsageError, match="--dataset-id nonexistent-org/nope.*local .txt"):
+    with pytest.raises(UsageError, match="`dataset_id` nonexistent-org/nope.*local .txt"):
         open_text_stream("nonexistent-org/nope")
     # No connection at all in offline mode; the bound only catches a hang (retries take ~20 s).
     assert network_attempts == [] and time.monotonic() - start < 10

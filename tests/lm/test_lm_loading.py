@@ -91,7 +91,7 @@ def test_local_folder_errors(tmp_path):
 def test_dtype_and_device(tiny_model_path):
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
-    with pytest.raises(UsageError, match="--dtype"):
+    with pytest.raises(UsageError, match="`dtype`"):
         resolve_dtype("float8", torch.device("cpu"))
     lm = HookedLM.from_pretrained(str(tiny_model_path("gpt2")), device="cpu", dtype="bfloat16")
     assert lm.dtype == torch.bfloat16 and lm.device.type == "cpu"
@@ -116,7 +116,7 @@ def test_unknown_hub_model_offline_fails_fast_and_clearly(network_attempts):
     )
     assert network_attempts == [] and seconds < FAST_S
     assert "nonexistent-org/no-such-model" in message and "HF_HUB_OFFLINE" in message
-    assert "--model ./path/to/model" in message and "\n" not in message
+    assert "`model` ./path/to/model" in message and "\n" not in message
 
 
 def test_unreachable_hub_without_offline_mode_fails_fast(unreachable_hub, network_attempts):

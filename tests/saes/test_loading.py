@@ -18,6 +18,7 @@ from sae_hacking.saes.formats import (
 from sae_hacking.saes.jumprelu import JumpReLUSAE
 from sae_hacking.saes.releases import load_sae, read_registry, resolve_release
 from sae_hacking.saes.relu import ReLUSAE
+from sae_hacking.saes.tiny import randomise_
 from sae_hacking.saes.topk import TopKSAE
 
 D_IN, D_SAE = 16, 40
@@ -35,13 +36,7 @@ def gemma_scope_arrays(seed=0, d_in=D_IN, d_sae=D_SAE):
 
 
 def randomised(sae, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in sae.parameters():
-            param.copy_(torch.randn(param.shape, generator=gen))
-        if hasattr(sae, "threshold_E"):
-            sae.threshold_E.abs_()
-    return sae
+    return randomise_(sae, seed, scale=1.0)
 
 
 def saes_of_each_kind():
@@ -158,6 +153,7 @@ def test_topk_without_b_dec_on_input_is_folded(tmp_path):
     torch.testing.assert_close(loaded.encode(x), want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # imports sae-lens (seconds)
 def test_saelens_itself_reads_our_folders_and_we_read_its(tmp_path):
     sae_lens = pytest.importorskip("sae_lens")
     for i, sae in enumerate(saes_of_each_kind()):
@@ -174,6 +170,7 @@ def test_saelens_itself_reads_our_folders_and_we_read_its(tmp_path):
             torch.testing.assert_close(back.encode(x), theirs.encode(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # imports sae-lens (seconds)
 def test_registry_resolution_matches_saelens():
     sae_lens_dir = pytest.importorskip("sae_lens.loading.pretrained_saes_directory")
     from sae_lens.loading.pretrained_sae_loaders import get_gemma_2_config_from_hf

@@ -88,6 +88,7 @@ def test_variants_in_one_batch_equal_separate_ablations(lm, batch):
         torch.testing.assert_close(got[k : k + 1], want, atol=1e-5, rtol=0)
     clean = lm.read(ids, mask, [reader])[reader]
     torch.testing.assert_close(got[-1:], clean, atol=1e-5, rtol=0)
+    assert (got[:-1] - clean).abs().amax((1, 2)).min() > 1e-4, "every ablation must change it"
     logits = lm.run_between(HOOK, patch(variants), LOGITS, cache.context)
     assert logits.shape[:2] == (len(latents) + 1, ids.shape[1])
 

@@ -377,5 +377,5 @@ def _naive_choice(acts_Se, real_S, setup: AblationSetup) -> list[int]:
 def method_function(name: str):
     """``fast`` or ``naive``: the function computing a batch's :class:`PromptEffects`."""
     if name not in METHODS:
-        raise UsageError(f"--method {name!r} is unknown; expected one of {', '.join(METHODS)}.")
+        raise FieldError("method", f"is {name!r}, expected one of {', '.join(METHODS)}.")
     return fast_effects if name == "fast" else naive_effects

@@ -241,7 +241,7 @@ def _hub_unreachable(dataset_id: str, reason: str) -> UsageError:
     # Streaming always needs the hub (the Arrow cache of a downloaded copy is not used).
     return UsageError(
         unreachable_message(
-            f"--dataset-id {dataset_id}",
+            f"`dataset_id` {dataset_id}",
             reason,
             "streamed datasets need the hub; pass a local .txt, .jsonl or .parquet file or "
             "folder instead.",

@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Bool, Int
 
 from sae_hacking.data.streams import LOCAL_SUFFIXES, open_text_stream
-from sae_hacking.errors import FieldError, UsageError
+from sae_hacking.errors import FieldError
 
 __all__ = [
     "LOCAL_SUFFIXES",
@@ -112,8 +112,8 @@ def tokenize_prompts(
     never a real token, whoever put it there.
     """
     if max_tokens < 2:
-        raise UsageError(
-            f"--max-tokens-in-prompt must be at least 2 (BOS + a token), got {max_tokens}."
+        raise FieldError(
+            "max_tokens_in_prompt", f"must be at least 2 (BOS + a token), got {max_tokens}."
         )
     if not texts:
         raise ValueError("tokenize_prompts needs at least one text")

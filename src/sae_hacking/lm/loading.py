@@ -42,8 +42,8 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if name not in DTYPE_CHOICES:
-        raise UsageError(
-            f"--dtype {name!r} is not supported; expected one of {', '.join(DTYPE_CHOICES)}."
+        raise FieldError(
+            "dtype", f"{name!r} is not supported; expected one of {', '.join(DTYPE_CHOICES)}."
         )
     return getattr(torch, name)
 
@@ -184,7 +184,7 @@ def _unreachable(name: str, reason: str) -> FieldError:
         unreachable_message(
             name,
             reason,
-            "pass a local model folder instead (--model ./path/to/model, e.g. one written by "
+            "pass a local model folder instead (`model` ./path/to/model, e.g. one written by "
             f"`sae-hacking make-tiny-model`), or run `hf download {name}` where there is network "
             "and copy the cache here.",
         ),

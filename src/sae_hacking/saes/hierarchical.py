@@ -34,7 +34,6 @@ from sae_hacking.saes.trainable import (
     Resampled,
     TrainableSAE,
     TrainOutput,
-    resample_encoder_decoder,
 )
 
 EMA_COEFF = 0.01
@@ -207,7 +206,7 @@ class HierarchicalTopKSAE(TrainableSAE):
         gen: torch.Generator,
     ) -> Resampled:
         """Parents as a flat SAE's latents; their children start small, random and with ratio 1."""
-        entries = resample_encoder_decoder(self, dead_D, dirs_DM)
+        entries = super().resample(dead_D, dirs_DM, gen).entries
         C = self.children_per_parent
         children_D = (C * dead_D[:, None] + torch.arange(C, device=dead_D.device)).flatten()
         new_DM = F.normalize(torch.randn(children_D.numel(), self.d_in, generator=gen), dim=-1)

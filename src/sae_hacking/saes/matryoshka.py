@@ -16,17 +16,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 
 from sae_hacking.errors import FieldError
 from sae_hacking.saes.base import LinearSAE, SAEInfo
 from sae_hacking.saes.topk import auxk_loss, check_k
 from sae_hacking.saes.trainable import (
     PARENT,
-    Resampled,
     TrainableSAE,
     TrainOutput,
-    resample_encoder_decoder,
 )
 
 THRESHOLD_EMA = 0.01
@@ -126,12 +124,3 @@ class MatryoshkaBatchTopKSAE(LinearSAE, TrainableSAE):
         if dead_E is not None and k_aux > 0:
             out.aux_loss = auxk_loss(pre_BE, dead_E, x_BM - recon_BM, self.W_dec_EM, k_aux)
         return out
-
-    @torch.no_grad()
-    def resample(
-        self,
-        dead_D: Int[torch.Tensor, " D"],
-        dirs_DM: Float[torch.Tensor, "D M"],
-        gen: torch.Generator,
-    ) -> Resampled:
-        return Resampled({PARENT: dead_D}, resample_encoder_decoder(self, dead_D, dirs_DM))

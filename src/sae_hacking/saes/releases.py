@@ -172,7 +172,7 @@ def load_sae(
     else:
         if not sae_id:
             raise UsageError(
-                f"SAE release {release_or_path!r} needs an SAE id (e.g. --ablator-sae-id "
+                f"SAE release {release_or_path!r} needs an SAE id (e.g. "
                 "layer_20/width_65k/canonical)."
             )
         sae = load_release(resolve_release(release_or_path, sae_id), dtype)

@@ -16,10 +16,8 @@ from sae_hacking.errors import FieldError
 from sae_hacking.saes.base import LinearSAE, SAEInfo
 from sae_hacking.saes.trainable import (
     PARENT,
-    Resampled,
     TrainableSAE,
     TrainOutput,
-    resample_encoder_decoder,
 )
 
 
@@ -124,12 +122,3 @@ class TopKSAE(LinearSAE, TrainableSAE):
         if dead_E is not None and k_aux > 0:
             out.aux_loss = auxk_loss(pre_BE, dead_E, x_BM - recon_BM, self.W_dec_EM, k_aux)
         return out
-
-    @torch.no_grad()
-    def resample(
-        self,
-        dead_D: Int[torch.Tensor, " D"],
-        dirs_DM: Float[torch.Tensor, "D M"],
-        gen: torch.Generator,
-    ) -> Resampled:
-        return Resampled({PARENT: dead_D}, resample_encoder_decoder(self, dead_D, dirs_DM))

@@ -82,7 +82,7 @@ class TrainableSAE(SAE):
     def after_step(self, out: TrainOutput) -> None:  # noqa: B027 (most SAEs need nothing here)
         """Update state that is not learnt by gradient, once the optimiser has stepped."""
 
-    @abc.abstractmethod
+    @torch.no_grad()
     def resample(
         self,
         dead_D: Int[torch.Tensor, " D"],
@@ -90,7 +90,10 @@ class TrainableSAE(SAE):
         gen: torch.Generator,
     ) -> Resampled:
         """Move parent latents ``dead_D`` onto the unit directions ``dirs_DM`` (one each);
-        ``gen`` draws whatever else the architecture re-initialises."""
+        ``gen`` draws whatever else the architecture re-initialises. The default suits SAEs
+        whose parent bank is one affine encoder/decoder pair (``W_enc_ME``, ``b_enc_E``,
+        ``W_dec_EM``)."""
+        return Resampled({PARENT: dead_D}, resample_encoder_decoder(self, dead_D, dirs_DM))
 
     def levels(self) -> dict[str, int]:
         """Sizes of the consecutive ranges of :meth:`encode`'s latents, coarsest first:

@@ -114,7 +114,7 @@ def _resume(config: ToyConfig) -> tuple[Path, dict[str, float | int]]:
 
     resolve_device(config.device)
     if record.is_complete() and to_flat(config)["max_step"] == record.config["max_step"]:
-        print(f"{run_dir} is complete (give a larger --max-step to train on).", file=sys.stderr)
+        print(f"{run_dir} is complete (resume it with more steps to train on).", file=sys.stderr)
         return run_dir, json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     if not (run_dir / "checkpoint.safetensors").is_file():
         raise FieldError("resume", f"{run_dir} has no checkpoint yet; start the run again instead.")
