@@ -26,8 +26,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
-# numba's OpenMP threads spin-wait after each parallel kernel (the co-occurrence counts), and on
-# 2 cores that made every later torch forward in the process ~15x slower.
+# numba's OpenMP threads spin-wait after each parallel kernel (the co-occurrence counts); on a
+# busy 2-core machine that made later torch forwards in the process up to ~15x slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import ast  # noqa: E402

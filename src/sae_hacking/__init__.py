@@ -14,10 +14,12 @@ Dimension letters used in tensor names (Shazeer typing), shared by the whole pac
 - ``H``: all children latents of a hierarchical SAE (2 E)
 - ``K``: k in top-k
 - ``M``: model (input) dimension
-- ``N``: entries of a ragged list (e.g. every active latent of every token, concatenated)
+- ``N``: entries of a data-dependent flattened list (every active latent of every token,
+  concatenated; or one ablation variant row per prompt and ablated latent)
 - ``P``: packed pairs ``i <= j`` of latents (length e (e + 1) / 2, an upper triangle row by row)
 - ``S``: sequence length
-- ``T``: tokens of a flattened batch (real tokens only)
+- ``T``: tokens of a flattened batch (real tokens only; ``offsets_T1`` has T + 1 entries)
+- ``U``: the used prompts of a batch (a subset of B)
 - ``V``: vocabulary
 """
 

@@ -209,11 +209,6 @@ def replace_flat(config: Any, changes: Mapping[str, Any]) -> Any:
     return from_flat(type(config), {**to_flat(config), **changes})
 
 
-def changed_keys(old: Any, new: Any) -> list[str]:
-    a, b = to_flat(old), to_flat(new)
-    return [key for key in a if a[key] != b[key]]
-
-
 def resume_config(saved: Any, changes: Mapping[str, Any], complete: bool = False) -> Any:
     """The one resume rule: ``saved`` with ``changes`` applied, where only ``extent`` and
     ``free`` fields may differ from the saved values (an ``extent`` only while the run is not

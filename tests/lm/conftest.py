@@ -27,22 +27,6 @@ def sequential_neox(tiny_model_path):
     return HookedLM(model, AutoTokenizer.from_pretrained(path), "neox-sequential")
 
 
-# Tests that try every hook (pair) on every model: only the two layouts most unlike the
-# others (Gemma-2's extra norms, NeoX's parallel attention and MLP) run in the quick loop.
-EXHAUSTIVE = (
-    "test_patch_equals_hf_module_hook_and_run_between",
-    "test_run_between_every_pair_equals_full_forward",
-)
-QUICK_VARIANTS = ("gemma2", "neox")
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        variant = getattr(item, "callspec", None) and item.callspec.params.get("lm")
-        if item.originalname in EXHAUSTIVE and variant not in QUICK_VARIANTS:
-            item.add_marker(pytest.mark.slow)
-
-
 @pytest.fixture(scope="session", params=LM_VARIANTS)
 def lm(request, tiny_lm, tiny_model_path):
     if request.param == "neox-sequential":

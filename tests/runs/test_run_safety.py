@@ -176,3 +176,19 @@ def test_unfinished_runs_are_not_taken_for_results(files, tmp_path, capsys):
     assert parse_error.value.code == EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--top" in err[0]
+
+
+def test_toy_runs_resume_by_the_same_rule(tmp_path, capsys):
+    run = tmp_path / "toy"
+    small = ["--max-step", "20", "--eval-every", "10", "--checkpoint-every", "10", "--no-plots"]
+    assert main(["toy", *small, "--quiet", "--output-dir", str(run)]) == 0
+    record = json.loads((run / "run.json").read_text())
+    assert record["kind"] == "toy" and record["config"]["max_step"] == 20
+    before = snapshot(run)
+    assert main(["toy", "--resume", str(run), "--lr", "0.1"]) == EXIT_USAGE
+    assert "--lr is 0.0003 in the run being resumed" in capsys.readouterr().err
+    assert main(["toy", "--resume", str(run), "--quiet"]) == 0  # complete: nothing to do
+    assert snapshot(run) == before
+    assert main(["toy", "--resume", str(run), "--max-step", "30", "--quiet"]) == 0
+    assert json.loads((run / "run.json").read_text())["config"]["max_step"] == 30
+    assert json.loads((run / "metrics.json").read_text())["step"] == 30

@@ -16,7 +16,7 @@ from sae_hacking.saes.formats import (
     save_saelens_folder,
 )
 from sae_hacking.saes.jumprelu import JumpReLUSAE
-from sae_hacking.saes.releases import load_sae, read_registry, resolve_release
+from sae_hacking.saes.releases import load_sae, resolve_release
 from sae_hacking.saes.relu import ReLUSAE
 from sae_hacking.saes.tiny import randomise_
 from sae_hacking.saes.topk import TopKSAE
@@ -200,7 +200,6 @@ def test_seed_release_resolves():
 
 
 def test_unknown_release_and_id_suggest_close_names(network_attempts):
-    read_registry.cache_clear()
     with pytest.raises(UsageError, match="did you mean gemma-scope-2b-pt-mlp-canonical"):
         load_sae("gemma-scope-2b-pt-mlp-canonicl", "layer_20/width_65k/canonical")
     assert network_attempts == []  # the registry is read from the installed sae-lens

@@ -1,6 +1,5 @@
 """Random SAEs calibrated to a tiny model, and `make-tiny-model --saes --prompts`."""
 
-import pytest
 import torch
 
 from sae_hacking.cli import main
@@ -22,7 +21,6 @@ def test_calibrated_sae_fires_on_about_the_asked_fraction_of_tokens(tiny_lm):
     assert sae.hook_name == HOOK
 
 
-@pytest.mark.slow
 def test_make_tiny_model_writes_saes_and_prompts(tmp_path, capsys):
     path = tmp_path / "kit"
     hooks = ["blocks.0.hook_mlp_out", "blocks.1.hook_resid_post"]

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+from jaxtyping import Bool
 
 from sae_hacking.absorption.cooccurrence_run import KIND, RESULTS_NAME
 from sae_hacking.absorption.pairs import (
@@ -114,9 +115,9 @@ class PairCounter:
         self.activations_e += torch.bincount(latents_N, minlength=self.e)
         self.tokens += n_tokens
 
-    def add_active(self, active_TE: torch.Tensor) -> None:
+    def add_active(self, active_Te: Bool[torch.Tensor, "T e"]) -> None:
         """Count the tokens of a boolean ``[T, e]`` activity matrix."""
-        self.add(*active_lists(active_TE))
+        self.add(*active_lists(active_Te))
 
     def state(self) -> dict[str, torch.Tensor]:
         state = {
@@ -151,10 +152,10 @@ class CooccurrenceAccumulator(Accumulator):
         batch = batch.to(self.lm.device)
         x_BSM = self.lm.read(batch.input_ids_BS, batch.attention_mask_BS, [self.hook])[self.hook]
         with torch.inference_mode():
-            acts_TE = self.sae.encode(x_BSM[batch.real_token_mask_BS])
-            active_TE = acts_TE > 0
+            acts_Te = self.sae.encode(x_BSM[batch.real_token_mask_BS])
+            active_Te = acts_Te > 0
         before = self.counter.tokens
-        self.counter.add_active(active_TE)
+        self.counter.add_active(active_Te)
         return self.counter.tokens - before
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -186,8 +187,8 @@ class Cooccurrences:
             run_dir, path = path, results_paths(path / RESULTS_NAME)[0]
             if not path.is_file():
                 raise UsageError(
-                    f"{run_dir} holds no co-occurrence results yet: the run is unfinished (finish "
-                    "it with `resume`) or it is not a cooccurrences run."
+                    f"{run_dir} holds no co-occurrence results: the run is unfinished (resume it "
+                    "to the end first) or it is not a cooccurrences run."
                 )
         elif path.suffix == ".json":
             path = path.with_name(path.name[: -len(".json")] + ".safetensors.zst")
@@ -201,8 +202,8 @@ class Cooccurrences:
         if not self.meta.get("complete"):
             self.file.close()
             raise UsageError(
-                f"{path} is the checkpoint of an unfinished run, not its results; finish the run "
-                "with `resume` first."
+                f"{path} is the checkpoint of an unfinished run, not its results; resume the run "
+                "to the end first."
             )
         self.e = self.file.shape("activations_e")[0]
         self.tokens = int(self.file.read("tokens_1")[0])

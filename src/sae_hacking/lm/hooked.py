@@ -222,10 +222,13 @@ class HookedLM:
         by_point = {self.hook_point(name): fn for name, fn in (patches or {}).items()}
         points = [p for p in sorted({*by_point, *record}) if stop_at is None or p <= stop_at]
         with self._forward_lock:
-            handles = [
-                self._install(p, by_point.get(p), p in record, p == stop_at, store) for p in points
-            ]
+            handles = []
             try:
+                # Installed inside the try: a failure halfway must not leave hooks behind.
+                for p in points:
+                    handles.append(
+                        self._install(p, by_point.get(p), p in record, p == stop_at, store)
+                    )
                 out = self.model(
                     input_ids=input_ids_BS, attention_mask=attention_mask_BS, use_cache=False
                 )

@@ -47,7 +47,7 @@ def check_runs(entries: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, S
             )
         if not meta.get("complete"):
             raise UsageError(
-                f"{path} is a checkpoint of an unfinished run; finish it with `resume` first."
+                f"{path} is a checkpoint of an unfinished run; resume it to the end first."
             )
         if meta["kind"] != first["kind"]:
             raise UsageError(

@@ -28,6 +28,7 @@ from sae_hacking.saes.formats import (
     load_gemma_scope_npz,
     load_saelens_folder,
 )
+from sae_hacking.saes.source import looks_like_path
 
 # Registry "conversion_func" values whose files this package reads.
 GEMMA_SCOPE_LAYOUT = "gemma_2"
@@ -138,14 +139,6 @@ def _load_local(path: Path, dtype: torch.dtype) -> SAE:
         f"{path} is not an SAE this loader reads: expected a Gemma Scope params.npz (or a folder "
         f"holding one), a SAELens folder ({SAELENS_CFG} + {SAELENS_WEIGHTS}) or an sae_hacking "
         ".safetensors checkpoint."
-    )
-
-
-def looks_like_path(name: str) -> bool:
-    return (
-        Path(name).expanduser().exists()
-        or name.startswith((".", "/", "~"))
-        or name.endswith((".npz", ".safetensors"))
     )
 
 
