@@ -100,6 +100,10 @@ def test_resume_changes_only_what_may_change():
     batched = replace_flat(AblateConfig(), {"batch_prompts": True, "n_prompts": 5})
     with pytest.raises(FieldError, match="batch_size"):
         resume_config(batched, {"batch_size": 3})
+    # Frequencies of a first pass cover exactly the prompts of the run.
+    first_pass = replace_flat(AblateConfig(), {"exclude_latent_threshold": 0.1, "n_prompts": 5})
+    with pytest.raises(FieldError, match="n_prompts"):
+        resume_config(first_pass, {"n_prompts": 6})
 
 
 def test_configs_are_frozen():

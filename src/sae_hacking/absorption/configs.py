@@ -157,6 +157,8 @@ class AblateConfig:
             )
 
     def fixed_keys(self) -> tuple[str, ...]:
-        """Keys that are free in general but fixed here: with ``batch_prompts`` the batch's
-        padding changes the floats, so the batch size is part of what a run computes."""
-        return ("batch_size",) if self.batch_prompts else ()
+        """Keys that may change on resume in general but not here: with ``batch_prompts`` the
+        batch's padding changes the floats, so the batch size is part of what a run computes;
+        frequencies counted in a first pass cover exactly the first ``n_prompts`` prompts."""
+        first_pass = self.exclude_latent_threshold is not None and self.frequencies_from is None
+        return ("batch_size",) * self.batch_prompts + ("n_prompts",) * first_pass

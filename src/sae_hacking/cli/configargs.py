@@ -8,6 +8,12 @@ values land under their flat keys, and only the flags a user gave are in the nam
 takes the config's defaults for the rest, a resumed run the saved values
 (:func:`sae_hacking.config.resume_config`). This module and :mod:`sae_hacking.cli` are the only
 places that know flags; errors from below name keys, and :class:`Flags` turns them into flags.
+
+Why our own helper rather than simple_parsing: resume needs to know which flags were given (not
+their values after defaults), flags must equal the flat keys that ``run.json`` and results files
+use, and the seed's spellings (``--perturbation_size``, ``--max-tokens``, ``--cuda``) must keep
+working; with simple_parsing each of these is an override on top of its own naming rules, and
+this file stays smaller than those overrides would be, with no extra dependency.
 """
 
 from __future__ import annotations

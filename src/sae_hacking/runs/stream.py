@@ -8,7 +8,7 @@ worked example)::
     if run.complete: return run.results_path           # a finished run: nothing to do
     ...load the model and SAEs, build the accumulator...
     state = run.start_or_resume(identity)     # creates the run, or checks it is the same one
-    run.run_prompts(accumulator, state)       # resumes the accumulator, checkpoints, results
+    run.run_prompts(accumulator, tokenizer, state)    # resumes, checkpoints, writes results
 
 ``config`` is the command's typed config (:mod:`sae_hacking.config`) with ``text``
 (:class:`~sae_hacking.data.source.TextSource`) and ``run``
