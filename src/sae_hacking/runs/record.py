@@ -72,6 +72,12 @@ def read_record(run_dir: str | Path, kind: str) -> RunRecord:
         raise FieldError("resume", f"{run_dir}: no {RUN_FILE} there, so it is not a run directory.")
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(record, dict) and "kind" in record and "config" not in record:
+            raise FieldError(
+                "resume",
+                f"{run_dir} was started by an older sae_hacking ({RUN_FILE} has no config); "
+                "this version cannot continue it, start a new run.",
+            )
         known = {"kind", "config", "settings", "free_settings", "outputs", "provenance"}
         run = RunRecord(
             run_dir,
