@@ -129,11 +129,40 @@ def timed(device, fn, *args):
     return out, time.perf_counter() - start, peak
 
 
+def pairs_on_device(d: int, e: int, device: torch.device) -> dict:
+    """Stage 3 (``sae-hacking pairs``) on the device: the blocked all-pairs of ``d`` latents'
+    sign effects over ``e`` readers (half zero), threshold 0, pairs that never co-occur kept."""
+    from pairs_speed import make_input
+
+    from sae_hacking.absorption.pairs import PairFilter, comparable_rows, find_pairs
+
+    latents_D, effects_DE, activations_D, count_pairs = make_input(d, e, 0, 0.01)
+    rows_DE, norms_D = comparable_rows(effects_DE.to(device), sign=True)
+    rules = PairFilter(0.0, 0, 0.0, 100_000, 4096)
+    found, seconds, peak = timed(
+        device,
+        lambda: find_pairs(latents_D, rows_DE, norms_D, activations_D, 10**7, count_pairs, rules),
+    )
+    print(
+        f"pairs: D = {d} latents over E = {e} readers, {found.n_passing} pairs pass, "
+        f"{seconds:.2f} s, peak {peak:.1f} GiB (effects {d * e * 4 / 2**30:.1f} GiB)"
+    )
+    return {"d": d, "e": e, "seconds": seconds, "n_passing": found.n_passing, "peak_gib": peak}
+
+
 def quick_settings() -> dict:
     """--quick: tiny shapes, on the GPU if there is one (else the CPU smoke test)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return dict(
-        tiny=True, device=device, prompts=2, naive_prompts=1, k=4, seq_len=16, l0=8, batch_size=2
+        tiny=True,
+        device=device,
+        prompts=2,
+        naive_prompts=1,
+        k=4,
+        seq_len=16,
+        l0=8,
+        batch_size=2,
+        pairs_d=256,
     )
 
 
@@ -149,6 +178,13 @@ def main() -> int:
     parser.add_argument("--l0", type=int, default=80, help="active SAE latents per token")
     parser.add_argument("--batch-size", type=int, default=8, help="for --batch-prompts")
     parser.add_argument("--variants-per-batch", type=int, default=256)
+    parser.add_argument(
+        "--pairs-d",
+        type=int,
+        default=16_384,
+        help="stage 3 on the device too: blocked all-pairs of this many ablated latents over "
+        "--d-sae readers, sign mode (0: skip)",
+    )
     args = parse_args(parser, quick_settings())
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -234,9 +270,10 @@ def main() -> int:
                 "largest_effect": float(n.effects_DE.abs().max()),
             }
         )
+    pairs = pairs_on_device(args.pairs_d, d_sae, device) if args.pairs_d else None
     write_json(
         args,
-        {"methods": figures, "fast_vs_naive": comparisons},
+        {"methods": figures, "fast_vs_naive": comparisons, "pairs": pairs},
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
         dtype=str(dtype),
         d_sae=d_sae,  # --tiny overrides --d-sae

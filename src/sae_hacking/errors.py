@@ -32,6 +32,11 @@ class UsageError(Exception):
         return SETTING_REFERENCE.sub(name, str(self))
 
 
+class SettingWarning(UserWarning):
+    """A warning for the user whose text may refer to settings as `` `key` `` (the CLI shows
+    them as flags, like :meth:`UsageError.render`)."""
+
+
 class FieldError(UsageError):
     """A bad value of the setting ``field`` (a flat config key): ``FieldError("n_prompts",
     "must be positive, got 0.")`` reads "n_prompts must be positive, got 0."."""

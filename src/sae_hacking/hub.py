@@ -33,28 +33,25 @@ def hub_offline_by_env() -> bool:
     return env or bool(constants.HF_HUB_OFFLINE)
 
 
-def _probe_target() -> tuple[str, int]:
-    """The host and port a hub request would connect to first (a proxy if one is configured)."""
-    from huggingface_hub import constants
-
-    endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
-    scheme = endpoint.scheme or "https"
+def _probe_target(url: str) -> tuple[str, int]:
+    """The host and port a request to ``url`` would connect to first (a proxy if one is
+    configured)."""
+    target = urllib.parse.urlsplit(url)
+    scheme = target.scheme or "https"
     proxy = urllib.request.getproxies().get(scheme)
-    if proxy and not urllib.request.proxy_bypass(endpoint.hostname or ""):
+    if proxy and not urllib.request.proxy_bypass(target.hostname or ""):
         parsed = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         return parsed.hostname or "", parsed.port or 80
-    return endpoint.hostname or "", endpoint.port or (443 if scheme == "https" else 80)
+    return target.hostname or "", target.port or (443 if scheme == "https" else 80)
 
 
-def hub_unreachable_reason(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
-    """``None`` when a TCP connection to the hub opens within ``timeout_s``, else why not.
+def url_unreachable_reason(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """``None`` when a TCP connection towards ``url`` opens within ``timeout_s``, else why not.
 
     The probe runs in a daemon thread because name resolution has no timeout of its own; a
     resolver that hangs is abandoned, not waited for.
     """
-    if hub_offline_by_env():
-        return "offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)"
-    host, port = _probe_target()
+    host, port = _probe_target(url)
     outcome: list[str | None] = []
 
     def probe() -> None:
@@ -70,6 +67,16 @@ def hub_unreachable_reason(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
     if not outcome:
         return f"{host}:{port} did not answer within {timeout_s:g} s"
     return outcome[0]
+
+
+def hub_unreachable_reason(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """``None`` when the hub (or its proxy) accepts a TCP connection within ``timeout_s``, else
+    why not; offline mode makes no attempt."""
+    from huggingface_hub import constants
+
+    if hub_offline_by_env():
+        return "offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)"
+    return url_unreachable_reason(constants.ENDPOINT, timeout_s)
 
 
 def hub_cache_dir() -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
-from sae_hacking.absorption.pairs import row_starts
+from sae_hacking.absorption.cooccurrence_kernels import row_starts
 from sae_hacking.saes.base import SAE, SAEInfo
 from sae_hacking.saes.jumprelu import JumpReLUSAE
 from sae_hacking.saes.relu import ReLUSAE
@@ -106,3 +106,53 @@ class ZeroLatentPerRow(LatentEdit):
         vals_BS1 = acts_BSE.gather(-1, idx_B[:, None, None].expand(-1, acts_BSE.shape[1], 1))
         vals_BS = vals_BS1.squeeze(-1) * on_B[:, None]
         return -(vals_BS[..., None] * W_dec_EM[idx_B][:, None, :])
+
+
+# -- pairs ----------------------------------------------------------------------------------
+
+
+def find_pairs_reference(
+    latents_D,
+    rows_DE,
+    norms_D,
+    activations_D,
+    tokens,
+    count_pairs,
+    rules,
+    firsts_D=None,
+    focus_D=None,
+):
+    """The seed's per-row loop, as the oracle of :func:`sae_hacking.absorption.pairs.find_pairs`:
+    one matrix-vector product per latent, then every later latent checked one by one."""
+    from sae_hacking.absorption.pairs import HISTOGRAM_BINS, FoundPairs, histogram_bins
+
+    found = []
+    hist = [0] * HISTOGRAM_BINS
+    D = latents_D.shape[0]
+    for i in range(D):
+        if firsts_D is not None and not bool(firsts_D[i]):
+            continue
+        cosine_D = (rows_DE @ rows_DE[i]) / (norms_D[i] * norms_D)
+        for j in range(i + 1, D):
+            if focus_D is not None and not (bool(focus_D[i]) or bool(focus_D[j])):
+                continue
+            cosine = float(cosine_D[j])
+            if not cosine >= rules.threshold:
+                continue
+            count = int(count_pairs(latents_D[i : i + 1], latents_D[j : j + 1])[0])
+            expected = float(activations_D[i]) * float(activations_D[j]) / tokens
+            if count > rules.max_cooccurrence or expected < rules.min_expected:
+                continue
+            found.append((-cosine, i, j, count, expected))
+            hist[int(histogram_bins(torch.tensor([cosine]))[0])] += 1
+    found.sort()
+    kept = found[: rules.max_pairs]
+    return FoundPairs(
+        latents_D[torch.tensor([k[1] for k in kept], dtype=torch.long)],
+        latents_D[torch.tensor([k[2] for k in kept], dtype=torch.long)],
+        torch.tensor([-k[0] for k in kept], dtype=torch.float32),
+        torch.tensor([k[3] for k in kept], dtype=torch.long),
+        torch.tensor([k[4] for k in kept], dtype=torch.float64),
+        hist,
+        len(found),
+    )

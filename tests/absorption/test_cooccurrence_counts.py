@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-import sae_hacking.absorption.pairs as pairs
+import sae_hacking.absorption.cooccurrence_kernels as kernels
 from sae_hacking.absorption.cooccurrence import (
     CooccurrenceAccumulator,
     Cooccurrences,
     PairCounter,
 )
-from sae_hacking.absorption.pairs import active_lists, pair_index
+from sae_hacking.absorption.cooccurrence_kernels import active_lists, pair_index
 from sae_hacking.data.text import tokenize_prompts
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.lm.tiny import generate_texts
@@ -35,7 +35,7 @@ def as_sets(active):
 @pytest.mark.parametrize("kernel", ["numba", "torch"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_full_counts_equal_brute_force(kernel, seed, monkeypatch):
-    monkeypatch.setattr(pairs, "PAIRS_PER_CHUNK", 50)  # exercise the torch kernel's chunks
+    monkeypatch.setattr(kernels, "PAIRS_PER_CHUNK", 50)  # exercise the torch kernel's chunks
     e = 17
     counter = PairCounter(e, kernel=kernel)
     sets = []

@@ -21,7 +21,7 @@ from sae_hacking.config import (
 from sae_hacking.data.source import TextSource
 from sae_hacking.errors import FieldError
 from sae_hacking.lm.source import ModelSource
-from sae_hacking.runs.options import RunOptions
+from sae_hacking.runs.options import RunDirOptions, RunOptions
 from sae_hacking.saes.source import SAESource
 
 ABLATOR_RELEASE = "gemma-scope-2b-pt-mlp-canonical"
@@ -162,3 +162,115 @@ class AblateConfig:
         frequencies counted in a first pass cover exactly the first ``n_prompts`` prompts."""
         first_pass = self.exclude_latent_threshold is not None and self.frequencies_from is None
         return ("batch_size",) * self.batch_prompts + ("n_prompts",) * first_pass
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    """Stage 3: pairs of ablated ablator latents that (almost) never fire together yet have
+    similar downstream effects (absorption candidates), from an ``ablate`` results file and a
+    ``cooccurrences`` results file of the same model, ablator SAE and hook."""
+
+    input_path: str = setting(
+        "",
+        help="ablate results: the run directory, ablations.safetensors.zst (with or without "
+        ".zst) or its .json sidecar",
+    )
+    cooccurrence_path: str = setting(
+        "",
+        help="cooccurrences results of the same ablator SAE: run directory, "
+        "cooccurrences.safetensors.zst (with or without .zst) or its .json sidecar",
+    )
+    cooccurrence_threshold: int = setting(
+        0, help="keep pairs active together on at most this many tokens"
+    )
+    cosine_sim_threshold: float = setting(
+        0.0, help="keep pairs whose effect cosine is at least this, in [-1, 1]"
+    )
+    skip_torch_sign: bool = setting(
+        False,
+        help="compare the raw mean effects; default: compare their signs (sign(mean effect)), "
+        "as the seed did",
+    )
+    min_ablations: int = setting(
+        1,
+        help="compare only latents ablated in at least this many prompts (never-ablated latents "
+        "have no effect to compare)",
+    )
+    min_expected_cooccurrence: float = setting(
+        0.0,
+        help="keep pairs expected to fire together on at least this many tokens if they were "
+        "independent (N f_i f_j): a zero count is evidence only when this is large",
+    )
+    just_these: tuple[int, ...] | None = setting(
+        None, help="only pairs that contain one of these ablator latents"
+    )
+    max_steps: int | None = setting(
+        None,
+        help="only pairs whose first latent is among the first N compared latents (in latent "
+        "order; the seed's loop limit)",
+    )
+    max_pairs: int = setting(
+        100_000,
+        help="keep the N best pairs (highest effect cosine); the histogram counts all pairs "
+        "that pass the filters",
+    )
+    ablator: SAESource = setting(
+        default_factory=SAESource,
+        help="ablator SAE for decoder cosines (default: the one the results name)",
+        prefix="ablator_",
+    )
+    ablator_sae_neuronpedia_id: str | None = setting(
+        None,
+        help="Neuronpedia id of the ablator SAE, e.g. gemma-2-2b/20-gemmascope-mlp-65k "
+        "(default: from the SAELens registry entry of the ablator's release)",
+    )
+    explanations_file: str | None = setting(
+        None,
+        help="a local Neuronpedia explanation export (JSON list of {index, description}) "
+        "instead of fetching it",
+    )
+    no_log_scale: bool = setting(False, help="linear y axis for the histogram", kind="free")
+    device: str = setting("auto", help="auto, cpu, cuda, cuda:N, mps", kind="free", recorded=False)
+    block_size: int = setting(
+        4096, help="latents per block of the all-pairs products (memory ~ block^2)", kind="free"
+    )
+    run: RunDirOptions = setting(default_factory=RunDirOptions, help="run", prefix="")
+
+    def __post_init__(self):
+        for key in ("input_path", "cooccurrence_path"):
+            value = getattr(self, key)
+            if value and not Path(value).expanduser().exists():
+                alt = Path(value + ".zst").expanduser()
+                if not alt.exists():
+                    raise FieldError(key, f"{value}: no such file or folder.")
+            if value:
+                set_field(self, key, resolved_path(value))
+        if not -1.0 <= self.cosine_sim_threshold <= 1.0:
+            raise FieldError(
+                "cosine_sim_threshold", f"must be in [-1, 1], got {self.cosine_sim_threshold}."
+            )
+        if self.cooccurrence_threshold < 0:
+            raise FieldError(
+                "cooccurrence_threshold",
+                f"must not be negative, got {self.cooccurrence_threshold}.",
+            )
+        check_positive("min_ablations", self.min_ablations)
+        if self.min_expected_cooccurrence < 0:
+            raise FieldError(
+                "min_expected_cooccurrence",
+                f"must not be negative, got {self.min_expected_cooccurrence}.",
+            )
+        check_latents("just_these", self.just_these)
+        check_positive("max_steps", self.max_steps, allow_none=True)
+        check_positive("max_pairs", self.max_pairs)
+        check_positive("block_size", self.block_size)
+        if self.explanations_file is not None:
+            if not Path(self.explanations_file).expanduser().is_file():
+                raise FieldError("explanations_file", f"{self.explanations_file}: no such file.")
+            set_field(self, "explanations_file", resolved_path(self.explanations_file))
+
+    def require_inputs(self) -> None:
+        """A run needs both results files (the defaults are empty so ``--help`` can show)."""
+        for key in ("input_path", "cooccurrence_path"):
+            if not getattr(self, key):
+                raise FieldError(key, "is required.")

@@ -1,180 +1,157 @@
-"""Exact latent co-occurrence counting: the counting kernels and their reference.
+"""Stage 3 of the absorption search: pairs of ablator latents that (almost) never fire together
+yet change the reader SAE alike — absorption candidates.
 
-Input per batch: the active latents of each real token as a ragged list, ``latents_N`` (latent
-ids, ascending within a token) with ``offsets_T1`` (token ``t`` owns ``latents_N[offsets[t]:
-offsets[t+1]]``), as :func:`active_lists` builds from activations.
+Inputs are the compared latents' mean ablation effects (one row per latent over the reader's
+``E`` latents) and a co-occurrence lookup. A pair ``(i, j)``, ``i < j`` in latent order, passes
+when its **effect cosine** is at least ``threshold``, its co-occurrence count is at most
+``max_cooccurrence`` and its expected co-occurrence under independence (``a_i a_j / N``, ``a`` the
+activation counts over ``N`` tokens) is at least ``min_expected``. Effects are compared as signs
+(the seed's ``sign(mean effect)``; the dot products of sign vectors are exact integers in float32
+up to 2²⁴ readers, so every method gives the same cosines bit for bit) or raw.
 
-Output, full mode: the upper triangle ``i ≤ j`` of ``C = AᵀA`` (``A`` the binary token × latent
-matrix) packed row-major into a 1-D tensor of length ``e(e+1)/2`` (Shazeer letter ``P``):
-entry ``(i, j)`` lies at ``row_start[i] + j`` with ``row_start[i] = i·e − i(i−1)/2 − i``
-(:func:`row_starts`). Rows mode: the full rows ``C[r, :]`` of selected latents, ``[D, e]``.
-
-Kernels (all give identical integers; the tests compare them with the loop definition,
-:func:`sae_hacking.testing.count_pairs_reference`):
-
-- :func:`add_pairs_numba`: a compiled loop over each token's pairs, rows split across threads
-  (CPU; 11× the seed's sparse-matmul method, see ``benchmarks/cooccurrence_speed.py``).
-- :func:`add_pairs_torch`: the same pairs as index tensors and one ``index_add_`` (any device;
-  the path on CUDA, where the scatter-add is atomic and fast).
+:func:`find_pairs` works in blocks: ``block × block`` products of the normalised rows, filters
+applied per block, the histogram of every passing pair's cosine accumulated per block, and the
+``max_pairs`` best pairs kept in a bounded buffer (order: cosine descending, then ``i``, then
+``j``, so ties are deterministic). It never holds a ``D × D`` matrix. The seed's per-row loop
+(one matrix-vector product per latent) is :func:`sae_hacking.testing.find_pairs_reference`; the
+tests compare the two.
 """
 
 from __future__ import annotations
 
-import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Float, Int
 
-PAIRS_PER_CHUNK = 2**24  # bound on the index tensors of add_pairs_torch
-
-
-def packed_size(e: int) -> int:
-    return e * (e + 1) // 2
+HISTOGRAM_BINS = 100
+# Lookup of co-occurrence counts for pairs given as two index vectors (latent ids).
+CountLookup = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def row_starts(e: int, device: torch.device | str = "cpu") -> Int[torch.Tensor, " e"]:
-    """``row_start[i]`` such that pair ``(i, j)``, ``i ≤ j``, is at ``row_start[i] + j``."""
-    i = torch.arange(e, dtype=torch.int64, device=device)
-    return i * e - i * (i - 1) // 2 - i
+@dataclass(frozen=True)
+class PairFilter:
+    threshold: float = 0.0  # minimum effect cosine
+    max_cooccurrence: int = 0  # maximum tokens both fired on
+    min_expected: float = 0.0  # minimum expected co-occurrence if independent
+    max_pairs: int = 100_000
+    block_size: int = 4096
 
 
-def pair_index(i: int, j: int, e: int) -> int:
-    """Position of the unordered pair ``{i, j}`` in the packed triangle."""
-    i, j = min(i, j), max(i, j)
-    return i * e - i * (i - 1) // 2 - i + j
+@dataclass
+class FoundPairs:
+    """The kept pairs (best first) and the histogram of every passing pair's cosine."""
+
+    first_K: Int[torch.Tensor, " K"]  # latent ids, first < second
+    second_K: Int[torch.Tensor, " K"]
+    cosine_K: Float[torch.Tensor, " K"]
+    cooccurrence_K: Int[torch.Tensor, " K"]
+    expected_K: Float[torch.Tensor, " K"]
+    histogram_counts: list[int]
+    n_passing: int
+
+    @property
+    def histogram_edges(self) -> list[float]:
+        return torch.linspace(-1.0, 1.0, HISTOGRAM_BINS + 1, dtype=torch.float64).tolist()
 
 
-def active_lists(
-    active_Te: Bool[torch.Tensor, "T e"],
-) -> tuple[Int[torch.Tensor, " N"], Int[torch.Tensor, " T+1"]]:
-    """``(latents_N, offsets_T1)``: the active latents of each token, ascending, concatenated."""
-    tokens_N, latents_N = active_Te.nonzero(as_tuple=True)  # row-major: ascending within a row
-    counts_T = torch.bincount(tokens_N, minlength=active_Te.shape[0])
-    offsets_T1 = torch.zeros(active_Te.shape[0] + 1, dtype=torch.int64, device=active_Te.device)
-    torch.cumsum(counts_T, 0, out=offsets_T1[1:])
-    return latents_N.to(torch.int64), offsets_T1
+def comparable_rows(
+    effects_DE: Float[torch.Tensor, "D E"], sign: bool
+) -> tuple[Float[torch.Tensor, "D E"], Float[torch.Tensor, " D"]]:
+    """``(rows, norms)`` whose products give the effect cosines: ``rows_i · rows_j / (norm_i
+    norm_j)``. Sign mode: rows are ``sign(effect)`` (entries -1, 0, 1) and norms the square roots
+    of their non-zero counts. A zero row has norm 1, so its cosine with anything is 0."""
+    rows_DE = torch.sign(effects_DE) if sign else effects_DE.float()
+    norms_D = (rows_DE * rows_DE).sum(-1).sqrt()
+    return rows_DE, torch.where(norms_D > 0, norms_D, torch.ones_like(norms_D))
 
 
-# -- numba kernels (compiled on first use, cached next to this file) ------------------------------
+def histogram_bins(cosine_N: Float[torch.Tensor, " N"]) -> torch.Tensor:
+    """Bin index in ``[0, HISTOGRAM_BINS)`` of each cosine over [-1, 1] (1 in the last bin)."""
+    scaled = ((cosine_N.double().clamp(-1.0, 1.0) + 1.0) * (HISTOGRAM_BINS / 2)).floor().long()
+    return scaled.clamp(0, HISTOGRAM_BINS - 1)
 
 
-def _numba_kernels():
-    import numba
-
-    # Thread k adds the pairs whose row latent i has i % n_parts == k: rows are disjoint, so
-    # the threads never write the same entry and the sums stay exact and deterministic.
-    # no_type_check: numba compiles these itself; a test run's shape-checking wrapper would not
-    # compile (jaxtyping's import hook skips functions marked so).
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    @typing.no_type_check
-    def add_pairs(acc, row_start, latents, offsets, n_parts):
-        for part in numba.prange(n_parts):
-            for t in range(offsets.shape[0] - 1):
-                lo, hi = offsets[t], offsets[t + 1]
-                for a in range(lo, hi):
-                    i = latents[a]
-                    if i % n_parts == part:
-                        base = row_start[i]
-                        for b in range(a, hi):
-                            acc[base + latents[b]] += 1
-
-    @numba.njit(cache=True, nogil=True)
-    @typing.no_type_check
-    def add_rows(acc, row_pos, latents, offsets):
-        for t in range(offsets.shape[0] - 1):
-            lo, hi = offsets[t], offsets[t + 1]
-            for a in range(lo, hi):
-                r = row_pos[latents[a]]
-                if r >= 0:
-                    for b in range(lo, hi):
-                        acc[r, latents[b]] += 1
-
-    return add_pairs, add_rows
+def _best(first, second, cosine, limit):
+    """The ``limit`` best of the candidates: cosine descending, then first, then second."""
+    order = torch.argsort(second, stable=True)
+    order = order[torch.argsort(first[order], stable=True)]
+    order = order[torch.argsort(-cosine[order], stable=True)]
+    return order[:limit]
 
 
-_KERNELS = None
+def find_pairs(
+    latents_D: Int[torch.Tensor, " D"],
+    rows_DE: Float[torch.Tensor, "D E"],
+    norms_D: Float[torch.Tensor, " D"],
+    activations_D: Int[torch.Tensor, " D"],
+    tokens: int,
+    count_pairs: CountLookup,
+    rules: PairFilter,
+    firsts_D: torch.Tensor | None = None,
+    focus_D: torch.Tensor | None = None,
+) -> FoundPairs:
+    """All passing pairs of the compared latents ``latents_D`` (ascending ids; their rows and
+    norms from :func:`comparable_rows`, their activation counts over ``tokens`` tokens).
 
-
-def _kernels():
-    global _KERNELS
-    if _KERNELS is None:
-        _KERNELS = _numba_kernels()
-    return _KERNELS
-
-
-def add_pairs_numba(
-    acc_P: torch.Tensor,
-    row_start_e: torch.Tensor,
-    latents_N: torch.Tensor,
-    offsets_T1: torch.Tensor,
-) -> None:
-    """Add every token's pairs ``(i ≤ j)`` into the packed CPU triangle ``acc_P`` in place."""
-    import numba
-
-    n_parts = numba.get_num_threads()
-    _kernels()[0](
-        acc_P.numpy(), row_start_e.numpy(), latents_N.numpy(), offsets_T1.numpy(), n_parts
+    ``firsts_D`` (bool): only pairs whose first latent is marked (the seed's ``--max-steps``);
+    ``focus_D`` (bool): only pairs containing a marked latent (``--just-these``).
+    ``count_pairs(ids_a, ids_b)`` gives the co-occurrence counts of the pairs (on the CPU).
+    """
+    D = latents_D.shape[0]
+    device = rows_DE.device
+    kept = None  # (first, second, cosine, count, expected) of the best so far
+    hist = torch.zeros(HISTOGRAM_BINS, dtype=torch.long)
+    n_passing = 0
+    step = rules.block_size
+    for block in range(0, D, step):
+        a, a_end = block, min(block + step, D)
+        if firsts_D is not None:  # only the rows that may come first: no product is wasted
+            marked = firsts_D[a:a_end].nonzero().flatten()
+            if marked.numel() == 0:
+                continue
+            a, a_end = a + int(marked[0]), a + int(marked[-1]) + 1
+        for b in range(block, D, step):
+            b_end = min(b + step, D)
+            dots_AB = rows_DE[a:a_end] @ rows_DE[b:b_end].T
+            cosine_AB = dots_AB / (norms_D[a:a_end, None] * norms_D[None, b:b_end])
+            ia = torch.arange(a, a_end, device=device)[:, None]
+            ib = torch.arange(b, b_end, device=device)[None, :]
+            mask_AB = (ia < ib) & (cosine_AB >= rules.threshold)
+            if firsts_D is not None:
+                mask_AB &= firsts_D[a:a_end].to(device)[:, None]
+            if focus_D is not None:
+                focus = focus_D.to(device)
+                mask_AB &= focus[a:a_end, None] | focus[None, b:b_end]
+            pa, pb = mask_AB.nonzero(as_tuple=True)
+            if pa.numel() == 0:
+                continue
+            first = (pa + a).cpu()
+            second = (pb + b).cpu()
+            cosine = cosine_AB[pa, pb].cpu()
+            expected = activations_D[first].double() * activations_D[second].double() / tokens
+            counts = count_pairs(latents_D[first], latents_D[second])
+            ok = (counts <= rules.max_cooccurrence) & (expected >= rules.min_expected)
+            first, second, cosine = first[ok], second[ok], cosine[ok]
+            counts, expected = counts[ok], expected[ok]
+            n_passing += int(first.numel())
+            hist += torch.bincount(histogram_bins(cosine), minlength=HISTOGRAM_BINS)
+            parts = (first, second, cosine, counts, expected)
+            if kept is not None:
+                parts = tuple(torch.cat([k, p]) for k, p in zip(kept, parts, strict=True))
+            top = _best(parts[0], parts[1], parts[2], rules.max_pairs)
+            kept = tuple(p[top] for p in parts)
+    if kept is None:
+        empty = torch.zeros(0, dtype=torch.long)
+        kept = (empty, empty, torch.zeros(0), empty, torch.zeros(0, dtype=torch.float64))
+    first, second, cosine, counts, expected = kept
+    return FoundPairs(
+        latents_D[first],
+        latents_D[second],
+        cosine.float(),
+        counts.long(),
+        expected.double(),
+        hist.tolist(),
+        n_passing,
     )
-
-
-def add_rows_numba(
-    acc_De: torch.Tensor, row_pos_e: torch.Tensor, latents_N: torch.Tensor, offsets_T1: torch.Tensor
-) -> None:
-    """Rows mode: ``acc_De[row_pos[i], j] += 1`` for every token with ``i`` and ``j`` active
-    and ``row_pos[i] ≥ 0`` (``-1`` marks latents without a row)."""
-    _kernels()[1](acc_De.numpy(), row_pos_e.numpy(), latents_N.numpy(), offsets_T1.numpy())
-
-
-# -- torch kernels (any device) ------------------------------------------------------------------
-
-
-def _token_chunks(offsets_T1: torch.Tensor, upper: bool):
-    """Split the tokens into chunks of at most ``PAIRS_PER_CHUNK`` pairs (one token may exceed)."""
-    n_T = offsets_T1.diff()
-    pairs_T = n_T * (n_T + 1) // 2 if upper else n_T * n_T
-    ends = torch.cumsum(pairs_T, 0).cpu()
-    t, n = 0, n_T.shape[0]
-    while t < n:
-        base = int(ends[t - 1]) if t else 0
-        stop = max(int(torch.searchsorted(ends, base + PAIRS_PER_CHUNK, right=True)), t + 1)
-        yield t, min(stop, n)
-        t = stop
-
-
-def _pairs(latents_N, offsets_T1, t0, t1, upper):
-    """Entry indices ``(a, b)`` of every pair within tokens ``t0..t1`` (``a ≤ b`` if upper)."""
-    lo, hi = offsets_T1[t0], offsets_T1[t1]
-    device = latents_N.device
-    entries = torch.arange(int(lo), int(hi), device=device)
-    token_of = torch.repeat_interleave(
-        torch.arange(t1 - t0, device=device), offsets_T1[t0 + 1 : t1 + 1] - offsets_T1[t0:t1]
-    )
-    first = offsets_T1[t0:t1][token_of]
-    end = offsets_T1[t0 + 1 : t1 + 1][token_of]
-    start = entries if upper else first
-    counts = end - start
-    a = torch.repeat_interleave(entries, counts)
-    begin = torch.cumsum(counts, 0) - counts
-    b = torch.repeat_interleave(start, counts) + (
-        torch.arange(a.shape[0], device=device) - torch.repeat_interleave(begin, counts)
-    )
-    return a, b
-
-
-def add_pairs_torch(acc_P, row_start_e, latents_N, offsets_T1) -> None:
-    """:func:`add_pairs_numba` with index tensors and ``index_add_`` (on ``acc_P``'s device)."""
-    for t0, t1 in _token_chunks(offsets_T1, upper=True):
-        a, b = _pairs(latents_N, offsets_T1, t0, t1, upper=True)
-        keys = row_start_e[latents_N[a]] + latents_N[b]
-        acc_P.index_add_(0, keys, torch.ones_like(keys, dtype=acc_P.dtype))
-
-
-def add_rows_torch(acc_De, row_pos_e, latents_N, offsets_T1) -> None:
-    """:func:`add_rows_numba` with index tensors and ``index_add_``."""
-    e = acc_De.shape[1]
-    for t0, t1 in _token_chunks(offsets_T1, upper=False):
-        a, b = _pairs(latents_N, offsets_T1, t0, t1, upper=False)
-        r = row_pos_e[latents_N[a]]
-        keep = r >= 0
-        keys = r[keep] * e + latents_N[b][keep]
-        acc_De.view(-1).index_add_(0, keys, torch.ones_like(keys, dtype=acc_De.dtype))

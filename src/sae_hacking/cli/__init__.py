@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from sae_hacking import __version__
 from sae_hacking.cli.configargs import Flags, OneLineParser
-from sae_hacking.errors import EXIT_USAGE, UsageError
+from sae_hacking.errors import EXIT_USAGE, SettingWarning, UsageError
 
 # Order is the order of ``sae-hacking --help``.
 COMMAND_MODULES = (
@@ -24,7 +25,9 @@ COMMAND_MODULES = (
     "sae_hacking.cli.lm",
     "sae_hacking.cli.cooccurrence",
     "sae_hacking.cli.ablate",
+    "sae_hacking.cli.pairs",
     "sae_hacking.cli.merge",
+    "sae_hacking.cli.validate",
 )
 
 
@@ -32,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="sae-hacking",
         description="Sparse-autoencoder research toolkit: toy hierarchical SAEs and the "
-        "absorption search on language models (latent co-occurrences, selective ablation).",
+        "absorption search on language models (latent co-occurrences, selective ablation, pairs).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -43,16 +46,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_guarded(func: Callable[[], int | None], flags: Flags | None = None) -> int:
     """Run ``func``; a :class:`UsageError` becomes one line on stderr (settings shown as the
-    command's flags) and exit code 2."""
+    command's flags) and exit code 2; a :class:`SettingWarning` one ``warning:`` line."""
+    name_of = flags.name if flags is not None else lambda key: None
+    show = warnings.showwarning
+
+    def show_setting_warning(message, category, *args, **kwargs):
+        if issubclass(category, SettingWarning):
+            print(f"warning: {UsageError(str(message)).render(name_of)}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
+    warnings.showwarning = show_setting_warning
     try:
         return func() or 0
     except UsageError as err:
-        message = err.render(flags.name if flags is not None else lambda key: None)
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {err.render(name_of)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show
 
 
 def main(argv: Sequence[str] | None = None) -> int:

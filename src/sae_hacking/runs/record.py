@@ -44,6 +44,22 @@ class RunRecord:
     def is_complete(self) -> bool:
         return bool(self.outputs) and all((self.run_dir / n).is_file() for n in self.outputs)
 
+    @classmethod
+    def for_config(
+        cls, run_dir: Path, kind: str, config: Any, outputs: tuple[str, ...] = ()
+    ) -> RunRecord:
+        """The record of a run of ``config`` in ``run_dir`` (which its config then names)."""
+        from sae_hacking.config import free_keys, recorded_settings, to_flat
+
+        return cls(
+            run_dir,
+            kind,
+            {**to_flat(config), "output_dir": str(run_dir)},
+            recorded_settings(config),
+            free_keys(config),
+            outputs,
+        )
+
     def write(self) -> Path:
         """Write ``run.json`` (atomically, with the provenance of this process)."""
         from sae_hacking.atomic import atomic_write_json

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from sae_hacking.config import free_keys, recorded_settings, to_flat
+from sae_hacking.config import to_flat
 from sae_hacking.errors import FieldError
 from sae_hacking.folders import check_new_folder, create_new_folder, remove_created
 from sae_hacking.runs.files import default_run_dir, write_args_yaml
@@ -56,14 +56,7 @@ def use_few_threads(config: ToyConfig) -> None:
 
 
 def record_of(run_dir: Path, config: ToyConfig) -> RunRecord:
-    return RunRecord(
-        run_dir,
-        KIND,
-        {**to_flat(config), "output_dir": str(run_dir)},
-        recorded_settings(config),
-        free_keys(config),
-        OUTPUTS,
-    )
+    return RunRecord.for_config(run_dir, KIND, config, OUTPUTS)
 
 
 def finish(trainer, report: bool = True) -> dict[str, float | int]:

@@ -1,0 +1,126 @@
+"use strict";
+// Builds the pairs table from the JSON block. Untrusted text (explanations) only ever goes
+// through textContent; links only take http(s) URLs.
+(function () {
+  const data = JSON.parse(document.getElementById("pairs-data").textContent);
+  const PAGE = 500;
+  const table = document.getElementById("pairs-table");
+  const body = table.tBodies[0];
+  const headers = Array.from(table.tHead.rows[0].cells);
+  const types = headers.map((th) => th.dataset.type);
+  const formats = headers.map((th) => th.dataset.format);
+  const links = headers.map((th) => th.dataset.link);
+
+  function latent(id) {
+    const info = data.latents[String(id)] || ["", null, null, null];
+    return { explanation: info[0], url: info[1], fires: info[2], ablated: info[3] };
+  }
+
+  // One flat array per pair, in the header's column order (see COLUMNS in reports/pairs.py).
+  const rows = data.pairs.map((p, i) => {
+    const a = latent(p[0]);
+    const b = latent(p[1]);
+    const cells = [i + 1, p[0], a.explanation, a.fires, a.ablated,
+                   p[1], b.explanation, b.fires, b.ablated, p[2], p[3], p[4], p[5], p[6]];
+    cells.urls = { 1: a.url, 5: b.url };
+    cells.search = (p[0] + " " + a.explanation + " " + p[1] + " " + b.explanation).toLowerCase();
+    return cells;
+  });
+
+  const sortState = { col: Number(table.dataset.sortCol), dir: table.dataset.sortDir };
+  let shown = PAGE;
+
+  function format(value, kind) {
+    if (value === null || value === undefined) return "\u2014";
+    if (kind === "cos") return value.toFixed(4);
+    if (kind === "sci") return value === 0 ? "0" : (Math.abs(value) < 1e-3 ? value.toExponential(2) : value.toPrecision(3));
+    if (kind === "int") return value.toLocaleString("en-US");
+    return String(value);
+  }
+
+  function numberInput(id) {
+    const value = parseFloat(document.getElementById(id).value);
+    return Number.isFinite(value) ? value : null;
+  }
+
+  function visibleRows() {
+    const text = document.getElementById("filter-text").value.trim().toLowerCase();
+    const minEffect = numberInput("min-effect");
+    const minDecoder = numberInput("min-decoder");
+    const maxCooc = numberInput("max-cooc");
+    const minExpected = numberInput("min-expected");
+    const view = rows.filter((r) =>
+      (!text || r.search.includes(text)) &&
+      (minEffect === null || r[9] >= minEffect) &&
+      (minDecoder === null || r[10] >= minDecoder) &&
+      (maxCooc === null || r[11] <= maxCooc) &&
+      (minExpected === null || r[12] >= minExpected));
+    const { col, dir } = sortState;
+    const sign = dir === "asc" ? 1 : -1;
+    const numeric = types[col] === "num";
+    view.sort((x, y) => {
+      const a = x[col], b = y[col];
+      if (a === null || a === undefined || b === null || b === undefined) {
+        if (a === b || (a == null && b == null)) return x[0] - y[0];
+        return a == null ? 1 : -1;  // missing values last in both directions
+      }
+      const order = numeric ? a - b : String(a).localeCompare(String(b));
+      return order !== 0 ? sign * order : x[0] - y[0];
+    });
+    return view;
+  }
+
+  function cell(row, col) {
+    const td = document.createElement("td");
+    td.className = types[col] === "num" ? "num" : "text";
+    const text = format(row[col], formats[col]);
+    const url = links[col] ? row.urls[col] : null;
+    if (typeof url === "string" && /^https?:\/\//i.test(url)) {
+      const a = document.createElement("a");
+      a.href = url;
+      a.rel = "noopener noreferrer";
+      a.target = "_blank";
+      a.textContent = text;
+      td.appendChild(a);
+    } else {
+      td.textContent = text;
+    }
+    return td;
+  }
+
+  function render() {
+    const view = visibleRows();
+    const fragment = document.createDocumentFragment();
+    for (const row of view.slice(0, shown)) {
+      const tr = document.createElement("tr");
+      for (let col = 0; col < headers.length; col++) tr.appendChild(cell(row, col));
+      fragment.appendChild(tr);
+    }
+    body.replaceChildren(fragment);
+    headers.forEach((th, col) => {
+      const state = col === sortState.col ? (sortState.dir === "asc" ? "ascending" : "descending") : "none";
+      th.setAttribute("aria-sort", state);
+    });
+    const n = Math.min(shown, view.length);
+    document.getElementById("count").textContent =
+      "showing " + n + " of " + view.length + " matching pairs (" + rows.length + " in this run)";
+    document.getElementById("more").hidden = view.length <= shown;
+  }
+
+  headers.forEach((th, col) => {
+    th.addEventListener("click", () => {
+      if (sortState.col === col) {
+        sortState.dir = sortState.dir === "asc" ? "desc" : "asc";
+      } else {
+        sortState.col = col;
+        sortState.dir = "asc";
+      }
+      render();
+    });
+  });
+  for (const id of ["filter-text", "min-effect", "min-decoder", "max-cooc", "min-expected"]) {
+    document.getElementById(id).addEventListener("input", () => { shown = PAGE; render(); });
+  }
+  document.getElementById("more").addEventListener("click", () => { shown += PAGE; render(); });
+  render();
+})();

@@ -1,0 +1,337 @@
+"""The pair finder's figures and its ``report.html``.
+
+Both read ``result``, the dict written as ``pairs.json`` (``{"meta": ..., "pairs": [...]}``; see
+``absorption/pairs_run.py``):
+
+- ``histogram.png``: effect cosines of all pairs that passed the filters (the bin counts in
+  ``meta.histogram``), log y unless ``log_scale`` is off;
+- ``effect_vs_decoder.png``: the kept pairs, decoder cosine against effect cosine, coloured by
+  co-occurrence count. Pairs near the diagonal may only mirror their decoders' similarity;
+- ``report.html``: one file with no outside references (the plots inline as base64 PNG, a
+  Content-Security-Policy that forbids every fetch) holding the run's provenance and a sortable,
+  filterable table of the pairs. Explanations are untrusted text: the page carries the pairs as
+  a JSON block (every ``<``, ``>`` and ``&`` escaped as ``\\u003c`` etc.) and its script writes
+  them with ``textContent`` only; everything rendered here goes through :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import math
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sae_hacking.atomic import atomic_write, atomic_write_text
+
+HISTOGRAM = "histogram.png"
+SCATTER = "effect_vs_decoder.png"
+REPORT = "report.html"
+DPI = 120
+
+# (label, type, format, tooltip, link): the table's columns, in the order pairs.js builds rows.
+COLUMNS = [
+    ("#", "num", "int", "rank in pairs.json (effect cosine, descending)", False),
+    ("Latent 1", "num", "int", "ablator latent index (link: Neuronpedia)", True),
+    ("Explanation 1", "text", "", "Neuronpedia explanation of latent 1", False),
+    ("Fires 1", "num", "int", "tokens on which latent 1 fired (activation count)", False),
+    ("Ablated 1", "num", "int", "times latent 1 was ablated", False),
+    ("Latent 2", "num", "int", "ablator latent index (link: Neuronpedia)", True),
+    ("Explanation 2", "text", "", "Neuronpedia explanation of latent 2", False),
+    ("Fires 2", "num", "int", "tokens on which latent 2 fired (activation count)", False),
+    ("Ablated 2", "num", "int", "times latent 2 was ablated", False),
+    ("Effect cos", "num", "cos", "cosine of the two latents' mean ablation effects", False),
+    ("Decoder cos", "num", "cos", "cosine of the two latents' decoder rows", False),
+    ("Co-occ.", "num", "int", "tokens on which both fired", False),
+    ("Expected", "num", "sci", "co-occurrences expected if independent: N f1 f2", False),
+    ("P(0)", "num", "sci", "chance of no co-occurrence if independent: exp(-expected)", False),
+]
+EFFECT_COLUMN = 9
+
+
+def write_pair_plots(run_dir: str | Path, result: Mapping, log_scale: bool = True) -> list[Path]:
+    """Write ``histogram.png`` and ``effect_vs_decoder.png`` into ``run_dir``."""
+    run_dir = Path(run_dir)
+    written = []
+    for name, png in (
+        (HISTOGRAM, histogram_png(result, log_scale)),
+        (SCATTER, scatter_png(result)),
+    ):
+        written.append(atomic_write(run_dir / name, lambda tmp, png=png: tmp.write_bytes(png)))
+    return written
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})  # same bytes every time
+    return buffer.getvalue()
+
+
+def histogram_png(result: Mapping, log_scale: bool = True) -> bytes:
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    meta = result.get("meta", {})
+    histogram = meta.get("histogram") or {}
+    edges, counts = list(histogram.get("edges") or []), list(histogram.get("counts") or [])
+    fig = _figure(6.4, 4.0)
+    ax = fig.add_subplot()
+    if len(edges) == len(counts) + 1 and counts:
+        widths = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        ax.bar(edges[:-1], counts, width=widths, align="edge", color="#2459a6", linewidth=0)
+        ax.set_xlim(edges[0], edges[-1])
+        if log_scale and any(c > 0 for c in counts):
+            # Bars start at 0; "clip" draws them from the axis bottom instead of dropping them.
+            ax.set_yscale("log", nonpositive="clip")
+            ax.set_ylim(bottom=0.5)
+            # Plain counts (1, 10, 100), not 10^k, and no labels on the minor ticks.
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.text(0.5, 0.5, "no histogram in this result", ha="center", va="center")
+    total = sum(counts)
+    ax.set_title(f"Effect cosine of all {total:,} pairs passing the filters")
+    ax.set_xlabel(f"effect cosine ({_compare_words(meta)})")
+    ax.set_ylabel("pairs" + (" (log scale)" if log_scale else ""))
+    return _png(fig)
+
+
+def _compare_words(meta: Mapping) -> str:
+    return "raw mean effects" if meta.get("compare") == "raw" else "signs of mean effects"
+
+
+def scatter_png(result: Mapping) -> bytes:
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
+
+    pairs = result.get("pairs") or []
+    fig = _figure(6.4, 4.8)
+    ax = fig.add_subplot()
+    x = [_number(p.get("decoder_cosine")) for p in pairs]
+    y = [_number(p.get("cosine_similarity")) for p in pairs]
+    c = [_number(p.get("cooccurrence_count")) or 0.0 for p in pairs]
+    points = [(a, b, k) for a, b, k in zip(x, y, c, strict=True) if a is not None and b is not None]
+    ax.plot([-1, 1], [-1, 1], color="#999999", linewidth=0.8, linestyle="--", zorder=0)
+    if points:
+        xs, ys, cs = zip(*points, strict=True)
+        # Kept pairs are the best by effect cosine: draw the co-occurring ones on top.
+        order = sorted(range(len(cs)), key=cs.__getitem__)
+        norm = Normalize(vmin=0, vmax=max(1.0, max(cs)))
+        image = ax.scatter(
+            [xs[i] for i in order],
+            [ys[i] for i in order],
+            c=[cs[i] for i in order],
+            cmap="viridis",
+            norm=norm,
+            s=14 if len(points) < 2000 else 4,
+            linewidths=0,
+            rasterized=True,
+        )
+        bar = fig.colorbar(image, ax=ax, label="co-occurrence count")
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
+    else:
+        ax.text(0.5, 0.5, "no pairs kept", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlim(-1.02, 1.02)
+    ax.set_ylim(-1.02, 1.02)
+    ax.set_xlabel("decoder cosine")
+    ax.set_ylabel("effect cosine")
+    ax.set_title(f"{len(points):,} kept pairs: effect vs decoder similarity")
+    return _png(fig)
+
+
+def _number(value: Any) -> int | float | None:
+    """A finite number as it is (ints stay ints); anything else ``None`` (shown as a dash)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def write_report(run_dir: str | Path, result: Mapping) -> Path:
+    """Write ``report.html`` into ``run_dir`` (plots from ``run_dir`` when present, else drawn
+    now) and return its path."""
+    run_dir = Path(run_dir)
+    return atomic_write_text(run_dir / REPORT, render_report(result, run_dir))
+
+
+def render_report(result: Mapping, run_dir: str | Path | None = None) -> str:
+    meta = result.get("meta") or {}
+    settings = meta.get("settings") or {}
+    log_scale = not settings.get("no_log_scale", False)
+    plots = []
+    for name, caption, draw in (
+        (HISTOGRAM, "Effect cosines of every pair that passed the filters.", histogram_png),
+        (
+            SCATTER,
+            "Kept pairs: points near the dashed diagonal may only mirror their decoders.",
+            None,
+        ),
+    ):
+        path = Path(run_dir) / name if run_dir is not None else None
+        if path is not None and path.is_file():
+            png = path.read_bytes()
+        else:
+            png = draw(result, log_scale) if draw else scatter_png(result)
+        plots.append(_figure_html(png, name, caption))
+    css = _asset("pairs.css")
+    script = _asset("pairs.js")
+    csp = (
+        "default-src 'none'; img-src data:; base-uri 'none'; form-action 'none'; "
+        f"style-src '{_sha256(css)}'; script-src '{_sha256(script)}'"
+    )
+    inputs = meta.get("inputs") or {}
+    parts = {
+        "csp": csp,
+        "title": _e(f"pairs: {inputs.get('ablator_sae_release') or 'run'}"),
+        "subtitle": _e(_subtitle(meta)),
+        "warnings": _warnings_html(meta),
+        "summary": _facts_html(_summary(meta)),
+        "plots": "\n".join(plots),
+        "sort_col": str(EFFECT_COLUMN),
+        "headers": "".join(_header_html(i, col) for i, col in enumerate(COLUMNS)),
+        "provenance": _facts_html(list((meta.get("provenance") or {}).items())),
+        "meta_json": _e(_meta_dump(meta)),
+        "data": _script_json(_table_data(result)),
+        "css": css,
+        "script": script,
+    }
+    # One pass over the template only: text substituted in is never searched for markers.
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: parts[m.group(1)], _asset("pairs.html"))
+
+
+def _asset(name: str) -> str:
+    return (
+        resources.files("sae_hacking.reports").joinpath("assets").joinpath(name).read_text("utf-8")
+    )
+
+
+def _sha256(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode()
+
+
+def _e(value: Any) -> str:
+    return html.escape(value if isinstance(value, str) else json.dumps(value), quote=True)
+
+
+def _figure_html(png: bytes, name: str, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (
+        f'<figure><img alt="{_e(name)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{_e(name)}: {_e(caption)}</figcaption></figure>"
+    )
+
+
+def _header_html(index: int, column: tuple) -> str:
+    label, kind, fmt, tooltip, link = column
+    link_attr = ' data-link="1"' if link else ""
+    return (
+        f'<th scope="col" data-col="{index}" data-type="{kind}" data-format="{fmt}"{link_attr}'
+        f' title="{_e(tooltip)}" aria-sort="none">'
+        f'<button type="button">{_e(label)}</button></th>'
+    )
+
+
+def _sae_name(meta: Mapping) -> str:
+    inputs = meta.get("inputs") or {}
+    sae = str(inputs.get("ablator_sae_release") or "?")
+    return sae + (f" / {inputs['ablator_sae_id']}" if inputs.get("ablator_sae_id") else "")
+
+
+def _subtitle(meta: Mapping) -> str:
+    inputs = meta.get("inputs") or {}
+    model, hook = inputs.get("model") or "?", inputs.get("hook") or "?"
+    return f"{model} · ablator SAE {_sae_name(meta)} · {hook}"
+
+
+def _summary(meta: Mapping) -> list[tuple[str, Any]]:
+    inputs = meta.get("inputs") or {}
+    explanations = meta.get("explanations") or {}
+    return [
+        ("model", inputs.get("model")),
+        ("ablator SAE", _sae_name(meta)),
+        ("hook", inputs.get("hook")),
+        ("Neuronpedia id", inputs.get("neuronpedia_id")),
+        ("ablations file", inputs.get("ablations")),
+        ("co-occurrence file", inputs.get("cooccurrences")),
+        ("tokens counted (N)", inputs.get("tokens")),
+        ("effects compared", _compare_words(meta)),
+        ("latents compared", meta.get("n_compared")),
+        ("pairs passing the filters", meta.get("n_pairs_passing")),
+        ("pairs kept (in the table)", meta.get("n_pairs_kept")),
+        ("explanations", explanations.get("source")),
+    ]
+
+
+def _facts_html(facts: list[tuple[str, Any]]) -> str:
+    rows = []
+    for key, value in facts:
+        if value is None or value == "":
+            value = "—"
+        elif isinstance(value, int) and not isinstance(value, bool):
+            value = f"{value:,}"
+        rows.append(
+            f"<dt>{_e(str(key))}</dt><dd>{_e(value if isinstance(value, str) else str(value))}</dd>"
+        )
+    return '<dl class="facts">' + "".join(rows) + "</dl>"
+
+
+def _warnings_html(meta: Mapping) -> str:
+    warning = (meta.get("explanations") or {}).get("warning")
+    return f'<p class="warning" role="note">{_e(str(warning))}</p>' if warning else ""
+
+
+def _meta_dump(meta: Mapping) -> str:
+    shown = {k: v for k, v in meta.items() if k != "histogram"}  # the plot shows it
+    return json.dumps(shown, indent=2, sort_keys=True, default=str)
+
+
+def _table_data(result: Mapping) -> dict:
+    """The pairs compactly: each latent's text once (``latents``), pairs as number arrays."""
+    latents: dict[str, list] = {}
+    pairs = []
+    for pair in result.get("pairs") or []:
+        ids = []
+        for key in ("ablator1", "ablator2"):
+            latent = pair.get(key) or {}
+            ids.append(int(latent.get("id", -1)))
+            latents.setdefault(
+                str(ids[-1]),
+                [
+                    str(latent.get("explanation") or ""),
+                    latent.get("url") if isinstance(latent.get("url"), str) else None,
+                    _number(latent.get("activation_count")),
+                    _number(latent.get("ablation_count")),
+                ],
+            )
+        pairs.append(
+            ids
+            + [
+                _number(pair.get(name))
+                for name in (
+                    "cosine_similarity",
+                    "decoder_cosine",
+                    "cooccurrence_count",
+                    "expected_cooccurrence",
+                    "p_no_cooccurrence",
+                )
+            ]
+        )
+    return {"latents": latents, "pairs": pairs}
+
+
+def _script_json(obj: Any) -> str:
+    """JSON safe inside ``<script type="application/json">``: no ``<``, ``>`` or ``&`` left to
+    end the element or open a comment, whatever the text holds."""
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")

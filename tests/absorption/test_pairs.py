@@ -1,0 +1,89 @@
+"""The pair finder: blocked all-pairs equals the seed's per-row loop (the reference), with ties,
+filters, focus latents, a first-latent limit, a bounded number of kept pairs and histograms."""
+
+import pytest
+import torch
+
+from sae_hacking.absorption.pairs import PairFilter, comparable_rows, find_pairs
+from sae_hacking.testing import find_pairs_reference
+
+D, E, LATENTS = 40, 30, 200
+
+
+def problem(seed: int, sign: bool):
+    gen = torch.Generator().manual_seed(seed)
+    effects = torch.randn(D, E, generator=gen)
+    effects[torch.rand(D, E, generator=gen) < 0.5] = 0.0  # many ties among sign vectors
+    effects[3] = 0.0  # a latent without any effect: cosine 0 with everything
+    effects[7] = effects[11]  # identical rows: cosine 1
+    latents = torch.randperm(LATENTS, generator=gen)[:D].sort().values
+    counts = torch.randint(0, 4, (LATENTS, LATENTS), generator=gen)
+    counts = torch.maximum(counts, counts.T)  # symmetric, many zeros
+    activations = torch.randint(1, 60, (D,), generator=gen)
+    rows, norms = comparable_rows(effects, sign)
+    return latents, rows, norms, activations, lambda a, b: counts[a, b]
+
+
+def assert_same(found, reference, exact=True):
+    """Sign mode is bit-exact (integer dot products); raw effects agree to float rounding."""
+    assert found.n_passing == reference.n_passing
+    assert found.histogram_counts == reference.histogram_counts
+    for name in ("first_K", "second_K", "cooccurrence_K"):
+        assert torch.equal(getattr(found, name), getattr(reference, name)), name
+    if exact:
+        assert torch.equal(found.cosine_K, reference.cosine_K)
+    else:
+        assert torch.allclose(found.cosine_K, reference.cosine_K, atol=1e-6)
+    assert torch.allclose(found.expected_K, reference.expected_K)
+
+
+@pytest.mark.parametrize("sign", [True, False])
+@pytest.mark.parametrize(
+    "rules",
+    [
+        PairFilter(threshold=0.0, max_cooccurrence=0, block_size=7),
+        PairFilter(threshold=-0.2, max_cooccurrence=1, max_pairs=25, block_size=16),
+        PairFilter(threshold=-1.0, max_cooccurrence=3, block_size=64),  # every pair
+        PairFilter(threshold=0.1, max_cooccurrence=2, min_expected=5.0, block_size=5),
+    ],
+)
+def test_blocked_pairs_equal_the_per_row_loop(sign, rules):
+    args = problem(1, sign)
+    reference = find_pairs_reference(*args[:4], 100, args[4], rules)
+    found = find_pairs(*args[:4], 100, args[4], rules)
+    assert_same(found, reference, exact=sign)
+    assert reference.n_passing > 0, "the filters must leave pairs to compare"
+    if rules.threshold == -1.0 and rules.max_cooccurrence == 3:
+        assert found.n_passing == D * (D - 1) // 2
+    cosines = found.cosine_K.tolist()
+    assert cosines == sorted(cosines, reverse=True)
+    assert len(cosines) == min(rules.max_pairs, found.n_passing)
+    assert (found.first_K < found.second_K).all()
+
+
+def test_focus_and_first_latent_limits_match_the_loop():
+    args = problem(2, True)
+    rules = PairFilter(threshold=-0.5, max_cooccurrence=3, block_size=9)
+    focus = torch.zeros(D, dtype=torch.bool)
+    focus[[5, 30]] = True
+    firsts = torch.arange(D) < 12
+    for f, g in ((focus, None), (None, firsts), (focus, firsts)):
+        reference = find_pairs_reference(*args[:4], 500, args[4], rules, g, f)
+        assert reference.n_passing > 0
+        assert_same(find_pairs(*args[:4], 500, args[4], rules, g, f), reference)
+    found = find_pairs(*args[:4], 500, args[4], rules, None, focus)
+    latents = args[0]
+    chosen = {int(latents[5]), int(latents[30])}
+    assert all(
+        {a, b} & chosen
+        for a, b in zip(found.first_K.tolist(), found.second_K.tolist(), strict=True)
+    )
+
+
+def test_identical_effects_rank_first_and_zero_effects_score_zero():
+    latents, rows, norms, activations, counts = problem(3, True)
+    found = find_pairs(latents, rows, norms, activations, 100, counts, PairFilter(-1.0, 10**6))
+    ids = zip(found.first_K.tolist(), found.second_K.tolist(), strict=True)
+    pairs = dict(zip(ids, found.cosine_K.tolist(), strict=True))
+    assert pairs[(int(latents[7]), int(latents[11]))] == pytest.approx(1.0)
+    assert all(c == 0.0 for (a, b), c in pairs.items() if int(latents[3]) in (a, b))
