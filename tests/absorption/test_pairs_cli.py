@@ -172,3 +172,30 @@ def test_explanations_from_a_file_reach_the_pairs_and_the_report(runs, tmp_path)
     assert result["meta"]["explanations"]["source"] == "file"
     html = (out / "report.html").read_text()
     assert "<b>latent" not in html  # untrusted text is escaped
+
+
+def test_a_rows_mode_cooccurrence_file_serves_the_latents_it_covers(runs, tmp_path, capsys):
+    with (runs / "cooc" / "run.json").open() as handle:
+        flat = json.load(handle)["config"]
+    from sae_hacking.runs.results import ResultsFile
+
+    with ResultsFile(runs / "ablate" / "ablations.safetensors.zst") as f:
+        ablated = sorted(f.read("latents_D").tolist())
+    rows = [str(i) for i in ablated[:2]]
+    argv = [
+        "cooccurrences", "--model", flat["model"], "--device", "cpu", "--quiet",
+        "--ablator-sae-release", flat["ablator_sae_release"], "--dataset-id", flat["dataset_id"],
+        "--max-tokens", "16", "--n-prompts", "30", "--rows", *rows,
+        "--output-dir", str(tmp_path / "rows"),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = tmp_path / "from-rows"
+    rows_file = ["--cooccurrence-path", str(tmp_path / "rows"), "--cosine-sim-threshold", "-1"]
+    assert pairs(runs, out, *rows_file, "--just-these", *rows) == 0
+    from_rows = json.loads((out / "pairs.json").read_text())["pairs"]
+    assert (
+        pairs(runs, tmp_path / "full", "--cosine-sim-threshold", "-1", "--just-these", *rows) == 0
+    )
+    assert from_rows == json.loads((tmp_path / "full" / "pairs.json").read_text())["pairs"]
+    assert pairs(runs, tmp_path / "bad", *rows_file) == EXIT_USAGE
+    assert "count those rows too" in capsys.readouterr().err
