@@ -94,7 +94,7 @@ def load_explanations(
                 None,
             )
         except (OSError, ValueError, TypeError, KeyError):
-            pass  # a damaged cache is fetched again
+            cached.unlink(missing_ok=True)  # damaged: dropped, and fetched again below
     reason = _unreachable_reason()
     if reason is not None:
         return {}, SOURCE_NONE, _why_none(f"{np_id} is not cached ({cached}) and {reason}")
