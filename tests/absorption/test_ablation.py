@@ -84,6 +84,8 @@ def test_fast_equals_naive(lm, batch, k, batch_prompts):
         ("blocks.2.hook_attn_out", "blocks.2.hook_resid_post"),  # no attention in between
         ("blocks.0.hook_mlp_out", "blocks.2.hook_attn_out"),  # the reader reads an attention
         ("blocks.1.hook_resid_pre", "blocks.1.hook_resid_pre"),  # the same point
+        ("blocks.2.attn.hook_z", "blocks.2.hook_resid_post"),  # per-head outputs, same layer
+        ("hook_embed", "blocks.1.hook_mlp_out"),  # token embeddings
     ],
 )
 def test_fast_equals_naive_across_hook_pairs(gemma_lm, ablator_hook, reader_hook):
@@ -251,3 +253,17 @@ def test_effect_sums_are_exact_in_any_order(gemma_lm):
     assert torch.allclose(a["effects_DE"][row].double(), direct, atol=1e-6)
     with pytest.raises(OverflowError):
         to_fixed(torch.tensor([[float("nan")]]))
+
+
+@pytest.mark.parametrize("normalize", ["constant_norm_rescale", "layer_norm"])
+def test_fast_equals_naive_for_a_normalising_ablator(gemma_lm, normalize):
+    """A normalising SAE reconstructs in its own scale: the fast path maps the ablation back."""
+    from sae_hacking.saes.processing import InputTransform
+
+    ablator = random_sae(ABLATOR_HOOK, D_ABLATOR, 2)
+    ablator.info.input_transform = InputTransform(normalize=normalize)
+    setup = make_setup(gemma_lm, ablator, random_sae(READER_HOOK, D_READER, 3), 3)
+    batch = gemma_lm.tokenize(PROMPTS, MAX_TOKENS)
+    fast, naive = fast_effects(setup, batch), naive_effects(setup, batch)
+    assert_same_effects(fast, naive)
+    assert any(float(p.effects_DE.abs().max()) > 1e-3 for p in naive), "effects must be nonzero"

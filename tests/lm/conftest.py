@@ -44,3 +44,30 @@ def batch(lm):
     b = lm.tokenize(PROMPTS, MAX_TOKENS)
     assert (b.attention_mask_BS == 0).any(), "the test batch must be ragged"
     return b
+
+
+@pytest.fixture(scope="session")
+def wide_heads_path(tiny_model_path, tmp_path_factory):
+    """Folder of a tiny Gemma-2 whose heads are wider than d_model / n_heads (4 x 24 = 96 vs
+    d_model 64), as Gemma-2-2B's (8 x 256 = 2048 vs 2304): ``attn.hook_z`` is not d_model
+    wide. Random weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = tiny_model_path("gemma2")
+    config = AutoConfig.from_pretrained(path)
+    config.head_dim = 24
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    folder = tmp_path_factory.mktemp("gemma2-wide-heads")
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(path).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def wide_lm(wide_heads_path):
+    from sae_hacking.lm.hooked import HookedLM
+
+    return HookedLM.from_pretrained(str(wide_heads_path), device="cpu", dtype="float32")

@@ -211,8 +211,8 @@ def test_run_between_batches_variants_of_one_prompt(lm, batch):
 
 
 def test_hook_name_errors_list_what_is_supported(lm):
-    with pytest.raises(UsageError, match=r"supported: blocks\.\{L\}\.hook_resid_pre"):
-        lm.hook_point("blocks.0.hook_z")
+    with pytest.raises(UsageError, match=r"supported: hook_embed, blocks\.\{L\}\.hook_resid_pre"):
+        lm.hook_point("blocks.0.hook_q")
     with pytest.raises(UsageError, match=f"has {lm.n_layers} layers"):
         lm.hook_point(f"blocks.{lm.n_layers}.hook_resid_pre")
     if lm.parallel:

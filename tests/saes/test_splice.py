@@ -107,7 +107,7 @@ def test_width_and_hook_checks(lm):
     with pytest.raises(UsageError, match="does not say which hook"):
         check_sae_fits(lm, make_sae("relu", hook=None))
     with pytest.raises(UsageError, match="unknown hook point"):
-        check_sae_fits(lm, make_sae("relu", hook="blocks.0.attn.hook_z"))
+        check_sae_fits(lm, make_sae("relu", hook="blocks.0.hook_q"))
     assert check_sae_fits(lm, make_sae("relu", hook=None), "blocks.1.hook_resid_pre") == (
         "blocks.1.hook_resid_pre"
     )

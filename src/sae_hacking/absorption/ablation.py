@@ -37,6 +37,7 @@ from jaxtyping import Bool, Float, Int
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.lm.hooked import HookedLM, RunContext
 from sae_hacking.saes.base import SAE
+from sae_hacking.saes.processing import InputTransform
 from sae_hacking.saes.splice import ZeroLatents, check_sae_fits, splice
 
 METHODS = ("fast", "naive")
@@ -173,9 +174,10 @@ def reader_input_at(
     end_hook: str,
     context: RunContext,
     last_N: Int[torch.Tensor, " N"],
-) -> Float[torch.Tensor, "N M"]:
-    """The activation at ``end_hook``, at position ``last_N[n]`` of each row, when the one at
-    ``start_hook`` is ``acts_NSM`` (``context`` has one entry per row).
+) -> Float[torch.Tensor, "N D"]:
+    """The activation at ``end_hook`` (D wide), at position ``last_N[n]`` of each row, when the
+    one at ``start_hook`` is ``acts_NSM`` (``context`` has one entry per row; M is the start
+    hook's width, e.g. heads x head size for ``hook_z``).
 
     Only the layers in between run. Once the reader's layer has done its attention, the rest is
     position-wise: if ``end_hook`` lies after that attention, the layers up to it run on every
@@ -189,7 +191,10 @@ def reader_input_at(
     if end.stream_position() <= attn_position:  # the reader reads at or before an attention
         out_NSM = lm.run_between(start_hook, acts_NSM, end_hook, context)
         return out_NSM[take_N, last_N.to(out_NSM.device)]
-    if start.stream_position() >= attn_position:  # no attention between the hooks
+    # No attention between the hooks: from hook_z of the reader's layer on, the layer works
+    # token by token too (the output projection, then position-wise blocks).
+    same_layer_z = start.kind == "z" and start.layer == layer
+    if start.stream_position() >= attn_position or same_layer_z:
         last_N = last_N.to(acts_NSM.device)
         tail = RunContext(
             torch.ones_like(context.attention_mask_BS[:, :1]),
@@ -213,14 +218,21 @@ def ablation_variants(
     W_dec_eM: Float[torch.Tensor, "e M"],
     rows_N: Int[torch.Tensor, " N"],
     latents_N: Int[torch.Tensor, " N"],
+    transform: InputTransform | None = None,
 ) -> Float[torch.Tensor, "N S M"]:
     """Hook outputs with latent ``latents_N[n]`` of prompt ``rows_N[n]`` zeroed, the error term
-    kept: ``x - act(pos) * W_dec[latent]`` at every position (latent ``-1``: ``x`` itself). The
-    same arithmetic as the spliced SAE with :class:`~sae_hacking.saes.splice.ZeroLatents`."""
+    kept: ``x - act(pos) * W_dec[latent]`` at every position (latent ``-1``: ``x`` itself), the
+    change mapped back through the SAE's input ``transform`` (a normalising SAE reconstructs in
+    its own scale). The same arithmetic as the spliced SAE with
+    :class:`~sae_hacking.saes.splice.ZeroLatents`."""
     latents_N = latents_N.to(acts_BSe.device)
     acts_NS = acts_BSe[rows_N, :, latents_N.clamp(min=0)] * (latents_N >= 0)[:, None]
     W_NM = W_dec_eM[latents_N.clamp(min=0)]
-    return x_BSM[rows_N] - (acts_NS[..., None] * W_NM[:, None, :]).to(x_BSM.dtype)
+    x_NSM = x_BSM[rows_N]
+    delta_NSM = -(acts_NS[..., None] * W_NM[:, None, :])
+    if transform is not None and transform.normalize != "none":
+        delta_NSM = transform.restore_delta(delta_NSM, x_NSM.to(delta_NSM.dtype))
+    return x_NSM + delta_NSM.to(x_BSM.dtype)
 
 
 def single_prompts(batch) -> list:
@@ -272,7 +284,9 @@ def _fast_batch(setup: AblationSetup, batch) -> list[PromptEffects]:
 
         def reader_acts(rows_N, latents_N):
             """Reader latents at the last real token for the variant rows (latent -1 = none)."""
-            variants_NSM = ablation_variants(x_BSM, acts_BSe, ablator.W_dec, rows_N, latents_N)
+            variants_NSM = ablation_variants(
+                x_BSM, acts_BSe, ablator.W_dec, rows_N, latents_N, ablator.input_transform
+            )
             reader_in_NM = reader_input_at(
                 lm,
                 setup.ablator_hook,

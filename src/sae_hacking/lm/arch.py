@@ -2,13 +2,18 @@
 
 A decoder layer of every supported family is two residual blocks, described by module names:
 
-    attn_out  = attn_post(attn(attn_norm(resid_pre), mask, positions)[0])
+    embed     = embed(tokens)                            # with Gemma's sqrt(d_model) scale
+    resid_pre = embed + pos_embed(positions)             # layer 0; just embed if no pos_embed
+    z         = attn_o's input in attn(attn_norm(resid_pre), mask, positions)
+    attn_out  = attn_post(attn_o(z))                     # = attn_post(attn(...)[0])
     resid_mid = resid_pre + attn_out
     mlp_out   = mlp_post(mlp(mlp_norm(resid_mid)))       # mlp_norm(resid_pre) if parallel
     resid_post = resid_mid + mlp_out                     # mlp_out + attn_out + resid_pre if parallel
 
 ``attn_post`` / ``mlp_post`` are Gemma-2's post-layernorms, GPT-NeoX's dropouts (identity in
-eval) or absent. The table below is all that differs between families; hooks and
+eval) or absent. ``z`` is the per-head attention outputs, heads concatenated
+([B, S, n_heads * d_head], head-major, as SAELens flattens ``hook_z``); GPT-2's dropout after
+``c_proj`` is the identity in eval mode. The table below is all that differs between families; hooks and
 :func:`attn_block` / :func:`mlp_block` (used to run the model between hook points) read it.
 The block functions call the model's own attention and MLP modules and mirror the order of the
 additions in the Hugging Face layer code, so their results match the full forward bit for bit.
@@ -24,8 +29,10 @@ from sae_hacking.errors import UsageError
 from sae_hacking.lm.hook_names import (  # noqa: F401 (re-exported)
     HOOK_KINDS,
     HOOK_TEMPLATES,
+    RESID_PRE_SITE,
     HookPoint,
     parse_hook,
+    supported_templates,
 )
 
 
@@ -44,6 +51,11 @@ class ArchSpec:
     mlp: str
     mlp_post: str | None
     rotary: bool  # positions enter as rotary (cos, sin) computed by ``base.rotary_emb``
+    embed: str  # the token embedding inside ``base`` (its output is ``hook_embed``)
+    pos_embed: str | None  # learned positions added to ``hook_embed`` to make ``resid_pre`` 0
+    # The attention's output projection inside a layer; its input is ``attn.hook_z``. None
+    # would be a family without separate heads (none of the supported ones).
+    attn_o: str | None
     parallel_attr: str | None = None  # config flag that makes attention and MLP parallel
 
 
@@ -59,6 +71,9 @@ _GEMMA2 = ArchSpec(
     mlp="mlp",
     mlp_post="post_feedforward_layernorm",
     rotary=True,
+    embed="embed_tokens",
+    pos_embed=None,
+    attn_o="self_attn.o_proj",
 )
 _LLAMA = ArchSpec(
     family="llama",
@@ -72,6 +87,9 @@ _LLAMA = ArchSpec(
     mlp="mlp",
     mlp_post=None,
     rotary=True,
+    embed="embed_tokens",
+    pos_embed=None,
+    attn_o="self_attn.o_proj",
 )
 _GPT2 = ArchSpec(
     family="gpt2",
@@ -85,6 +103,9 @@ _GPT2 = ArchSpec(
     mlp="mlp",
     mlp_post=None,
     rotary=False,
+    embed="wte",
+    pos_embed="wpe",
+    attn_o="attn.c_proj",
 )
 _NEOX = ArchSpec(
     family="gpt_neox",
@@ -98,6 +119,9 @@ _NEOX = ArchSpec(
     mlp="mlp",
     mlp_post="post_mlp_dropout",
     rotary=True,
+    embed="embed_in",
+    pos_embed=None,
+    attn_o="attention.dense",
     parallel_attr="use_parallel_residual",
 )
 
@@ -150,3 +174,49 @@ def mlp_block(spec: ArchSpec, layer: torch.nn.Module, mlp_in: torch.Tensor) -> t
     when attention and MLP are parallel)."""
     out = submodule(layer, spec.mlp)(submodule(layer, spec.mlp_norm)(mlp_in))
     return submodule(layer, spec.mlp_post)(out) if spec.mlp_post else out
+
+
+class _HaveZ(Exception):
+    """Raised from the output projection's pre-hook once its input (``hook_z``) is known."""
+
+
+def z_block(
+    spec: ArchSpec,
+    layer: torch.nn.Module,
+    resid_pre: torch.Tensor,
+    attention_mask,
+    position_ids: torch.Tensor,
+    position_embeddings,
+) -> torch.Tensor:
+    """``attn.hook_z`` of ``layer`` given its ``hook_resid_pre``: the model's own attention,
+    stopped at the input of its output projection."""
+    seen = []
+
+    def capture(module, args):
+        seen.append(args[0])
+        raise _HaveZ
+
+    handle = submodule(layer, spec.attn_o).register_forward_pre_hook(capture)
+    try:
+        attn_block(spec, layer, resid_pre, attention_mask, position_ids, position_embeddings)
+    except _HaveZ:
+        return seen[0]
+    finally:
+        handle.remove()
+    raise RuntimeError(f"the attention of {spec.family} never called {spec.attn_o}")
+
+
+def attn_out_from_z(spec: ArchSpec, layer: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """``hook_attn_out`` of ``layer`` given its ``attn.hook_z``."""
+    out = submodule(layer, spec.attn_o)(z)
+    return submodule(layer, spec.attn_post)(out) if spec.attn_post else out
+
+
+def resid_from_embed(
+    spec: ArchSpec, base: torch.nn.Module, embed: torch.Tensor, position_ids: torch.Tensor
+) -> torch.Tensor:
+    """``blocks.0.hook_resid_pre`` given ``hook_embed`` (the embedding dropout is the identity
+    in eval mode)."""
+    if spec.pos_embed is None:
+        return embed
+    return embed + submodule(base, spec.pos_embed)(position_ids)

@@ -5,8 +5,11 @@
   raised from that hook), so reading layer 5 of 26 costs six layers.
 - ``patches`` replace an activation on its way through the forward (reads see the patched value).
 - :meth:`HookedLM.run_between` starts from an activation at one hook point and runs only the
-  layers up to a later point (or the logits), using the model's own attention, MLP, mask and
-  rotary modules. Its batch may hold several variants of one prompt (the context broadcasts).
+  layers up to a later point (or the logits), using the model's own modules
+  (:mod:`sae_hacking.lm.between`). Its batch may hold several variants of one prompt.
+- Hook points: ``hook_embed``, and per layer ``hook_resid_pre``, ``attn.hook_z`` (the heads'
+  outputs concatenated, [B, S, n_heads * d_head]), ``hook_attn_out``, ``hook_resid_mid``,
+  ``hook_mlp_out``, ``hook_resid_post``, read where TransformerLens's bridge reads them.
 
 Everything runs under ``torch.inference_mode()``: returned tensors are inference tensors; clone
 them outside inference mode before using them in autograd.
@@ -16,26 +19,27 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
 
-from sae_hacking.errors import UsageError
 from sae_hacking.lm.arch import (
-    HOOK_KINDS,
     HookPoint,
-    attn_block,
     first_output,
     is_parallel,
-    mlp_block,
     parse_hook,
     spec_for,
+    supported_templates,
+)
+from sae_hacking.lm.between import (  # noqa: F401 (LOGITS re-exported)
+    LOGITS,
+    RunContext,
+    context_hooks,
+    run_between,
 )
 
-LOGITS = "logits"
-
-Patch = Callable[[Float[torch.Tensor, "B S M"]], Float[torch.Tensor, "B S M"]]
+Patch = Callable[[Float[torch.Tensor, "B S D"]], Float[torch.Tensor, "B S D"]]
 
 
 class _StopForward(Exception):
@@ -43,52 +47,13 @@ class _StopForward(Exception):
 
 
 @dataclass
-class RunContext:
-    """What :meth:`HookedLM.run_between` needs besides the start activation.
-
-    ``residuals`` holds the streams the start point is added into (``blocks.L.hook_resid_pre``
-    for an ``attn_out`` start; ``hook_resid_mid`` for an ``mlp_out`` start, or ``resid_pre`` and
-    ``attn_out`` when attention and MLP are parallel). Masks and rotary embeddings are rebuilt
-    from ``attention_mask_BS`` by the model's own code on each run.
-    """
-
-    attention_mask_BS: Int[torch.Tensor, "B S"]
-    residuals: dict[str, Float[torch.Tensor, "B S M"]] = field(default_factory=dict)
-
-    @property
-    def batch_size(self) -> int:
-        return self.attention_mask_BS.shape[0]
-
-    def repeat_interleave(self, k: int) -> RunContext:
-        """Context for a batch where each prompt is followed by its ``k`` variants' copies."""
-        return RunContext(
-            self.attention_mask_BS.repeat_interleave(k, dim=0),
-            {name: t.repeat_interleave(k, dim=0) for name, t in self.residuals.items()},
-        )
-
-    def for_batch(self, batch_size: int) -> RunContext:
-        """This context for ``batch_size`` rows: itself, or a single prompt broadcast."""
-        if batch_size == self.batch_size:
-            return self
-        if self.batch_size != 1:
-            raise ValueError(
-                f"run_between got {batch_size} rows but the context holds {self.batch_size} "
-                "prompts; use context.repeat_interleave(k) for k variants per prompt"
-            )
-        return RunContext(
-            self.attention_mask_BS.expand(batch_size, -1),
-            {name: t.expand(batch_size, -1, -1) for name, t in self.residuals.items()},
-        )
-
-
-@dataclass
 class ActivationCache:
     """Activations read at hook points, and the context to resume from one (if asked for)."""
 
-    acts: dict[str, Float[torch.Tensor, "B S M"]]
+    acts: dict[str, Float[torch.Tensor, "B S _"]]
     context: RunContext | None = None
 
-    def __getitem__(self, hook_name: str) -> Float[torch.Tensor, "B S M"]:
+    def __getitem__(self, hook_name: str) -> Float[torch.Tensor, "B S _"]:
         return self.acts[hook_name]
 
 
@@ -132,31 +97,41 @@ class HookedLM:
         return next(self.model.parameters()).dtype
 
     @property
+    def heads(self) -> bool:
+        """Whether attention has separate heads whose outputs ``attn.hook_z`` reads."""
+        return self.spec.attn_o is not None
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.model.config.num_attention_heads)
+
+    @property
+    def d_head(self) -> int:
+        config = self.model.config
+        return int(getattr(config, "head_dim", None) or self.d_model // self.n_heads)
+
+    @property
     def hook_names(self) -> list[str]:
-        kinds = [k for k in HOOK_KINDS if not (self.parallel and k == "resid_mid")]
-        return [f"blocks.{layer}.hook_{kind}" for layer in range(self.n_layers) for kind in kinds]
+        """Every hook point of this model, in forward order."""
+        templates = supported_templates(self.parallel, self.heads)
+        names = [t for t in templates if "{L}" not in t]
+        for layer in range(self.n_layers):
+            names += [t.format(L=layer) for t in templates if "{L}" in t]
+        return names
 
     def hook_point(self, name: str) -> HookPoint:
-        return parse_hook(name, self.n_layers, self.parallel)
+        return parse_hook(name, self.n_layers, self.parallel, self.heads)
 
     def hook_width(self, name: str) -> int:
-        """Width of the activation at hook ``name`` (every supported point is d_model wide)."""
-        self.hook_point(name)
+        """Width of the activation at hook ``name``: d_model, or n_heads * d_head for
+        ``attn.hook_z`` (its heads concatenated, as SAELens flattens hook_z)."""
+        if self.hook_point(name).kind == "z":
+            return self.n_heads * self.d_head
         return self.d_model
 
     def context_hooks(self, start_hook: str) -> tuple[str, ...]:
         """Hook points whose activations :meth:`run_between` needs to start at ``start_hook``."""
-        point = self.hook_point(start_hook)
-        pre = f"blocks.{point.layer}.hook_resid_pre"
-        if point.kind == "attn_out":
-            return (pre,)
-        if point.kind == "mlp_out":
-            return (
-                (pre, f"blocks.{point.layer}.hook_attn_out")
-                if self.parallel
-                else (f"blocks.{point.layer}.hook_resid_mid",)
-            )
-        return ()
+        return context_hooks(self, self.hook_point(start_hook))
 
     def tokenize(self, texts: Sequence[str], max_tokens: int, prepend_bos: bool = True):
         """:func:`sae_hacking.data.text.tokenize_prompts` with this model's tokenizer, on its device."""
@@ -255,6 +230,13 @@ class HookedLM:
 
         layer = self.layers[point.layer]
         spec = self.spec
+        if point.kind == "z":
+
+            def pre_projection(module, args):
+                new = apply(args[0])
+                return None if new is args[0] else (new, *args[1:])
+
+            return layer.get_submodule(spec.attn_o).register_forward_pre_hook(pre_projection)
         if point.kind == "resid_pre":
 
             def pre_layer(module, args, kwargs):
@@ -276,7 +258,9 @@ class HookedLM:
                     x.copy_(new)
 
             return layer.get_submodule(spec.mlp_norm).register_forward_pre_hook(pre_mlp_norm)
-        if point.kind == "resid_post":
+        if point.kind == "embed":
+            module = self.base.get_submodule(spec.embed)
+        elif point.kind == "resid_post":
             module = layer
         elif point.kind == "attn_out":
             module = layer.get_submodule(spec.attn_post or spec.attn)
@@ -297,108 +281,14 @@ class HookedLM:
     def run_between(
         self,
         start_hook: str,
-        acts_BSM: Float[torch.Tensor, "B S M"],
+        acts_BSD: Float[torch.Tensor, "B S D"],
         end_hook: str,
         context: RunContext,
-    ) -> Float[torch.Tensor, "B S D"]:
+    ) -> Float[torch.Tensor, "B S _"]:
         """The activation at ``end_hook`` (or the logits for ``end_hook="logits"``) when the
-        activation at ``start_hook`` is ``acts_BSM``; only the layers in between run.
+        activation at ``start_hook`` is ``acts_BSD``; only the layers in between run.
 
         ``context`` comes from ``read(..., context_for=start_hook)``; a context of one prompt
         broadcasts over a batch of its variants.
         """
-        start = self.hook_point(start_hook)
-        end = None if end_hook == LOGITS else self.hook_point(end_hook)
-        if end is not None and end.stream_position() < start.stream_position():
-            raise UsageError(
-                f"run_between goes forward only: {end_hook} comes before {start_hook}."
-            )
-        missing = [name for name in self.context_hooks(start_hook) if name not in context.residuals]
-        if missing:
-            raise ValueError(
-                f"the context lacks {', '.join(missing)}; read it with context_for={start_hook!r}"
-            )
-        if acts_BSM.ndim != 3 or acts_BSM.shape[-1] != self.d_model:
-            raise ValueError(
-                f"acts must be [batch, seq, {self.d_model}], got shape {tuple(acts_BSM.shape)}"
-            )
-        acts_BSM = acts_BSM.to(device=self.device, dtype=self.dtype)
-        context = context.for_batch(acts_BSM.shape[0])
-        with torch.inference_mode():
-            return self._run_layers(start, acts_BSM, end, context)
-
-    def _run_layers(self, start: HookPoint, acts, end: HookPoint | None, context: RunContext):
-        layer, first_site = start.layer, start.site + 1
-        state = {start.kind: acts}
-        for name, tensor in context.residuals.items():
-            state[self.hook_point(name).kind] = tensor.to(acts.dtype)
-        if end is not None and end.stream_position() == start.stream_position():
-            return acts
-        if start.kind == "resid_post":
-            layer, first_site, state = layer + 1, 1, {"resid_pre": acts}
-        masks, position_ids, rotary = self._attention_inputs(context.attention_mask_BS, acts)
-        while layer < self.n_layers:
-            module = self.layers[layer]
-            for site in range(first_site, len(HOOK_KINDS)):
-                kind = HOOK_KINDS[site]
-                if kind == "resid_mid" and self.parallel:
-                    continue
-                state[kind] = self._compute(kind, module, state, masks[layer], position_ids, rotary)
-                if end is not None and (end.layer, end.site) == (layer, site):
-                    return state[kind]
-            layer, first_site, state = layer + 1, 1, {"resid_pre": state["resid_post"]}
-            if end is not None and (end.layer, end.site) == (layer, 0):
-                return state["resid_pre"]
-        return self._unembed(state["resid_pre"])
-
-    def _compute(self, kind, module, state, mask, position_ids, rotary) -> torch.Tensor:
-        if kind == "attn_out":
-            return attn_block(self.spec, module, state["resid_pre"], mask, position_ids, rotary)
-        if kind == "resid_mid":
-            return state["resid_pre"] + state["attn_out"]
-        if kind == "mlp_out":
-            mlp_in = state["resid_pre"] if self.parallel else state["resid_mid"]
-            return mlp_block(self.spec, module, mlp_in)
-        if self.parallel:
-            return state["mlp_out"] + state["attn_out"] + state["resid_pre"]
-        return state["resid_mid"] + state["mlp_out"]
-
-    def _attention_inputs(self, attention_mask_BS, like_BSM):
-        """Per-layer masks, position ids and rotary (cos, sin), built as the model's forward
-        builds them (no KV cache, positions 0..S-1)."""
-        from transformers.masking_utils import (
-            create_causal_mask,
-            create_sliding_window_causal_mask,
-        )
-
-        config = self.model.config
-        position_ids = torch.arange(like_BSM.shape[1], device=like_BSM.device).unsqueeze(0)
-        kwargs = dict(
-            config=config,
-            inputs_embeds=like_BSM,
-            attention_mask=attention_mask_BS,
-            cache=None,
-            position_ids=position_ids,
-        )
-        layer_types = getattr(config, "layer_types", None) or ["full_attention"] * self.n_layers
-        builders = {
-            "full_attention": create_causal_mask,
-            "sliding_attention": create_sliding_window_causal_mask,
-        }
-        unknown = set(layer_types) - set(builders)
-        if unknown:
-            raise UsageError(
-                f"attention layer types {sorted(unknown)} of this model are not supported by "
-                f"run_between; supported: {', '.join(builders)}."
-            )
-        built = {kind: builders[kind](**kwargs) for kind in set(layer_types)}
-        rotary = self.base.rotary_emb(like_BSM, position_ids) if self.spec.rotary else None
-        return [built[kind] for kind in layer_types], position_ids, rotary
-
-    def _unembed(self, resid_BSM: torch.Tensor) -> torch.Tensor:
-        hidden = self.base.get_submodule(self.spec.final_norm)(resid_BSM)
-        logits = self.model.lm_head(hidden)
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
-        if cap is not None:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
+        return run_between(self, start_hook, acts_BSD, end_hook, context)

@@ -15,15 +15,20 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 
+from sae_hacking.saes.processing import InputTransform
+
 
 @dataclass
 class SAEInfo:
-    """Where an SAE belongs: the hook it reads and its Neuronpedia id, when known."""
+    """Where an SAE belongs: the hook it reads and its Neuronpedia id, when known; and what
+    it expects done to that hook's activations before encoding (the identity unless a
+    pretrained SAE declares a model processing or an activation normalisation)."""
 
     hook_name: str | None = None
     neuronpedia_id: str | None = None
     release: str | None = None
     sae_id: str | None = None
+    input_transform: InputTransform = InputTransform()
 
 
 class SAE(torch.nn.Module, abc.ABC):
@@ -58,8 +63,18 @@ class SAE(torch.nn.Module, abc.ABC):
     def decode(self, acts_BE: Float[torch.Tensor, "*B E"]) -> Float[torch.Tensor, "*B M"]:
         """Reconstruction from latent activations."""
 
+    @property
+    def input_transform(self) -> InputTransform:
+        return self.info.input_transform
+
     def forward(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B M"]:
-        return self.decode(self.encode(x_BM))
+        """The reconstruction of ``x`` in ``x``'s own space (SAELens's ``decode(encode(x))``).
+
+        :meth:`decode` alone is stateless, so it returns the reconstruction in the space the
+        SAE encodes (after :attr:`input_transform`); this maps it back, undoing the per-input
+        normalisation (but not the centring: see :mod:`sae_hacking.saes.processing`)."""
+        recon_BM = self.decode(self.encode(x_BM))
+        return self.input_transform.restore(recon_BM, x_BM.to(recon_BM.dtype))
 
     def config(self) -> dict:
         """``architecture`` plus the constructor's keyword arguments: enough to rebuild the
@@ -101,8 +116,9 @@ class LinearSAE(SAE):
         return self.W_dec_EM
 
     def pre_acts(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B E"]:
-        """Encoder pre-activations, in the SAE's dtype whatever the input's."""
-        x_BM = x_BM.to(self.W_enc_ME.dtype)
+        """Encoder pre-activations, in the SAE's dtype whatever the input's, of the input as
+        the SAE expects it (:attr:`input_transform` applied)."""
+        x_BM = self.info.input_transform.apply(x_BM.to(self.W_enc_ME.dtype))
         if self.apply_b_dec_to_input:
             x_BM = x_BM - self.b_dec_M
         return x_BM @ self.W_enc_ME + self.b_enc_E

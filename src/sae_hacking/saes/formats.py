@@ -8,7 +8,9 @@
   layout (hook name under ``metadata``) and the older flat one are read; architectures
   ``standard`` (ReLU), ``jumprelu`` and ``topk``.
 
-Options these loaders do not implement (activation normalisation, per-head hooks, decoder-norm
+A SAELens SAE's declared model processing (``model_from_pretrained_kwargs``) and activation
+normalisation become its :class:`~sae_hacking.saes.processing.InputTransform`. Options these
+loaders do not implement (processing they cannot reproduce, per-head hooks, decoder-norm
 rescaling) are refused with a :class:`UsageError` rather than silently ignored.
 """
 
@@ -24,6 +26,7 @@ import torch
 from sae_hacking.errors import UsageError
 from sae_hacking.saes import registry
 from sae_hacking.saes.base import SAE, SAEInfo
+from sae_hacking.saes.processing import fold_norm_scaling_factor, input_transform
 
 SAELENS_CFG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
@@ -64,7 +67,7 @@ def gemma_scope_hook_name(location: str) -> str | None:
     release's ``embedding`` SAEs read ``hook_embed``), named as SAELens names them."""
     layer = re.search(r"layer_(\d+)", location)
     kind = re.search(r"gemma-scope-[^/]*?-(res|mlp|att)(?:-|/|$)", location)
-    if kind is not None and kind.group(1) == "res" and "embedding" in location:
+    if re.search(r"gemma-scope-[^/]*?-res[^/]*/embedding(?:/|$)", location):
         return "hook_embed"
     if layer is None or kind is None:
         return None
@@ -100,6 +103,12 @@ def load_gemma_scope_npz(
     _check_shapes(str(path), state, d_in, d_sae)
     if info is None:
         info = SAEInfo(hook_name=gemma_scope_hook_name(str(path.resolve())))
+    if info.hook_name == "hook_embed":
+        # Gemma Scope trained its embedding SAEs on unscaled token embeddings; hook_embed is
+        # scaled by sqrt(d_model) as the model scales it, so the weights absorb the scale (as
+        # SAELens's loader does): encoder / sqrt(d_in), decoder * sqrt(d_in).
+        state["W_enc_ME"] = state["W_enc_ME"] / d_in**0.5
+        state["W_dec_EM"] = state["W_dec_EM"] * d_in**0.5
     return _build(
         "jumprelu",
         {"d_in": d_in, "d_sae": d_sae, "apply_b_dec_to_input": False},
@@ -109,12 +118,14 @@ def load_gemma_scope_npz(
     )
 
 
-def _saelens_config(folder: Path) -> dict:
+def _saelens_config(folder: Path, overrides: dict | None = None) -> dict:
     try:
         cfg = json.loads((folder / SAELENS_CFG).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise UsageError(f"{folder / SAELENS_CFG} cannot be read as JSON ({err}).") from err
-    meta = cfg.get("metadata") or {}
+    # A release's registry overrides replace cfg.json's values, as in SAELens.
+    cfg = {**cfg, **(overrides or {})}
+    meta = {k: v for k, v in (cfg.get("metadata") or {}).items() if k not in (overrides or {})}
 
     def get(key, default=None):
         return meta.get(key, cfg.get(key, default))
@@ -126,8 +137,9 @@ def _saelens_config(folder: Path) -> dict:
         architecture = "topk" if activation == "topk" and k is not None else "standard"
     ours = registry.from_saelens(architecture, str(folder)).name
     normalize = cfg.get("normalize_activations") or "none"
+    if normalize is True:  # SAELens < 6's boolean
+        normalize = "expected_average_only_in"
     refusals = {
-        "normalize_activations": normalize not in ("none", False),
         "hook_head_index": get("hook_head_index") is not None,
         "rescale_acts_by_decoder_norm": bool(cfg.get("rescale_acts_by_decoder_norm")),
         "activation_fn": architecture == "standard" and activation != "relu",
@@ -147,21 +159,37 @@ def _saelens_config(folder: Path) -> dict:
         "k": None if k is None else int(k),
         "hook_name": get("hook_name", cfg.get("hook_point")),
         "neuronpedia_id": get("neuronpedia_id"),
+        "normalize_activations": normalize,
+        "model_from_pretrained_kwargs": get("model_from_pretrained_kwargs") or {},
     }
 
 
 def load_saelens_folder(
-    folder: str | Path, info: SAEInfo | None = None, dtype: torch.dtype = torch.float32
+    folder: str | Path,
+    info: SAEInfo | None = None,
+    dtype: torch.dtype = torch.float32,
+    overrides: dict | None = None,
+    norm_scaling_factor: float | None = None,
 ) -> SAE:
     """A SAELens-format folder as a ReLU, JumpReLU or TopK SAE (on CPU).
 
-    ``info`` fields that are set override the folder's hook name and Neuronpedia id.
+    ``info`` fields that are set override the folder's hook name and Neuronpedia id;
+    ``overrides`` (a release's registry ``config_overrides``) replace ``cfg.json`` values; an
+    ``expected_average_only_in`` SAE needs the release's ``norm_scaling_factor``, folded into
+    its weights as SAELens does.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    cfg = _saelens_config(folder)
+    cfg = _saelens_config(folder, overrides)
+    hook_name = (info and info.hook_name) or cfg["hook_name"]
+    normalize = cfg["normalize_activations"]
+    if normalize == "expected_average_only_in" and norm_scaling_factor is not None:
+        normalize = "none"  # folded below
+    transform = input_transform(
+        cfg["model_from_pretrained_kwargs"], normalize, hook_name, str(folder)
+    )
     try:
         raw = load_file(str(folder / SAELENS_WEIGHTS))
     except (OSError, SafetensorError) as err:
@@ -181,11 +209,14 @@ def load_saelens_folder(
         )
     state = {ours: raw[theirs] for theirs, ours in names.items()}
     _check_shapes(str(folder), state, cfg["d_in"], cfg["d_sae"])
+    if cfg["normalize_activations"] == "expected_average_only_in":
+        fold_norm_scaling_factor(state, norm_scaling_factor)
     info = SAEInfo(
-        hook_name=(info and info.hook_name) or cfg["hook_name"],
+        hook_name=hook_name,
         neuronpedia_id=(info and info.neuronpedia_id) or cfg["neuronpedia_id"],
         release=info and info.release,
         sae_id=info and info.sae_id,
+        input_transform=transform,
     )
     config = {"d_in": cfg["d_in"], "d_sae": cfg["d_sae"]}
     if cfg["architecture"] == "topk":
@@ -226,7 +257,7 @@ def save_saelens_folder(sae: SAE, folder: str | Path, model_name: str | None = N
         "dtype": "float32",
         "device": "cpu",
         "apply_b_dec_to_input": bool(getattr(sae, "apply_b_dec_to_input", True)),
-        "normalize_activations": "none",
+        "normalize_activations": sae.input_transform.normalize,
         "reshape_activations": "none",
         "metadata": {
             "sae_lens_version": SAELENS_CFG_LAYOUT_VERSION,
@@ -237,6 +268,8 @@ def save_saelens_folder(sae: SAE, folder: str | Path, model_name: str | None = N
             "prepend_bos": True,
         },
     }
+    if sae.input_transform.center:
+        cfg["metadata"]["model_from_pretrained_kwargs"] = {"center_writing_weights": True}
     if sae.architecture == "topk":
         cfg["k"] = sae.k
         cfg["rescale_acts_by_decoder_norm"] = False

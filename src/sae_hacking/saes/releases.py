@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -28,11 +28,20 @@ from sae_hacking.saes.formats import (
     load_gemma_scope_npz,
     load_saelens_folder,
 )
+from sae_hacking.saes.processing import CENTRE_FLAG, input_transform, model_processing_centres
 from sae_hacking.saes.source import looks_like_path
 
 # Registry "conversion_func" values whose files this package reads.
 GEMMA_SCOPE_LAYOUT = "gemma_2"
 SAELENS_LAYOUT = None
+# Registry config_overrides keys this loader honours. Any other key fails loudly when its
+# release is resolved (a new SAELens release may declare a convention we would otherwise
+# silently ignore); tests/saes/test_conventions.py lists those the installed registry uses.
+PROCESSING_OVERRIDES = frozenset({"model_from_pretrained_kwargs", "normalize_activations"})
+# Where the SAE belongs (hook_name, neuronpedia_id are read) or provenance only: the model
+# (the registry's ``model`` already names it) and the training dataset change no activation.
+DESCRIPTIVE_OVERRIDES = frozenset({"hook_name", "neuronpedia_id", "model_name", "dataset_path"})
+KNOWN_OVERRIDES = PROCESSING_OVERRIDES | DESCRIPTIVE_OVERRIDES
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,10 @@ class ReleaseEntry:
     layout: str | None  # the registry's conversion_func; None for SAELens folders
     neuronpedia_id: str | None
     hook_name: str | None  # known without downloading for Gemma Scope and overridden releases
+    # The release's config_overrides (replace cfg.json values) and this SAE's registry
+    # norm_scaling_factor (for expected_average_only_in).
+    overrides: dict = field(default_factory=dict, hash=False, compare=False)
+    norm_scaling_factor: float | None = None
 
 
 def registry_file() -> Path:
@@ -90,6 +103,12 @@ def resolve_release(release: str, sae_id: str) -> ReleaseEntry:
         )
     item = saes[sae_id]
     overrides = entry.get("config_overrides") or {}
+    unknown = sorted(set(overrides) - KNOWN_OVERRIDES)
+    if unknown:
+        raise UsageError(
+            f"release {release} sets config override {unknown[0]}={overrides[unknown[0]]!r}, "
+            "which this loader does not know how to honour, so it refuses to load it."
+        )
     layout = entry.get("conversion_func")
     hook_name = overrides.get("hook_name")
     if hook_name is None and layout == GEMMA_SCOPE_LAYOUT:
@@ -103,6 +122,8 @@ def resolve_release(release: str, sae_id: str) -> ReleaseEntry:
         layout=layout,
         neuronpedia_id=item.get("neuronpedia"),
         hook_name=hook_name,
+        overrides=dict(overrides),
+        norm_scaling_factor=item.get("norm_scaling_factor"),
     )
 
 
@@ -111,12 +132,20 @@ def load_release(entry: ReleaseEntry, dtype: torch.dtype = torch.float32) -> SAE
     info = SAEInfo(entry.hook_name, entry.neuronpedia_id, entry.release, entry.sae_id)
     what = f"SAE {entry.release} / {entry.sae_id}"
     if entry.layout == GEMMA_SCOPE_LAYOUT:
+        info.input_transform = input_transform(
+            entry.overrides.get("model_from_pretrained_kwargs"),
+            entry.overrides.get("normalize_activations"),
+            entry.hook_name,
+            what,
+        )
         params = hub_file(entry.repo_id, f"{entry.path}/{GEMMA_SCOPE_PARAMS}", what=what)
         return load_gemma_scope_npz(params, info, dtype)
     if entry.layout == SAELENS_LAYOUT:
         cfg = hub_file(entry.repo_id, f"{entry.path}/{SAELENS_CFG}", what=what)
         hub_file(entry.repo_id, f"{entry.path}/{SAELENS_WEIGHTS}", what=what)
-        return load_saelens_folder(cfg.parent, info, dtype)
+        return load_saelens_folder(
+            cfg.parent, info, dtype, entry.overrides, entry.norm_scaling_factor
+        )
     raise UsageError(
         f"release {entry.release} is stored in the {entry.layout!r} layout, which this loader "
         "does not read; supported: Gemma Scope (gemma_2) and SAELens-format releases."
@@ -171,6 +200,9 @@ def load_sae(
         sae = load_release(resolve_release(release_or_path, sae_id), dtype)
     if hook_name is not None:
         sae.info.hook_name = hook_name
+        if sae.input_transform.center:  # whether the declared centring applies at this hook
+            center = model_processing_centres({CENTRE_FLAG: True}, hook_name, release_or_path)
+            sae.info.input_transform = replace(sae.input_transform, center=center)
     # Loaded SAEs are for inference: without gradients they accept the inference-mode tensors
     # that HookedLM.read returns.
     return sae.requires_grad_(False).eval().to(device)

@@ -5,6 +5,14 @@ where ``acts = encode(x)``. Decoders are affine, so that equals
 ``x + (edit(acts) - acts) @ W_dec``: computed that way the model's output is *exactly* unchanged
 until a latent is edited (no rounding noise from a full decode), and zeroing a few latents costs
 a few decoder rows instead of a full decode.
+
+An SAE with an :class:`~sae_hacking.saes.processing.InputTransform` encodes the transformed
+activation and decodes in that space, so its edit is mapped back to the activation's space
+(per-position scaling under SAELens's normalisations). A centring SAE's edit is added to the
+uncentred activation: every later read of the stream is a LayerNorm, which removes the mean
+component by which our model differs from the centred (processed) one, so this is the splice
+into the processed model (see :mod:`sae_hacking.saes.processing`). Each patch applies its own
+SAE's transform, so SAEs with different conventions spliced into one model each see their own.
 """
 
 from __future__ import annotations
@@ -67,14 +75,18 @@ def splice_patch(sae: SAE, edit: LatentEdit | None = None, keep_error: bool = Tr
     ``sae``: with the error term (default) and no edit it is the identity; without the error
     term it is the SAE's (edited) reconstruction."""
     W_dec_EM = sae.W_dec
+    transform = sae.input_transform
 
     def patch(x_BSM: Float[torch.Tensor, "B S M"]) -> Float[torch.Tensor, "B S M"]:
         if keep_error and edit is None:
             return x_BSM
-        acts_BSE = sae.encode(x_BSM.to(W_dec_EM.dtype))  # a float32 SAE on a bfloat16 model
+        x_sae_BSM = x_BSM.to(W_dec_EM.dtype)  # a float32 SAE on a bfloat16 model
+        acts_BSE = sae.encode(x_sae_BSM)
         if not keep_error:
-            return sae.decode(acts_BSE if edit is None else edit.apply(acts_BSE)).to(x_BSM.dtype)
-        return x_BSM + edit.delta(acts_BSE, W_dec_EM).to(x_BSM.dtype)
+            recon_BSM = sae.decode(acts_BSE if edit is None else edit.apply(acts_BSE))
+            return transform.restore(recon_BSM, x_sae_BSM).to(x_BSM.dtype)
+        delta_BSM = transform.restore_delta(edit.delta(acts_BSE, W_dec_EM), x_sae_BSM)
+        return x_BSM + delta_BSM.to(x_BSM.dtype)
 
     return patch
 
