@@ -170,6 +170,7 @@ def test_shards_merge_to_the_unsharded_counts(setup, tmp_path, capsys):
     assert "n_prompts" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bad_inputs_exit_2(setup, tmp_path, capsys):
     def fails(argv, message):
         assert main(argv) == 2

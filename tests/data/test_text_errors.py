@@ -46,6 +46,7 @@ def test_late_undecodable_bytes_are_a_usage_error_with_the_place(tmp_path, suffi
     assert "\n" not in message
 
 
+@pytest.mark.slow
 def test_the_error_also_surfaces_through_batches_and_skips(tmp_path):
     from sae_hacking.lm.tiny import train_tokenizer
 

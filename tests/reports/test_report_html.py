@@ -3,6 +3,7 @@ import html
 import json
 import re
 
+import pytest
 from pairs_fixture import HOSTILE, QUOTES
 
 from sae_hacking.reports import pairs as report
@@ -15,6 +16,7 @@ def _data_block(page: str) -> dict:
     return json.loads(match.group(1))
 
 
+@pytest.mark.slow
 def test_plots_are_pngs_in_the_run_directory(tmp_path, make_pairs_result):
     result = make_pairs_result()
     paths = report.write_pair_plots(tmp_path, result)
@@ -25,12 +27,14 @@ def test_plots_are_pngs_in_the_run_directory(tmp_path, make_pairs_result):
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
 
 
+@pytest.mark.slow
 def test_the_log_scale_changes_the_histogram_only(make_pairs_result):
     result = make_pairs_result()
     assert report.histogram_png(result, True) != report.histogram_png(result, False)
     assert report.histogram_png(result, True) == report.histogram_png(result, True)
 
 
+@pytest.mark.slow
 def test_plots_of_a_run_without_pairs(tmp_path, make_pairs_result):
     result = make_pairs_result(n_pairs=0)
     result["meta"]["histogram"] = {"edges": [-1.0, 0.0, 1.0], "counts": [0, 0]}
@@ -83,6 +87,7 @@ def test_the_page_is_self_contained(tmp_path, make_pairs_result):
     assert [base64.b64decode(png) for png in embedded] == [p.read_bytes() for p in plots]
 
 
+@pytest.mark.slow
 def test_the_report_draws_missing_plots_itself(tmp_path, make_pairs_result):
     page = report.write_report(tmp_path, make_pairs_result()).read_text(encoding="utf-8")
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)

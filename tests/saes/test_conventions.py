@@ -38,6 +38,7 @@ def overridden():
     }
 
 
+@pytest.mark.slow
 def test_every_override_key_is_known():
     keys = {key for overrides in overridden().values() for key in overrides}
     assert keys == OVERRIDE_KEYS

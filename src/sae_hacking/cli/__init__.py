@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "sae_hacking.cli.pairs",
     "sae_hacking.cli.merge",
     "sae_hacking.cli.validate",
+    "sae_hacking.cli.serve",
+    "sae_hacking.cli.highlight",
 )
 
 

@@ -1,0 +1,91 @@
+"""The settings of ``sae-hacking serve`` (torch-free, checked before anything loads)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from sae_hacking.config import check_positive, set_field, setting
+from sae_hacking.errors import FieldError
+from sae_hacking.lm.source import ModelSource
+from sae_hacking.saes.source import looks_like_path
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_sae_name(name: str) -> tuple[str, str | None]:
+    """A preload name: a local path (whole), or ``RELEASE/ID`` split at the first slash (SAE ids
+    have slashes of their own: ``layer_20/width_65k/canonical``)."""
+    if looks_like_path(name):
+        return name, None
+    release, _, sae_id = name.partition("/")
+    return release, sae_id or None
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Serve prompt highlighting: one model, loaded once, and a bounded cache of SAEs."""
+
+    model: ModelSource = setting(default_factory=ModelSource, help="model", prefix="")
+    host: str = setting(
+        "127.0.0.1",
+        help="address to listen on; anything but a loopback address lets other machines in "
+        "(the server has no authentication)",
+        kind="free",
+    )
+    port: int = setting(9000, help="TCP port to listen on", kind="free")
+    sae_dir: tuple[str, ...] | None = setting(
+        None,
+        help="directories under which clients may name SAEs by path (files or folders); "
+        "without it, only SAELens releases load",
+    )
+    max_saes: int = setting(4, help="SAEs kept loaded; the least recently used is freed")
+    sae: tuple[str, ...] = setting(
+        (), help="SAEs to load at start: RELEASE/ID (SAELens) or local paths"
+    )
+    max_prompt_tokens: int = setting(
+        1024, help="longest prompt accepted, in tokens (BOS not counted)"
+    )
+    quiet: bool = setting(False, help="no request log and no Neuronpedia warnings", kind="free")
+
+    def __post_init__(self):
+        if not self.host:
+            raise FieldError("host", "must not be empty.")
+        if not 1 <= self.port <= 65535:
+            raise FieldError("port", f"must be between 1 and 65535, got {self.port}.")
+        check_positive("max_saes", self.max_saes)
+        if self.max_prompt_tokens < 1:
+            raise FieldError(
+                "max_prompt_tokens", f"must be at least 1, got {self.max_prompt_tokens}."
+            )
+        if self.sae_dir is not None:
+            set_field(self, "sae_dir", tuple(self._checked_dir(d) for d in self.sae_dir))
+        if len(self.sae) > self.max_saes:
+            raise FieldError(
+                "sae", f"names {len(self.sae)} SAEs but `max_saes` is {self.max_saes}."
+            )
+
+    @staticmethod
+    def _checked_dir(name: str) -> str:
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise FieldError("sae_dir", f"{name}: no such directory.")
+        return str(path.resolve())
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    def preloads(self) -> list[tuple[str, str | None]]:
+        return [split_sae_name(name) for name in self.sae]

@@ -1,0 +1,152 @@
+"""The computation behind ``POST /api/activations``: a prompt's tokens as text, and an SAE's
+latent activations on each of them, summarised as the API's JSON.
+
+Pure functions of a model, an SAE and a prompt (no web framework), so the tests compare them
+with ``sae.encode(lm.read(...))`` directly and the client can reuse the summaries. BOS is read
+by the model (the SAE saw it in training) but never shown: it is not part of the prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+
+from sae_hacking.errors import UsageError
+from sae_hacking.saes.base import SAE
+
+REPLACEMENT = "\ufffd"
+MAX_BYTES_PER_CHAR = 4  # a UTF-8 character split over byte tokens spans at most 4
+
+
+class PromptTooLong(UsageError):
+    """The prompt has more tokens than the server accepts."""
+
+
+@dataclass
+class Highlight:
+    """A prompt's real tokens (BOS excluded), as ids and text, and the SAE's activations."""
+
+    token_ids: list[int]
+    tokens: list[str]
+    acts_SE: Float[torch.Tensor, "S E"]
+
+
+def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
+    """The text of each token, so that ``"".join`` is the decoded prompt.
+
+    Each id is decoded on its own (``convert_ids_to_tokens`` gives vocabulary entries such as
+    ``▁the`` or ``Ġthe``, not text). A character split over byte tokens decodes to U+FFFD piece
+    by piece: its first token then carries the whole character and the rest are empty. Where
+    decoding one id at a time still differs from decoding them together (tokenizers that strip a
+    leading space), each piece is the growth of the decoded prefix instead."""
+    ids = [int(i) for i in ids]
+    whole = tokenizer.decode(ids)
+    pieces = _grouped(ids, lambda group: tokenizer.decode(group))
+    if "".join(pieces) == whole:
+        return pieces
+    return _prefix_growth(tokenizer, ids)
+
+
+def _grouped(ids: list[int], decode) -> list[str]:
+    pieces: list[str] = []
+    i = 0
+    while i < len(ids):
+        text, width = decode(ids[i : i + 1]), 1
+        if REPLACEMENT in text:
+            for n in range(2, MAX_BYTES_PER_CHAR + 1):
+                joined = decode(ids[i : i + n])
+                if REPLACEMENT not in joined:
+                    text, width = joined, n
+                    break
+        pieces.append(text)
+        pieces.extend([""] * (width - 1))
+        i += width
+    return pieces[: len(ids)]
+
+
+def _prefix_growth(tokenizer, ids: list[int]) -> list[str]:
+    pieces, shown = [], ""
+    for n in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:n])
+        if REPLACEMENT in text[len(shown) :] and n < len(ids):
+            pieces.append("")  # an incomplete character: shown with the token that ends it
+            continue
+        pieces.append(text[len(shown) :] if text.startswith(shown) else text)
+        shown = text
+    return pieces
+
+
+def highlight(lm, sae: SAE, hook: str, prompt: str, max_tokens: int) -> Highlight:
+    """Tokenise ``prompt`` (BOS added as the model expects), read ``hook`` and encode with
+    ``sae``; a prompt over ``max_tokens`` tokens (BOS not counted) is :class:`PromptTooLong`."""
+    batch = lm.tokenize([prompt], max_tokens + 2)  # BOS + one too many: detects the excess
+    real_S = batch.real_token_mask_BS[0]
+    if int(real_S.sum()) > max_tokens:
+        raise PromptTooLong(
+            f"The prompt is longer than this server's limit of {max_tokens} tokens."
+        )
+    acts_BSM = lm.read(batch.input_ids_BS, batch.attention_mask_BS, [hook])[hook]
+    with torch.inference_mode():
+        acts_SE = sae.encode(acts_BSM[0][real_S]).float().cpu()
+    ids = batch.input_ids_BS[0][real_S].tolist()
+    return Highlight(ids, token_pieces(lm.tokenizer, ids), acts_SE)
+
+
+def top_per_token(acts_SE: Float[torch.Tensor, "S E"], k: int) -> list[list[dict]]:
+    """Each token's ``k`` most active latents (active ones only), strongest first."""
+    if acts_SE.shape[0] == 0:
+        return []
+    values_SK, indices_SK = acts_SE.topk(min(k, acts_SE.shape[1]), dim=1)
+    return [
+        [{"index": int(i), "value": float(v)} for v, i in zip(vs, ids, strict=True) if v > 0]
+        for vs, ids in zip(values_SK.tolist(), indices_SK.tolist(), strict=True)
+    ]
+
+
+def top_latents(acts_SE: Float[torch.Tensor, "S E"], k: int) -> list[tuple[int, float]]:
+    """The ``k`` latents with the highest activation anywhere in the prompt (active ones only),
+    as ``(index, max)``."""
+    if acts_SE.shape[0] == 0:
+        return []
+    max_E = acts_SE.amax(dim=0)  # (max with indices along dim 0 is ~30x slower on CPU)
+    values_K, indices_K = max_E.topk(min(k, max_E.shape[0]))
+    return [
+        (int(i), float(v))
+        for v, i in zip(values_K.tolist(), indices_K.tolist(), strict=True)
+        if v > 0
+    ]
+
+
+def summary(
+    result: Highlight,
+    feature_idx: int | None,
+    k: int,
+    describe=lambda index: ("", None),
+) -> dict:
+    """The API's answer without its ``sae`` part; ``describe(index)`` gives a latent's
+    ``(explanation, url)``."""
+    acts_SE = result.acts_SE
+    activations = None
+    feature = None
+    if feature_idx is not None:
+        activations = [float(v) for v in acts_SE[:, feature_idx].tolist()]
+        explanation, url = describe(feature_idx)
+        feature = {"index": feature_idx, "explanation": explanation, "url": url}
+        peak = max(activations, default=0.0)
+    else:
+        peak = float(acts_SE.max()) if acts_SE.numel() else 0.0
+    latents = []
+    for index, value in top_latents(acts_SE, k):
+        explanation, url = describe(index)
+        latents.append({"index": index, "max": value, "explanation": explanation, "url": url})
+    return {
+        "tokens": result.tokens,
+        "feature": feature,
+        "activations": activations,
+        "top_per_token": top_per_token(acts_SE, k),
+        "top_latents": latents,
+        "max_activation": max(peak, 0.0),
+    }

@@ -1,0 +1,236 @@
+"""The page at ``GET /`` in a real browser: the real server (uvicorn in a thread, tiny model, tiny SAE
+loaded by path under ``--sae-dir``) and Debian's chromium driven by playwright (CI installs it; never
+``playwright install``). Every request that would leave the server's loopback address is refused and
+recorded."""
+
+import json
+import os
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+HOOK = "blocks.1.hook_resid_post"
+D_SAE = 24
+PROMPT = "The cat sat on the mat.\nThe dog  ran\tfast."
+HOSTILE = 'a <script>window.pwned=1</script> b <img src=x onerror="window.pwned=2"> c'
+RGBA = re.compile(r"rgba?\((\d+), (\d+), (\d+)(?:, ([\d.]+))?\)")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_path, random_sae_path):
+    pytest.importorskip("fastapi")
+    uvicorn = pytest.importorskip("uvicorn")
+    from sae_hacking.lm.source import ModelSource
+    from sae_hacking.serve.app import create_app
+    from sae_hacking.serve.config import ServeConfig
+
+    sae = random_sae_path(HOOK, D_SAE, seed=11)
+    model = ModelSource(name=str(tiny_model_path("gemma2")), device="cpu", dtype="float32")
+    config = ServeConfig(model=model, sae_dir=(str(sae.parent),), sae=(str(sae),), quiet=True)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not uv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield {"base": f"http://127.0.0.1:{port}", "release": str(sae.resolve())}
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def api(server, prompt: str, feature: int | None = None) -> dict:
+    body = {
+        "prompt": prompt,
+        "sae_release": server["release"],
+        "sae_id": None,
+        "feature_idx": feature,
+    }
+    request = urllib.request.Request(
+        server["base"] + "/api/activations",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+
+
+@pytest.fixture
+def page(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.set_default_timeout(30_000)
+            page.refused, page.errors = [], []
+
+            def route(r):
+                if r.request.url.startswith(server["base"] + "/"):
+                    r.continue_()
+                else:
+                    page.refused.append(r.request.url)
+                    r.abort()
+
+            page.route("**/*", route)
+            page.on("pageerror", lambda err: page.errors.append(str(err)))
+            page.on("console", lambda msg: msg.type == "error" and page.errors.append(msg.text))
+            yield page
+        finally:
+            browser.close()
+
+
+def shown(page, data: dict, feature: int | None) -> None:
+    """Waits until the page shows ``data`` (the API's answer for the same request)."""
+    label = f"latent #{feature}" if feature is not None else "strongest latent at each token"
+    page.wait_for_function(
+        """([n, label]) => document.querySelectorAll('#tokens .tok').length === n
+            && document.getElementById('legend-label').textContent.startsWith(label)
+            && !document.getElementById('highlight').disabled""",
+        arg=[len(data["tokens"]), label],
+    )
+
+
+def alphas(page) -> list[float]:
+    colours = page.eval_on_selector_all(
+        "#tokens .tok", "spans => spans.map(s => getComputedStyle(s).backgroundColor)"
+    )
+    found = [RGBA.fullmatch(c) for c in colours]
+    assert all(found), colours
+    return [float(m.group(4)) if m.group(4) is not None else 1.0 for m in found]
+
+
+def highlight(page, prompt: str, release: str, feature: int | None) -> None:
+    page.fill("#prompt", prompt)
+    page.fill("#release", release)
+    page.fill("#sae-id", "")
+    page.fill("#feature", "" if feature is None else str(feature))
+    page.click("#highlight")
+
+
+@pytest.mark.slow
+def test_highlighting_in_chromium(server, page):
+    base = server["base"]
+    strongest = api(server, PROMPT)
+    feature = strongest["top_latents"][0]["index"]
+    data = api(server, PROMPT, feature)
+    assert max(data["activations"]) > 0
+
+    # The preloaded SAE is offered in the picker and fills the release and id fields.
+    page.goto(base + "/")
+    page.wait_for_selector("#loaded option:nth-child(2)", state="attached")
+    page.select_option("#loaded", index=1)
+    assert page.input_value("#release") == server["release"]
+    assert page.input_value("#sae-id") == ""
+    page.fill("#prompt", PROMPT)
+    page.fill("#feature", str(feature))
+    page.click("#highlight")
+    shown(page, data, feature)
+    spans = page.locator("#tokens .tok")
+    assert spans.all_text_contents() == data["tokens"]
+    # Whitespace and newlines are kept as they are.
+    assert page.eval_on_selector("#tokens", "e => e.textContent") == "".join(data["tokens"])
+
+    # The background intensity follows the activations: proportional, strongest at the max.
+    acts, top = data["activations"], data["max_activation"]
+    seen = alphas(page)
+    # (Chromium keeps a colour's alpha in 8 bits.)
+    assert seen == pytest.approx([min(1.0, max(a, 0) / top) for a in acts], abs=6e-3)
+    by_act = [alpha for _, alpha in sorted(zip(acts, seen, strict=True))]
+    assert by_act == sorted(by_act)
+    peak = acts.index(max(acts))
+    assert seen.index(max(seen)) == peak or seen[peak] == pytest.approx(max(seen))
+    assert page.text_content("#legend-max") == f"{top:.3f}"
+
+    # Hovering a token shows its value and its top latents.
+    spans.nth(peak).hover()
+    assert float(page.text_content("#panel-value")) == pytest.approx(acts[peak], abs=1e-3)
+    listed = page.locator("#panel-latents .latent")
+    expected = [e["index"] for e in data["top_per_token"][peak]]
+    assert [int(b.get_attribute("data-latent")) for b in listed.all()] == expected
+    assert page.text_content("#panel-token") == json.dumps(data["tokens"][peak])
+
+    # Clicking another latent in that list re-highlights by it and puts it in the URL.
+    other = next(i for i in expected if i != feature)
+    listed.nth(expected.index(other)).click()
+    again = api(server, PROMPT, other)
+    shown(page, again, other)
+    assert f"feature={other}" in page.url
+    assert page.input_value("#feature") == str(other)
+    values = page.eval_on_selector_all("#tokens .tok", "s => s.map(e => +e.dataset.value)")
+    assert values == pytest.approx(again["activations"], abs=1e-6)
+    # The panel stays on the same token and shows its value for the new latent.
+    assert page.text_content("#panel-pos") == f"position {peak}"
+    value = float(page.text_content("#panel-value"))
+    assert value == pytest.approx(again["activations"][peak], abs=1e-3)
+
+    # The top-latents panel: explanations as text, Neuronpedia links that do not leak the opener.
+    rows = page.locator("#top-latents tbody tr")
+    assert rows.count() == len(data["top_latents"])
+    for link in page.locator("#top-latents a").all():
+        assert link.get_attribute("href").startswith("https://")
+        assert "noopener" in link.get_attribute("rel")
+
+    # The URL is the state: opening it elsewhere runs the same request.
+    shared = page.url
+    page.goto(base + "/")
+    page.goto(shared)
+    shown(page, again, other)
+    assert page.input_value("#prompt") == PROMPT
+    assert page.input_value("#release") == server["release"]
+
+    # Tokens are text, never markup.
+    hostile = api(server, HOSTILE)
+    highlight(page, HOSTILE, server["release"], None)
+    shown(page, hostile, None)
+    assert spans.all_text_contents() == hostile["tokens"]
+    assert page.locator("#tokens script, #tokens img").count() == 0
+    assert page.evaluate("typeof window.pwned") == "undefined"
+    # Without a chosen latent, each token shows its strongest latent.
+    strongest_here = [top[0]["value"] if top else 0.0 for top in hostile["top_per_token"]]
+    values = page.eval_on_selector_all("#tokens .tok", "s => s.map(e => +e.dataset.value)")
+    assert values == pytest.approx(strongest_here, abs=1e-6)
+
+    # Keyboard focus shows a token too; a clicked token stays while the mouse crosses others.
+    spans.nth(1).focus()
+    assert page.text_content("#panel-pos") == "position 1"
+    spans.nth(0).click()
+    spans.nth(2).hover()
+    assert page.text_content("#panel-pos") == "position 0"
+    assert page.is_visible("#panel-pinned")
+
+    assert page.errors == []
+    # A bad request is one readable sentence.
+    highlight(page, PROMPT, server["release"], D_SAE)
+    page.wait_for_selector("#error:not([hidden])")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        api(server, PROMPT, D_SAE)
+    assert refused.value.code == 400
+    assert page.text_content("#error") == json.load(refused.value)["detail"]
+
+    shot = os.environ.get("SAE_HACKING_PAGE_SCREENSHOT")
+    if shot:  # for looking at the page by hand
+        page.goto(shared)
+        shown(page, again, other)
+        spans.nth(peak).hover()
+        page.screenshot(path=shot, full_page=True)
+    # The only console errors are the browser's notes on the refused request.
+    assert all(e.startswith("Failed to load resource") for e in page.errors), page.errors
+    assert page.refused == []
