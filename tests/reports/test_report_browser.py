@@ -2,14 +2,12 @@
 ``playwright install``). Every request other than the page itself is refused and recorded."""
 
 import os
-from pathlib import Path
 
 import pytest
 from pairs_fixture import HOSTILE, QUOTES
 
 from sae_hacking.reports import pairs as report
 
-CHROMIUM = Path("/usr/bin/chromium")
 EFFECT = 'th[data-col="9"]'
 
 
@@ -20,19 +18,12 @@ def _effect_cosines(page) -> list[float]:
 
 
 @pytest.fixture
-def browser_page(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            yield page
-        finally:
-            browser.close()
+def browser_page(chromium):
+    page = chromium.new_page(viewport={"width": 1500, "height": 1100})
+    try:
+        yield page
+    finally:
+        page.close()
 
 
 @pytest.mark.slow

@@ -11,11 +11,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
 HOOK = "blocks.1.hook_resid_post"
 D_SAE = 24
 PROMPT = "The cat sat on the mat.\nThe dog  ran\tfast."
@@ -69,32 +67,25 @@ def api(server, prompt: str, feature: int | None = None) -> dict:
 
 
 @pytest.fixture
-def page(server):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 900})
-            page.set_default_timeout(30_000)
-            page.refused, page.errors = [], []
+def page(server, chromium):
+    page = chromium.new_page(viewport={"width": 1300, "height": 900})
+    page.set_default_timeout(30_000)
+    page.refused, page.errors = [], []
 
-            def route(r):
-                if r.request.url.startswith(server["base"] + "/"):
-                    r.continue_()
-                else:
-                    page.refused.append(r.request.url)
-                    r.abort()
+    def route(r):
+        if r.request.url.startswith(server["base"] + "/"):
+            r.continue_()
+        else:
+            page.refused.append(r.request.url)
+            r.abort()
 
-            page.route("**/*", route)
-            page.on("pageerror", lambda err: page.errors.append(str(err)))
-            page.on("console", lambda msg: msg.type == "error" and page.errors.append(msg.text))
-            yield page
-        finally:
-            browser.close()
+    page.route("**/*", route)
+    page.on("pageerror", lambda err: page.errors.append(str(err)))
+    page.on("console", lambda msg: msg.type == "error" and page.errors.append(msg.text))
+    try:
+        yield page
+    finally:
+        page.close()
 
 
 def shown(page, data: dict, feature: int | None) -> None:
