@@ -22,14 +22,19 @@ RGBA = re.compile(r"rgba?\((\d+), (\d+), (\d+)(?:, ([\d.]+))?\)")
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_path, random_sae_path):
+def server(tiny_model_path, tmp_path_factory):
     pytest.importorskip("fastapi")
     uvicorn = pytest.importorskip("uvicorn")
     from sae_hacking.lm.source import ModelSource
+    from sae_hacking.saes.io import save_sae_checkpoint
     from sae_hacking.serve.app import create_app
     from sae_hacking.serve.config import ServeConfig
+    from sae_hacking.testing import random_sae
 
-    sae = random_sae_path(HOOK, D_SAE, seed=11)
+    # With a Neuronpedia id, so the top-latents panel has links to check.
+    module = random_sae(HOOK, D_SAE, seed=11)
+    module.info.neuronpedia_id = "tiny/test-sae"
+    sae = save_sae_checkpoint(module, tmp_path_factory.mktemp("page-sae") / "sae.safetensors")
     model = ModelSource(name=str(tiny_model_path("gemma2")), device="cpu", dtype="float32")
     config = ServeConfig(model=model, sae_dir=(str(sae.parent),), sae=(str(sae),), quiet=True)
     sock = socket.socket()
@@ -175,8 +180,13 @@ def test_highlighting_in_chromium(server, page):
     # The top-latents panel: explanations as text, Neuronpedia links that do not leak the opener.
     rows = page.locator("#top-latents tbody tr")
     assert rows.count() == len(data["top_latents"])
-    for link in page.locator("#top-latents a").all():
-        assert link.get_attribute("href").startswith("https://")
+    links = page.locator("#top-latents a").all()
+    assert len(links) == len(data["top_latents"]), "every top latent links to Neuronpedia"
+    for link, latent in zip(links, data["top_latents"], strict=True):
+        assert (
+            link.get_attribute("href")
+            == f"https://www.neuronpedia.org/tiny/test-sae/{latent['index']}"
+        )
         assert "noopener" in link.get_attribute("rel")
 
     # The URL is the state: opening it elsewhere runs the same request.

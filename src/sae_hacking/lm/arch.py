@@ -152,6 +152,11 @@ def first_output(output):
     return output[0] if isinstance(output, tuple) else output
 
 
+def _then(layer: torch.nn.Module, name: str | None, out: torch.Tensor) -> torch.Tensor:
+    """``out`` through the optional module ``name`` of ``layer`` (Gemma-2's post-norms)."""
+    return submodule(layer, name)(out) if name else out
+
+
 def attn_block(
     spec: ArchSpec,
     layer: torch.nn.Module,
@@ -165,15 +170,15 @@ def attn_block(
     if spec.rotary:
         kwargs["position_embeddings"] = position_embeddings
     normed = submodule(layer, spec.attn_norm)(resid_pre)
-    out = first_output(submodule(layer, spec.attn)(normed, **kwargs))
-    return submodule(layer, spec.attn_post)(out) if spec.attn_post else out
+    return _then(layer, spec.attn_post, first_output(submodule(layer, spec.attn)(normed, **kwargs)))
 
 
 def mlp_block(spec: ArchSpec, layer: torch.nn.Module, mlp_in: torch.Tensor) -> torch.Tensor:
     """``hook_mlp_out`` of ``layer`` given the stream its MLP reads (resid_mid, or resid_pre
     when attention and MLP are parallel)."""
-    out = submodule(layer, spec.mlp)(submodule(layer, spec.mlp_norm)(mlp_in))
-    return submodule(layer, spec.mlp_post)(out) if spec.mlp_post else out
+    return _then(
+        layer, spec.mlp_post, submodule(layer, spec.mlp)(submodule(layer, spec.mlp_norm)(mlp_in))
+    )
 
 
 class _HaveZ(Exception):
@@ -208,8 +213,7 @@ def z_block(
 
 def attn_out_from_z(spec: ArchSpec, layer: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
     """``hook_attn_out`` of ``layer`` given its ``attn.hook_z``."""
-    out = submodule(layer, spec.attn_o)(z)
-    return submodule(layer, spec.attn_post)(out) if spec.attn_post else out
+    return _then(layer, spec.attn_post, submodule(layer, spec.attn_o)(z))
 
 
 def resid_from_embed(
