@@ -4,7 +4,8 @@ import pytest
 
 from sae_hacking.lm.tiny import TINY_ARCHS, generate_texts
 
-# Ragged prompt lengths, longer than the tiny Gemma-2's sliding window (6 tokens).
+# Ragged prompt lengths, longer than the tiny Gemma-2's sliding window (6 tokens) and the tiny
+# GPT-Neo's local window (4).
 PROMPTS = generate_texts(5, seed=11, min_words=2, max_words=14)
 MAX_TOKENS = 24
 LM_VARIANTS = (*TINY_ARCHS, "neox-sequential")

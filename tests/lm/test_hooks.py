@@ -14,6 +14,7 @@ MODULE_OF = {
     "llama": {"attn_out": "self_attn", "mlp_out": "mlp"},
     "qwen2": {"attn_out": "self_attn", "mlp_out": "mlp"},
     "gpt2": {"attn_out": "attn", "mlp_out": "mlp"},
+    "gpt_neo": {"attn_out": "attn", "mlp_out": "mlp"},
     "gpt_neox": {"attn_out": "attention", "mlp_out": "mlp"},
 }
 
@@ -188,7 +189,7 @@ def test_run_between_every_pair_equals_full_forward(lm, batch):
         for end in [*hooks[i:], LOGITS]:
             got = lm.run_between(start, cache[start], end, cache.context)
             want = logits if end == LOGITS else full[end]
-            torch.testing.assert_close(got, want, atol=ATOL, rtol=0, msg=f"{start} -> {end}")
+            assert torch.equal(got, want), f"{start} -> {end}"
 
 
 def test_run_between_batches_variants_of_one_prompt(lm, batch):

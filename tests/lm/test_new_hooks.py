@@ -13,7 +13,7 @@ from sae_hacking.saes.splice import check_sae_fits, splice
 from sae_hacking.testing import random_sae
 
 ATOL = 1e-5
-# Ragged, and longer than the tiny Gemma-2's sliding window (6 tokens).
+# Ragged, and longer than the tiny Gemma-2's sliding window (6 tokens) and GPT-Neo's (4).
 PROMPTS = generate_texts(4, seed=12, min_words=2, max_words=14)
 MAX_TOKENS = 24
 

@@ -1,5 +1,6 @@
 """Every hook point we name reads what TransformerLens's bridge reads (weight processing off),
-on a tiny model of every supported architecture, offline.
+on a tiny model of every supported architecture (GPT-Neo's with a local layer whose window is
+shorter than the prompts), offline.
 
 The bridge (``TransformerBridge.boot_transformers`` on the tiny model's folder) wraps the same
 Hugging Face modules with TransformerLens's hook names; ``attn.hook_z`` is [B, S, n_heads,
@@ -74,6 +75,8 @@ def test_every_hook_equals_the_bridge(arch, lm64, bridge):
     lm = lm64(arch)
     assert lm.dtype == torch.float64
     ids = unpadded(lm)
+    if arch == "gpt_neo":  # its local layer must see less than the whole prompt
+        assert lm.model.config.window_size < ids.shape[1]
     ours = lm.read(ids, hooks=lm.hook_names)
     with torch.no_grad():
         logits, theirs = bridge(arch).run_with_cache(ids)

@@ -1,5 +1,5 @@
-"""An SAE declaring ``center_writing_weights`` spliced into our (unprocessed) tiny GPT-2 gives
-the logits of TransformerLens's processed model with the same SAE spliced.
+"""An SAE declaring ``center_writing_weights`` spliced into our (unprocessed) tiny GPT-2 or
+GPT-Neo gives the logits of TransformerLens's processed model with the same SAE spliced.
 
 TransformerLens's processed model is its ``TransformerBridge`` booted from the tiny model's
 folder (offline) with only ``center_writing_weights`` on (``enable_compatibility_mode``): the
@@ -20,7 +20,7 @@ from sae_hacking.testing import random_sae
 D_SAE = 96
 
 
-def processed_gpt2(folder):
+def processed_model(folder):
     import warnings
 
     from transformer_lens.model_bridge import TransformerBridge
@@ -37,11 +37,11 @@ def processed_gpt2(folder):
     return bridge.eval()
 
 
-@pytest.fixture(scope="module")
-def models(tiny_model_path, tiny_lm):
+@pytest.fixture(scope="module", params=["gpt2", "gpt_neo"])
+def models(request, tiny_model_path, tiny_lm):
     pytest.importorskip("transformer_lens")
-    folder = tiny_model_path("gpt2")
-    return tiny_lm("gpt2"), processed_gpt2(folder)
+    folder = tiny_model_path(request.param)
+    return tiny_lm(request.param), processed_model(folder)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ def test_the_registry_imports_without_torch():
         "print(TRAINABLE, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "('topk', 'hierarchical', 'matryoshka') False"
+    trainable = ("topk", "hierarchical", "matryoshka", "batchtopk", "jumprelu", "relu")
+    assert out.stdout.strip() == f"{trainable} False"
 
 
 @pytest.mark.parametrize("arch", registry.ARCHITECTURES, ids=lambda a: a.name)
@@ -31,12 +32,24 @@ def test_each_entry_names_its_class_and_says_whether_it_trains(arch):
 
 
 def test_one_name_per_architecture_and_saelens_names_only_for_that_format():
-    assert registry.TRAINABLE == ("topk", "hierarchical", "matryoshka")
+    assert set(registry.TRAINABLE) == set(registry.NAMES)
     assert {a: registry.saelens_name(a) for a in ("relu", "jumprelu", "topk")} == {
         "relu": "standard",
         "jumprelu": "jumprelu",
         "topk": "topk",
     }
+    # Reading SAELens folders: only the three architectures SAELens saves for inference.
+    assert registry.FROM_SAELENS == {"topk": "topk", "jumprelu": "jumprelu", "standard": "relu"}
+    # Writing: each architecture as its inference form, as SAELens saves its own.
+    assert {a: registry.export_name(a) for a in registry.EXPORTABLE} == {
+        "topk": "topk",
+        "matryoshka": "jumprelu",
+        "batchtopk": "jumprelu",
+        "jumprelu": "jumprelu",
+        "relu": "standard",
+    }
+    with pytest.raises(UsageError, match="hierarchical SAE has no SAELens format"):
+        registry.export_name("hierarchical")
     assert registry.from_saelens("standard", "cfg.json").name == "relu"
     with pytest.raises(UsageError, match="'gated' is not supported"):
         registry.from_saelens("gated", "cfg.json")

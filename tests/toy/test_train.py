@@ -6,7 +6,7 @@ import torch
 
 from sae_hacking.runs.options import RunDirOptions
 from sae_hacking.saes.io import load_sae_checkpoint
-from sae_hacking.saes.registry import TRAINABLE
+from sae_hacking.toy.config import ARCHITECTURES as TRAINABLE
 from sae_hacking.toy.config import ToyConfig
 from sae_hacking.toy.experiment import run
 from sae_hacking.toy.train import ToyTrainer

@@ -12,9 +12,12 @@ from sae_hacking.saes.trainable import PARENT, reset_adam_entries
 
 # Constructor arguments per architecture; a newly registered one must be added here.
 OPTIONS = {
-    "topk": {"d_sae": 12},
-    "hierarchical": {"n_parents": 6, "aux_loss_coeff": 0.1},
-    "matryoshka": {"group_sizes": [4, 8]},
+    "topk": {"d_sae": 12, "k": 3},
+    "hierarchical": {"n_parents": 6, "k": 3, "aux_loss_coeff": 0.1},
+    "matryoshka": {"group_sizes": [4, 8], "k": 3},
+    "batchtopk": {"d_sae": 12, "k": 3},
+    "jumprelu": {"d_sae": 12, "l0_coefficient": 0.1},
+    "relu": {"d_sae": 12, "l1_coefficient": 0.1},
 }
 
 
@@ -23,7 +26,7 @@ def gen(seed=0):
 
 
 def build(name):
-    sae = architecture_class(name)(8, k=3, gen=gen(), **OPTIONS[name])
+    sae = architecture_class(name)(8, gen=gen(), **OPTIONS[name])
     with torch.no_grad():
         for p in sae.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=gen(1)))

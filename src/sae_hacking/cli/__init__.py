@@ -23,6 +23,7 @@ from sae_hacking.errors import EXIT_USAGE, SettingWarning, UsageError
 COMMAND_MODULES = (
     "sae_hacking.cli.toy",
     "sae_hacking.cli.lm",
+    "sae_hacking.cli.train",
     "sae_hacking.cli.cooccurrence",
     "sae_hacking.cli.ablate",
     "sae_hacking.cli.pairs",
@@ -76,8 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_guarded(lambda: args.func(args), getattr(args, "flags", None))
 
 
-def script_main(module: str, argv: Sequence[str] | None = None) -> int:
-    """Entry for the seed's script paths: run one subcommand module's parser standalone."""
-    parser = importlib.import_module(module).standalone_parser()
+def script_main(
+    module: str, argv: Sequence[str] | None = None, factory: str = "standalone_parser"
+) -> int:
+    """Entry for the seed's script paths: run one subcommand module's parser standalone
+    (``factory`` names the module's function that builds it)."""
+    parser = getattr(importlib.import_module(module), factory)()
     args = parser.parse_args(argv)
     return run_guarded(lambda: args.func(args), getattr(args, "flags", None))

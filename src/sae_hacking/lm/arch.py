@@ -13,8 +13,11 @@ A decoder layer of every supported family is two residual blocks, described by m
 ``attn_post`` / ``mlp_post`` are Gemma-2's post-layernorms, GPT-NeoX's dropouts (identity in
 eval) or absent. ``z`` is the per-head attention outputs, heads concatenated
 ([B, S, n_heads * d_head], head-major, as SAELens flattens ``hook_z``); GPT-2's dropout after
-``c_proj`` is the identity in eval mode. The table below is all that differs between families; hooks and
-:func:`attn_block` / :func:`mlp_block` (used to run the model between hook points) read it.
+``c_proj`` and GPT-Neo's after ``out_proj`` are the identity in eval mode. GPT-Neo's local
+(sliding-window) layers keep their window inside the attention module (a causal-mask buffer it
+applies itself), so calling that module with the model's one causal mask reproduces them. The
+table below is all that differs between families; hooks and :func:`attn_block` /
+:func:`mlp_block` (used to run the model between hook points) read it.
 The block functions call the model's own attention and MLP modules and mirror the order of the
 additions in the Hugging Face layer code, so their results match the full forward bit for bit.
 """
@@ -57,6 +60,9 @@ class ArchSpec:
     # would be a family without separate heads (none of the supported ones).
     attn_o: str | None
     parallel_attr: str | None = None  # config flag that makes attention and MLP parallel
+    # Whether the attention module's forward takes ``position_ids``; GPT-Neo's takes only the
+    # hidden states, the mask and cache flags.
+    attn_position_ids: bool = True
 
 
 _GEMMA2 = ArchSpec(
@@ -124,9 +130,33 @@ _NEOX = ArchSpec(
     attn_o="attention.dense",
     parallel_attr="use_parallel_residual",
 )
+_GPT_NEO = ArchSpec(
+    family="gpt_neo",
+    base="transformer",
+    layers="h",
+    final_norm="ln_f",
+    attn_norm="ln_1",
+    attn="attn",
+    attn_post=None,
+    mlp_norm="ln_2",
+    mlp="mlp",
+    mlp_post=None,
+    rotary=False,
+    embed="wte",
+    pos_embed="wpe",
+    attn_o="attn.attention.out_proj",
+    attn_position_ids=False,
+)
 
 # config.model_type -> spec
-ARCH_SPECS = {"gemma2": _GEMMA2, "llama": _LLAMA, "qwen2": _LLAMA, "gpt2": _GPT2, "gpt_neox": _NEOX}
+ARCH_SPECS = {
+    "gemma2": _GEMMA2,
+    "llama": _LLAMA,
+    "qwen2": _LLAMA,
+    "gpt2": _GPT2,
+    "gpt_neo": _GPT_NEO,
+    "gpt_neox": _NEOX,
+}
 
 
 def spec_for(config) -> ArchSpec:
@@ -166,7 +196,9 @@ def attn_block(
     position_embeddings,
 ) -> torch.Tensor:
     """``hook_attn_out`` of ``layer`` given its ``hook_resid_pre``."""
-    kwargs = {"attention_mask": attention_mask, "position_ids": position_ids}
+    kwargs = {"attention_mask": attention_mask}
+    if spec.attn_position_ids:
+        kwargs["position_ids"] = position_ids
     if spec.rotary:
         kwargs["position_embeddings"] = position_embeddings
     normed = submodule(layer, spec.attn_norm)(resid_pre)

@@ -185,6 +185,8 @@ def _attention_inputs(lm, attention_mask_BS, like_BSD):
         cache=None,
         position_ids=position_ids,
     )
+    # GPT-Neo names no layer types: its forward gives every layer this causal mask and each local
+    # layer applies its window itself (lm.arch), as it does when run_between calls it.
     layer_types = getattr(config, "layer_types", None) or ["full_attention"] * lm.n_layers
     builders = {
         "full_attention": create_causal_mask,

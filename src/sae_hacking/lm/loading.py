@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 # The model types lm.arch has hook points for (a test keeps this equal to its ARCH_SPECS).
-SUPPORTED_MODEL_TYPES = ("gemma2", "gpt2", "gpt_neox", "llama", "qwen2")
+SUPPORTED_MODEL_TYPES = ("gemma2", "gpt2", "gpt_neo", "gpt_neox", "llama", "qwen2")
 # What transformers looks for in a folder, in its order of preference.
 WEIGHT_FILES = (
     "model.safetensors",

@@ -7,8 +7,8 @@ end to end offline and the tests exercise the real loading path. Output is a pur
 arguments: the same seed gives byte-identical files.
 
 Tokenizer conventions copy the real families, because the batcher's BOS rule depends on them:
-Gemma-2 and Llama tokenizers add BOS themselves; GPT-2, Pythia (NeoX) and Qwen2 tokenizers do
-not, and their BOS is the ``<|endoftext|>`` token, which is also EOS.
+Gemma-2 and Llama tokenizers add BOS themselves; GPT-2, GPT-Neo (TinyStories), Pythia (NeoX) and
+Qwen2 tokenizers do not, and their BOS is the ``<|endoftext|>`` token, which is also EOS.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.folders import check_new_folder
 
-TINY_ARCHS = ("gemma2", "gpt2", "neox", "llama", "qwen2")
+TINY_ARCHS = ("gemma2", "gpt2", "gpt_neo", "neox", "llama", "qwen2")
 # Bounds that keep a build to seconds and a few hundred MB (100M float32 parameters take about
 # 10 s to build and write on a 2-core machine).
 MAX_LAYERS = 64
@@ -33,6 +33,7 @@ MAX_D_MODEL = 2048
 MIN_VOCAB, MAX_VOCAB = 300, 65536  # 256 byte tokens + specials + merges
 MAX_PARAMETERS = 100_000_000
 MAX_PROMPTS = 1_000_000
+GPT_NEO_WINDOW = 4  # tokens a tiny GPT-Neo's local layers see (TinyStories-33M's see 256)
 
 _SYLLABLES = (
     "ka lo mi ne ru sa ti vo ze po da fi gu he ja ko le mu ni ro "
@@ -67,6 +68,7 @@ _SPECIALS = {
     "gemma2": _GEMMA_SPECIALS,
     "llama": _LLAMA_SPECIALS,
     "gpt2": _GPT_SPECIALS,
+    "gpt_neo": _GPT_SPECIALS,
     "neox": _GPT_SPECIALS,
     "qwen2": _GPT_SPECIALS,
 }
@@ -121,7 +123,7 @@ def train_tokenizer(arch: str, vocab_size: int, seed: int = 0):
 
 def tiny_config(arch: str, vocab_size: int, n_layers: int, d_model: int, token_ids: dict):
     """A small config of the family; shapes are chosen so every code path is exercised
-    (grouped-query attention, partial rotary, a sliding window shorter than test prompts)."""
+    (grouped-query attention, partial rotary, sliding windows shorter than test prompts)."""
     import transformers
 
     heads = 4
@@ -142,6 +144,19 @@ def tiny_config(arch: str, vocab_size: int, n_layers: int, d_model: int, token_i
     if arch == "gpt2":
         return transformers.GPT2Config(
             n_embd=d_model, n_layer=n_layers, n_head=heads, n_positions=512, **common
+        )
+    if arch == "gpt_neo":
+        # TinyStories-33M's layout: global and local layers alternating, tied embeddings, an MLP
+        # of 4 * d_model; its window is 256 tokens, this one is shorter than the test prompts.
+        layer_types = [("global", "local")[layer % 2] for layer in range(n_layers)]
+        return transformers.GPTNeoConfig(
+            hidden_size=d_model,
+            num_layers=n_layers,
+            num_heads=heads,
+            attention_types=[[layer_types, 1]],
+            window_size=GPT_NEO_WINDOW,
+            max_position_embeddings=512,
+            **common,
         )
     if arch == "neox":
         return transformers.GPTNeoXConfig(

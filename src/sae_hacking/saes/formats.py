@@ -6,7 +6,9 @@
 - SAELens: a folder with ``cfg.json`` and ``sae_weights.safetensors`` (tensors ``W_enc``,
   ``W_dec``, ``b_enc``, ``b_dec``, and ``threshold`` for JumpReLU). Both the SAELens 6 config
   layout (hook name under ``metadata``) and the older flat one are read; architectures
-  ``standard`` (ReLU), ``jumprelu`` and ``topk``.
+  ``standard`` (ReLU), ``jumprelu`` and ``topk``. Written (:func:`save_saelens_folder`) for
+  every architecture with a SAELens inference form (:func:`inference_form`): BatchTopK and
+  Matryoshka SAEs as JumpReLU, as SAELens saves its own.
 
 A SAELens SAE's declared model processing (``model_from_pretrained_kwargs``) and activation
 normalisation become its :class:`~sae_hacking.saes.processing.InputTransform`. Options these
@@ -16,6 +18,7 @@ rescaling) are refused with a :class:`UsageError` rather than silently ignored.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -231,13 +234,47 @@ def load_saelens_folder(
     return _build(cfg["architecture"], config, state, info, dtype)
 
 
+def inference_form(sae: SAE) -> SAE:
+    """``sae`` as the architecture it is exported to SAELens as (:func:`registry.export_name`):
+    itself for TopK, ReLU and JumpReLU SAEs; for BatchTopK and Matryoshka SAEs a new JumpReLU
+    SAE (copied weights, inference-only) whose every threshold is the learnt global one, which
+    encodes exactly as they do once trained. A :class:`UsageError` for SAEs without one."""
+    target = registry.export_name(sae.architecture)
+    if target != "jumprelu" or sae.architecture == "jumprelu":
+        return sae
+    threshold = float(sae.threshold)
+    if threshold < 0:
+        raise UsageError(
+            f"this {sae.architecture} SAE was never trained (its inference threshold is unset), "
+            "so it has no JumpReLU form to export."
+        )
+    state = {
+        name: getattr(sae, name).detach().clone()
+        for name in ("W_enc_ME", "b_enc_E", "W_dec_EM", "b_dec_M")
+    }
+    state["threshold_E"] = torch.full_like(state["b_enc_E"], threshold)
+    cls = registry.architecture_class("jumprelu")
+    with torch.device("meta"):
+        out = cls(
+            sae.d_in,
+            sae.d_sae,
+            apply_b_dec_to_input=sae.apply_b_dec_to_input,
+            info=dataclasses.replace(sae.info),
+        )
+    out.load_state_dict(state, assign=True)
+    return out.requires_grad_(False).eval()
+
+
 def save_saelens_folder(sae: SAE, folder: str | Path, model_name: str | None = None) -> Path:
-    """Write ``sae`` as a SAELens-format folder that SAELens's ``SAE.load_from_disk`` reads."""
+    """Write ``sae``'s :func:`inference_form` as a SAELens-format folder that SAELens's
+    ``SAE.load_from_disk`` reads (``hook_name``, ``model_name`` and ``neuronpedia_id`` in its
+    metadata, null when unknown)."""
     from safetensors.torch import save_file
 
     from sae_hacking.atomic import atomic_write, atomic_write_json
 
-    saelens_architecture = registry.saelens_name(sae.architecture)
+    sae = inference_form(sae)
+    saelens_architecture = registry.export_name(sae.architecture)
     folder = Path(folder)
     names = {
         "W_enc_ME": "W_enc",

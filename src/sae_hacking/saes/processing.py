@@ -182,9 +182,38 @@ def input_transform(
     return InputTransform(model_processing_centres(flags, hook_name, source), mode)
 
 
+def fold_input_affine_state(
+    state: dict[str, torch.Tensor],
+    shift: float | int | Float[torch.Tensor, ""] | Float[torch.Tensor, " M"],
+    scale: float,
+    subtracts_b_dec: bool = True,
+) -> None:
+    """Fold ``x -> (x - shift) · scale`` into an SAE's weights, on its state dict (our names),
+    in place: the SAE then encodes raw ``x`` as it encoded ``(x - shift) · scale`` and decodes
+    to ``decode(a) / scale + shift``.
+
+    Every encoder ``W_enc_M*`` is multiplied by ``scale``, every decoder ``W_dec_*M`` divided,
+    and ``b_dec_M`` becomes ``b_dec / scale + shift``; an SAE that subtracts ``b_dec`` from its
+    input then needs nothing else, while one that does not (``subtracts_b_dec`` False) has each
+    encoder bias ``b_enc_*`` lowered by ``shift @ W_enc_M*`` (the folded one). Other entries
+    (thresholds, EMA buffers) are in activation units, which do not change.
+    """
+    b_dec_M = state["b_dec_M"]
+    shift_M = torch.as_tensor(shift, dtype=b_dec_M.dtype, device=b_dec_M.device)
+    shift_M = shift_M.expand(b_dec_M.shape)
+    moves_b_enc = not subtracts_b_dec and bool(shift_M.any())
+    for name in list(state):
+        if name.startswith("W_enc_M"):
+            state[name] = state[name] * scale
+            if moves_b_enc:
+                bias = "b_enc_" + name.removeprefix("W_enc_M")
+                state[bias] = state[bias] - shift_M @ state[name]
+        elif name.startswith("W_dec_") and name.endswith("M"):
+            state[name] = state[name] / scale
+    state["b_dec_M"] = b_dec_M / scale + shift_M
+
+
 def fold_norm_scaling_factor(state: dict[str, torch.Tensor], factor: float) -> None:
     """SAELens's ``fold_activation_norm_scaling_factor`` on our state dict, in place: the SAE
     then encodes ``factor · x`` and decodes back to the scale of ``x``."""
-    state["W_enc_ME"] = state["W_enc_ME"] * factor
-    state["W_dec_EM"] = state["W_dec_EM"] / factor
-    state["b_dec_M"] = state["b_dec_M"] / factor
+    fold_input_affine_state(state, 0.0, factor)

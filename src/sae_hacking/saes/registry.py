@@ -2,8 +2,11 @@
 
 The name is what the CLI accepts (``--architecture``), what a checkpoint's config records and
 what :attr:`SAE.architecture` says; SAELens's name for the same architecture, where SAELens has
-one, is used only when reading or writing the SAELens format. Classes are imported on demand,
-so reading the choices costs nothing and loading one kind stays light.
+one, is used only when reading or writing the SAELens format. An SAE is exported to SAELens in
+its inference form: BatchTopK and Matryoshka SAEs become JumpReLU SAEs whose every threshold is
+the learnt global one, as SAELens saves its own (``export_as``); a hierarchical SAE has no
+SAELens form. Classes are imported on demand, so reading the choices costs nothing and loading
+one kind stays light.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ class Architecture:
     trainable: bool  # the class implements saes.trainable.TrainableSAE
     saelens: str | None = None  # SAELens's architecture name, if SAELens has this one
     legacy: tuple[str, ...] = ()  # names older checkpoints used; accepted when loading only
+    # SAELens's name for the architecture of the inference form this one is exported as.
+    export_as: str | None = None
 
 
 ARCHITECTURES = (
-    Architecture("topk", "sae_hacking.saes.topk:TopKSAE", True, saelens="topk"),
+    Architecture("topk", "sae_hacking.saes.topk:TopKSAE", True, "topk", export_as="topk"),
     Architecture(
         "hierarchical",
         "sae_hacking.saes.hierarchical:HierarchicalTopKSAE",
@@ -36,13 +41,20 @@ ARCHITECTURES = (
         "sae_hacking.saes.matryoshka:MatryoshkaBatchTopKSAE",
         True,
         legacy=("matryoshka_batchtopk",),
+        export_as="jumprelu",
     ),
-    Architecture("jumprelu", "sae_hacking.saes.jumprelu:JumpReLUSAE", False, saelens="jumprelu"),
-    Architecture("relu", "sae_hacking.saes.relu:ReLUSAE", False, saelens="standard"),
+    Architecture(
+        "batchtopk", "sae_hacking.saes.batchtopk:BatchTopKSAE", True, export_as="jumprelu"
+    ),
+    Architecture(
+        "jumprelu", "sae_hacking.saes.jumprelu:JumpReLUSAE", True, "jumprelu", export_as="jumprelu"
+    ),
+    Architecture("relu", "sae_hacking.saes.relu:ReLUSAE", True, "standard", export_as="standard"),
 )
 BY_NAME = {arch.name: arch for arch in ARCHITECTURES}
 NAMES = tuple(BY_NAME)
 TRAINABLE = tuple(arch.name for arch in ARCHITECTURES if arch.trainable)
+EXPORTABLE = tuple(arch.name for arch in ARCHITECTURES if arch.export_as)
 # SAELens name -> ours, for the architectures both have.
 FROM_SAELENS = {arch.saelens: arch.name for arch in ARCHITECTURES if arch.saelens}
 _LEGACY = {old: arch.name for arch in ARCHITECTURES for old in arch.legacy}
@@ -81,3 +93,15 @@ def saelens_name(name: str) -> str:
             f"a {name} SAE has no SAELens format; supported: {', '.join(FROM_SAELENS.values())}."
         )
     return arch.saelens
+
+
+def export_name(name: str) -> str:
+    """SAELens's architecture name for the inference form our architecture ``name`` is
+    exported as; a :class:`UsageError` if it has none."""
+    arch = get(name)
+    if arch.export_as is None:
+        raise UsageError(
+            f"a {name} SAE has no SAELens format (exportable: {', '.join(EXPORTABLE)}); save it "
+            "as an sae_hacking .safetensors checkpoint, which load_sae reads."
+        )
+    return arch.export_as

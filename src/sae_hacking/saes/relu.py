@@ -1,18 +1,34 @@
 """Standard ReLU SAE (SAELens's ``standard`` architecture, e.g. the GPT-2 residual SAEs).
 
 acts = relu((x - b_dec · apply_b_dec_to_input) @ W_enc + b_enc),   x̂ = acts @ W_dec + b_dec
+
+Training objective (:meth:`ReLUSAE.train_forward`), SAELens's ``StandardTrainingSAE`` with
+``lp_norm=1``, so an ``l1_coefficient`` tuned there means the same here::
+
+    loss = mean_B sum_M (x̂ - x)^2  +  l1_coefficient · mean_B sum_E acts_E · ||W_dec[E]||
+
+The squared error is summed over the model dimension (not averaged, unlike the TopK-family
+losses here) and the L1 penalty weights each activation by its decoder row's norm, so the SAE
+cannot shrink activations by growing decoder rows. ``TrainOutput.mse`` is still the
+per-element mean, for logging alongside the other architectures.
 """
 
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 
 from sae_hacking.saes.base import LinearSAE, SAEInfo
+from sae_hacking.saes.topk import auxk_loss
+from sae_hacking.saes.trainable import PARENT, TrainableSAE, TrainOutput
 
 
-class ReLUSAE(LinearSAE):
-    """Parameters ``W_enc_ME``, ``b_enc_E``, ``W_dec_EM``, ``b_dec_M``."""
+class ReLUSAE(LinearSAE, TrainableSAE):
+    """Parameters ``W_enc_ME``, ``b_enc_E``, ``W_dec_EM``, ``b_dec_M``.
+
+    ``l1_coefficient`` weights the sparsity penalty in :meth:`train_forward` (a training
+    setting: not part of :meth:`config`, not saved with the weights).
+    """
 
     architecture = "relu"
 
@@ -22,11 +38,36 @@ class ReLUSAE(LinearSAE):
         d_sae: int,
         apply_b_dec_to_input: bool = True,
         info: SAEInfo | None = None,
+        gen: torch.Generator | None = None,
+        l1_coefficient: float = 0.0,
     ):
-        super().__init__(d_in, d_sae, info, apply_b_dec_to_input)
+        super().__init__(d_in, d_sae, info, apply_b_dec_to_input, gen=gen)
+        self.l1_coefficient = l1_coefficient
 
     def config(self) -> dict:
         return {**super().config(), "apply_b_dec_to_input": self.apply_b_dec_to_input}
 
     def encode(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B E"]:
         return torch.relu(self.pre_acts(x_BM))
+
+    def latent_banks(self) -> dict[str, int]:
+        return {PARENT: self.d_sae}
+
+    def train_forward(
+        self,
+        x_BM: Float[torch.Tensor, "B M"],
+        dead_E: Bool[torch.Tensor, " E"] | None = None,
+        k_aux: int = 0,
+    ) -> TrainOutput:
+        pre_BE = self.pre_acts(x_BM)
+        acts_BE = pre_BE.relu()
+        recon_BM = acts_BE @ self.W_dec_EM + self.b_dec_M
+        err_BM = (recon_BM - x_BM) ** 2
+        loss = err_BM.sum(-1).mean()
+        if self.l1_coefficient:
+            l1_B = (acts_BE * self.W_dec_EM.norm(dim=-1)).sum(-1)
+            loss = loss + self.l1_coefficient * l1_B.mean()
+        out = TrainOutput(recon_BM, loss, err_BM.mean(), {PARENT: (acts_BE > 0).any(0)})
+        if dead_E is not None and k_aux > 0:
+            out.aux_loss = auxk_loss(pre_BE, dead_E, x_BM - recon_BM, self.W_dec_EM, k_aux)
+        return out

@@ -107,6 +107,32 @@ class TrainableSAE(SAE):
         return self.W_dec
 
 
+def train_step(
+    sae: TrainableSAE,
+    optimizer: torch.optim.Optimizer,
+    x_BM: Float[torch.Tensor, "B M"],
+    since_fired: dict[str, Int[torch.Tensor, " _"]],
+    dead_steps: int,
+    k_aux: int = 0,
+    aux_coeff: float = 0.0,
+) -> TrainOutput:
+    """One optimiser step on ``x_BM``: the loss (plus ``aux_coeff`` times the auxiliary-k loss of
+    the parent latents that have not fired for ``dead_steps`` steps, when ``k_aux``), then the
+    per-bank firing counters ``since_fired`` (steps since each latent last fired, updated in
+    place) and :meth:`TrainableSAE.after_step`. Every trainer of this package steps this way."""
+    # Only the auxiliary-k loss reads the dead mask; skip the op when it is off.
+    dead_E = since_fired[PARENT] >= dead_steps if k_aux else None
+    out = sae.train_forward(x_BM, dead_E, k_aux)
+    loss = out.loss if out.aux_loss is None else out.loss + aux_coeff * out.aux_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    for bank, fired in out.fired.items():
+        since_fired[bank] = torch.where(fired, 0, since_fired[bank] + 1)
+    sae.after_step(out)
+    return out
+
+
 @torch.no_grad()
 def resample_encoder_decoder(
     sae: torch.nn.Module, dead_D: Int[torch.Tensor, " D"], dirs_DM: Float[torch.Tensor, "D M"]

@@ -17,9 +17,9 @@ from sae_hacking.data.toy_config import ToyDatasetConfig
 from sae_hacking.errors import FieldError
 from sae_hacking.lm.source import check_device_name
 from sae_hacking.runs.options import RunDirOptions
-from sae_hacking.saes.registry import TRAINABLE
 
-ARCHITECTURES = TRAINABLE
+# The trainable architectures the toy experiment compares (the LM trainer has more).
+ARCHITECTURES = ("topk", "hierarchical", "matryoshka")
 # The seed README's example run of train_topk_sae_toy.py, as ToyConfig fields (benchmarks).
 SEED_EXAMPLE = {
     "architecture": "hierarchical",
@@ -44,7 +44,7 @@ DATASET_KEYS = {
 
 @dataclass(frozen=True)
 class ToyConfig:
-    architecture: str = setting("topk", help="SAE to train", choices=TRAINABLE)
+    architecture: str = setting("topk", help="SAE to train", choices=ARCHITECTURES)
     device: str = setting("auto", help="auto, cpu, cuda, cuda:N, mps", kind="free", recorded=False)
     # dataset
     dataset_num_features: int = setting(30, help="A: number of parent features")
@@ -126,7 +126,7 @@ class ToyConfig:
 
     def validate(self) -> None:
         """Raise :class:`FieldError` on impossible settings (run on construction)."""
-        check_choice("architecture", self.architecture, TRAINABLE)
+        check_choice("architecture", self.architecture, ARCHITECTURES)
         check_device_name("device", self.device)
         try:
             self.dataset_config().validate()

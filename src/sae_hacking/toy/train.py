@@ -21,7 +21,7 @@ from sae_hacking.data.toy import ToyBatch, ToyDataset, chunk_generator
 from sae_hacking.device import resolve_device
 from sae_hacking.saes.io import load_sae_checkpoint, save_sae_checkpoint
 from sae_hacking.saes.registry import architecture_class
-from sae_hacking.saes.trainable import PARENT, TrainableSAE, reset_adam_entries
+from sae_hacking.saes.trainable import PARENT, TrainableSAE, reset_adam_entries, train_step
 from sae_hacking.toy.config import ToyConfig
 from sae_hacking.toy.handcode import handcode
 from sae_hacking.toy.metrics import evaluate
@@ -188,16 +188,7 @@ class ToyTrainer:
                 chunk_index = step // CHUNK_STEPS
                 xs = self.chunk(chunk_index)
             x_BM = xs[step % CHUNK_STEPS]
-            # Only the auxiliary-k loss reads the dead mask; skip the op when it is off.
-            dead_E = since[PARENT] >= cfg.dead_steps if k_aux else None
-            out = sae.train_forward(x_BM, dead_E, k_aux)
-            loss = out.loss if out.aux_loss is None else out.loss + cfg.auxk_coeff * out.aux_loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for bank, fired in out.fired.items():
-                since[bank] = torch.where(fired, 0, since[bank] + 1)
-            sae.after_step(out)
+            out = train_step(sae, opt, x_BM, since, cfg.dead_steps, k_aux, cfg.auxk_coeff)
             self.state.step = step + 1
             bar.update(1)
             if self.state.step % cfg.log_every == 0:

@@ -1,0 +1,240 @@
+"""Training activations: a language model's activations at one hook, gathered in shuffled blocks.
+
+The text stream's rows ``[0, eval_prompts)`` are held out for evaluation; training reads rows
+from ``eval_prompts`` on (at most ``n_prompts`` of them) and starts again there for the next
+epoch. A **block** is what one shuffle mixes: batches of prompts are read (forwards that stop at
+the hook, :meth:`~sae_hacking.lm.hooked.HookedLM.read`) until at least ``buffer_tokens`` real
+tokens are gathered; block ``b`` is permuted by a generator seeded with ``(seed, b)`` and cut
+into ``batch_tokens``-token batches (the last, partial one is dropped). A block depends only on
+the row it starts at, so a resumed run re-reads its current block and skips the batches already
+trained on: the batches are exactly those of an uninterrupted run.
+
+With an activation cache, each block's activations (in the model's dtype, unshuffled) are stored
+as ``block-<start row>.safetensors`` and read back instead of running the model; ``cache.json``
+names what the activations are of, and a cache of something else is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+
+from sae_hacking.atomic import atomic_write, atomic_write_json
+from sae_hacking.data.text import TokenBatch, batch_prompts, open_text_stream
+from sae_hacking.errors import FieldError, UsageError
+from sae_hacking.train.config import TrainConfig
+
+CACHE_FILE = "cache.json"
+SEED_STRIDE = 1_000_003  # block b of seed s shuffles with seed s * SEED_STRIDE + b
+
+
+@dataclass
+class Position:
+    """Where training is in the data: the block being trained on and the next batch in it."""
+
+    epoch: int
+    block: int  # blocks started so far, over all epochs (seeds the block's shuffle)
+    start_row: int  # source row of the block's first prompt
+    batch: int = 0  # batches of this block already trained on
+
+
+@dataclass
+class Block:
+    acts_TM: Float[torch.Tensor, "T M"]
+    next_row: int  # the row after the block's last prompt
+    ended: bool  # the stream (or the `n_prompts` limit) ended inside this block
+    prompts: int
+
+
+def real_mask(batch: TokenBatch, include_bos: bool) -> torch.Tensor:
+    return batch.attention_mask_BS.bool() if include_bos else batch.real_token_mask_BS
+
+
+class ActivationSource:
+    """Blocks of activations of ``config.hook`` from ``lm``, read or cached."""
+
+    def __init__(self, lm, config: TrainConfig):
+        self.lm = lm
+        self.config = config
+        self.first_row = config.eval_prompts
+        n = config.text.n_prompts
+        self.end_row = None if n is None else self.first_row + n
+        self._batches: Iterator[TokenBatch] | None = None
+        self._row = -1  # the row self._batches reads next
+        self.seconds = 0.0  # time spent producing activations (model forwards, cache reads)
+        self.cache = None
+        if config.activation_cache is not None:
+            self.cache = Path(config.activation_cache)
+            check_cache(self.cache, self.cache_identity())
+
+    def cache_identity(self) -> dict:
+        c = self.config
+        return {
+            "model": c.model.name,
+            "dtype": str(self.lm.dtype),
+            "hook": c.hook,
+            "dataset_id": c.text.dataset_id,
+            "text_column": c.text.column,
+            "max_tokens_in_prompt": c.text.max_tokens_in_prompt,
+            "batch_size": c.text.batch_size,
+            "include_bos": c.include_bos,
+            "buffer_tokens": c.buffer_tokens,
+            "first_row": self.first_row,
+        }
+
+    # -- held-out prompts --------------------------------------------------------------------
+
+    def eval_batches(self) -> list[TokenBatch]:
+        c = self.config
+        if c.eval_prompts == 0:
+            return []
+        rows = open_text_stream(c.text.dataset_id, c.text.text_column)
+        return list(
+            batch_prompts(
+                rows,
+                self.lm.tokenizer,
+                c.text.batch_size,
+                c.text.max_tokens_in_prompt,
+                n_rows=c.eval_prompts,
+            )
+        )
+
+    def read(self, batch: TokenBatch) -> Float[torch.Tensor, "T M"]:
+        """The hook's activations at ``batch``'s training tokens, in prompt order."""
+        acts_BSM = self.lm.read(batch.input_ids_BS, batch.attention_mask_BS, [self.config.hook])[
+            self.config.hook
+        ]
+        return acts_BSM[real_mask(batch, self.config.include_bos).to(acts_BSM.device)]
+
+    # -- training blocks ---------------------------------------------------------------------
+
+    def block(self, start_row: int) -> Block:
+        """The block that starts at source row ``start_row``."""
+        t0 = time.perf_counter()
+        cached = self._cached(start_row)
+        block = cached if cached is not None else self._compute(start_row)
+        if block.acts_TM.device.type == "cuda":
+            torch.cuda.synchronize(block.acts_TM.device)
+        self.seconds += time.perf_counter() - t0
+        return block
+
+    def _open(self, start_row: int) -> None:
+        c = self.config
+        rows = open_text_stream(c.text.dataset_id, c.text.text_column, start_row)
+        left = None if self.end_row is None else max(self.end_row - start_row, 0)
+        self._batches = batch_prompts(
+            rows,
+            self.lm.tokenizer,
+            c.text.batch_size,
+            c.text.max_tokens_in_prompt,
+            start_row=start_row,
+            n_rows=left,
+        )
+        self._row = start_row
+
+    def _compute(self, start_row: int) -> Block:
+        if self._row != start_row:
+            self._open(start_row)
+        parts, tokens, prompts, ended = [], 0, 0, True
+        for batch in self._batches:
+            acts_TM = self.read(batch)
+            parts.append(acts_TM)
+            tokens += acts_TM.shape[0]
+            prompts += len(batch.texts)
+            self._row = batch.next_row
+            if tokens >= self.config.buffer_tokens:
+                ended = False
+                break
+        d_model = self.lm.hook_width(self.config.hook)
+        acts = torch.cat(parts) if parts else torch.zeros(0, d_model, device=self.lm.device)
+        block = Block(acts, self._row if parts else start_row, ended, prompts)
+        if ended:
+            self._row = -1  # the generator is spent
+        if self.cache is not None:
+            self._store(start_row, block)
+        return block
+
+    # -- cache -------------------------------------------------------------------------------
+
+    def _path(self, start_row: int) -> Path:
+        return self.cache / f"block-{start_row:012d}.safetensors"
+
+    def _store(self, start_row: int, block: Block) -> None:
+        from safetensors.torch import save_file
+
+        meta = {
+            "next_row": str(block.next_row),
+            "ended": str(int(block.ended)),
+            "prompts": str(block.prompts),
+            "end_row": json.dumps(self.end_row),
+        }
+        tensors = {"acts_TM": block.acts_TM.contiguous().cpu()}
+        atomic_write(self._path(start_row), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+    def _cached(self, start_row: int) -> Block | None:
+        if self.cache is None or not self._path(start_row).is_file():
+            return None
+        from safetensors import safe_open
+
+        with safe_open(str(self._path(start_row)), "pt", device="cpu") as f:
+            meta = f.metadata()
+            acts_TM = f.get_tensor("acts_TM")
+        next_row, ended = int(meta["next_row"]), bool(int(meta["ended"]))
+        # A block cut short by another run's `n_prompts`, or one that runs past this run's, is
+        # not this run's block: recompute it (and overwrite the file).
+        if ended and json.loads(meta["end_row"]) != self.end_row:
+            return None
+        if self.end_row is not None and next_row > self.end_row:
+            return None
+        return Block(acts_TM.to(self.lm.device), next_row, ended, int(meta["prompts"]))
+
+
+def check_cache(folder: Path, identity: dict) -> None:
+    """Create ``folder``'s ``cache.json``, or check that the cache holds these activations."""
+    path = folder / CACHE_FILE
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise FieldError("activation_cache", f"{path} is not valid JSON ({err}).") from None
+        if saved != identity:
+            diff = sorted(k for k in {*saved, *identity} if saved.get(k) != identity.get(k))
+            raise FieldError(
+                "activation_cache",
+                f"{folder} caches other activations ({', '.join(diff)} differ: "
+                f"{', '.join(f'{k}={saved.get(k)!r}' for k in diff)}); use another folder.",
+            )
+        return
+    if folder.exists() and any(folder.iterdir()):
+        raise FieldError(
+            "activation_cache", f"{folder} is not empty and has no {CACHE_FILE}: not a cache."
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"activation cache {folder} cannot be created ({err}).") from None
+    atomic_write_json(path, identity)
+
+
+def shuffled_batches(
+    block: Block, position: Position, batch_tokens: int, seed: int
+) -> Iterator[Float[torch.Tensor, "B M"]]:
+    """The block's batches from ``position.batch`` on, advancing ``position.batch``."""
+    n_batches = block.acts_TM.shape[0] // batch_tokens
+    gen = torch.Generator().manual_seed(seed * SEED_STRIDE + position.block)
+    order_T = torch.randperm(block.acts_TM.shape[0], generator=gen).to(block.acts_TM.device)
+    while position.batch < n_batches:
+        i = position.batch * batch_tokens
+        x_BM = block.acts_TM[order_T[i : i + batch_tokens]].float()
+        position.batch += 1
+        yield x_BM
+
+
+def position_dict(position: Position) -> dict:
+    return asdict(position)

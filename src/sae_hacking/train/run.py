@@ -1,0 +1,176 @@
+"""One ``sae-hacking train`` run end to end: run directory, training, export; and resuming it.
+
+A run directory holds ``run.json`` and ``args.yaml`` (as every run), ``metrics.jsonl`` and
+``tensorboard/``, ``checkpoint.safetensors`` + ``checkpoint.trainer.pt``, and at the end
+``metrics.json``, ``sae.safetensors`` (this package's format, every architecture; the input
+scaling folded in, so it takes the model's raw activations) and, for the architectures SAELens
+has, ``saelens/`` (``cfg.json`` + ``sae_weights.safetensors``, loadable with
+``sae_lens.SAE.load_from_disk``). Both load as ``--ablator-sae-release PATH`` /
+``--reader-sae-release PATH`` in the absorption commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from sae_hacking.config import to_flat
+from sae_hacking.errors import FieldError
+from sae_hacking.runs.record import RunRecord, plan_run
+from sae_hacking.train.config import TrainConfig
+
+KIND = "train"
+OUTPUTS = ("metrics.json", "sae.safetensors")
+SAELENS_FOLDER = "saelens"
+SUMMARY_KEYS = (
+    "explained_variance",
+    "fvu",
+    "l0",
+    "dead_frac",
+    "ce_clean",
+    "ce_spliced",
+    "ce_zero_ablated",
+    "ce_loss_recovered",
+    "tokens_per_s",
+)
+
+
+def slug(config: TrainConfig) -> str:
+    model = Path(config.model.name).name
+    return f"train-{model}-{config.hook}-{config.architecture}-E{config.sae_hidden_dim}"
+
+
+def run(config: TrainConfig) -> tuple[Path | None, dict]:
+    """Train (or continue training) one SAE; returns the run directory and final metrics."""
+    if config.only_count_tokens:
+        return None, count_tokens(config)
+    record = plan_run(config, KIND, slug(config), OUTPUTS)
+    config.model.check_reachable()
+    config.text.check_reachable()
+    if record.resumed:
+        return _resume(config, record)
+    from sae_hacking.folders import create_new_folder, remove_created
+    from sae_hacking.runs.files import write_args_yaml
+
+    lm = load_model(config)
+    run_dir, top = create_new_folder(record.run_dir, "output_dir")
+    try:
+        RunRecord.for_config(run_dir, KIND, config, OUTPUTS).write()
+        write_args_yaml(run_dir, to_flat(config))
+        trainer = _trainer(config, run_dir, lm)
+    except BaseException:
+        remove_created(run_dir, top)
+        raise
+    return run_dir, finish(trainer)
+
+
+def load_model(config: TrainConfig):
+    lm = config.model.load()
+    lm.hook_point(config.hook)  # a hook this model lacks is one line, before any folder exists
+    return lm
+
+
+def _trainer(config: TrainConfig, run_dir: Path, lm):
+    from sae_hacking.train.trainer import LMTrainer
+
+    return LMTrainer(config, run_dir, lm)
+
+
+def _resume(config: TrainConfig, record: RunRecord) -> tuple[Path, dict]:
+    run_dir = record.run_dir
+    done = finished_metrics(record)
+    if done is not None and done.get("step") == config.total_steps():
+        print(f"{run_dir} is complete (resume it with more `train_tokens` to train on).")
+        return run_dir, done
+    if not (run_dir / "checkpoint.trainer.pt").is_file():
+        raise FieldError("resume", f"{run_dir} has no checkpoint yet; start the run again instead.")
+    lm = load_model(config)
+    updated = RunRecord.for_config(run_dir, KIND, config, OUTPUTS)
+    if updated.config != record.config:
+        updated.write()
+    trainer = _trainer(config, run_dir, lm)
+    trainer.load_checkpoint()
+    if trainer.step > config.total_steps():
+        raise FieldError(
+            "train_tokens",
+            f"asks for {config.total_steps()} steps but {run_dir} has taken {trainer.step}.",
+        )
+    return run_dir, finish(trainer)
+
+
+def finished_metrics(record: RunRecord) -> dict | None:
+    """The final metrics of a run that finished (the outputs of an earlier, shorter length
+    stay until a longer run replaces them, so the step count tells which length finished)."""
+    if not record.is_complete():
+        return None
+    return json.loads((record.run_dir / "metrics.json").read_text(encoding="utf-8"))
+
+
+def finish(trainer) -> dict:
+    from sae_hacking.atomic import atomic_write_json
+    from sae_hacking.saes.io import save_sae_checkpoint
+
+    metrics = trainer.train()
+    config, run_dir = trainer.config, trainer.run_dir
+    sae = trainer.export()
+    extra = {"step": trainer.step, "model_name": config.model.name, "tokens": metrics["tokens"]}
+    save_sae_checkpoint(sae, run_dir / "sae.safetensors", extra)
+    exported_as = export_saelens(sae, run_dir / SAELENS_FOLDER, config.model.name)
+    metrics["saelens_folder"] = exported_as
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    # The summary is the result, so --quiet (no progress bar) still prints it.
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    for key in SUMMARY_KEYS:
+        if isinstance(metrics.get(key), float | int):
+            print(f"  {key:24s} {metrics[key]:.4f}")
+    return metrics
+
+
+def export_saelens(sae, folder: Path, model_name: str) -> str | None:
+    """Write ``folder`` for an architecture SAELens has; ``None`` (and nothing) otherwise."""
+    from sae_hacking.saes import registry
+    from sae_hacking.saes.formats import save_saelens_folder
+
+    if registry.get(sae.architecture).export_as is None:
+        return None
+    save_saelens_folder(sae, folder, model_name=model_name)
+    return str(folder)
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    from sae_hacking.lm.loading import transformers_output
+
+    with transformers_output():
+        return AutoTokenizer.from_pretrained(name)
+
+
+def count_tokens(config: TrainConfig) -> dict:
+    """The prompts and tokens one epoch of training reads (the tokenizer only, no model)."""
+    from sae_hacking.data.text import batch_prompts, open_text_stream
+
+    if config.text.n_prompts is None and not Path(config.text.dataset_id).exists():
+        raise FieldError(
+            "n_prompts",
+            "is needed to count the tokens of a streamed hub dataset (it may never end).",
+        )
+    tokenizer = load_tokenizer(config.model.name)
+    rows = open_text_stream(config.text.dataset_id, config.text.text_column, config.eval_prompts)
+    prompts = tokens = 0
+    for batch in batch_prompts(
+        rows,
+        tokenizer,
+        config.text.batch_size,
+        config.text.max_tokens_in_prompt,
+        n_rows=config.text.n_prompts,
+    ):
+        mask = batch.attention_mask_BS.bool() if config.include_bos else batch.real_token_mask_BS
+        prompts += len(batch.texts)
+        tokens += int(mask.sum())
+    print(
+        f"{prompts} prompts, {tokens} training tokens per epoch "
+        f"(after {config.eval_prompts} held-out rows)"
+    )
+    return {"prompts": prompts, "tokens": tokens}

@@ -1,0 +1,268 @@
+"""The training loop of ``sae-hacking train``: any :class:`~sae_hacking.saes.trainable.TrainableSAE`
+on shuffled blocks of activations (:mod:`sae_hacking.train.activations`), Adam with warm-up and
+decay, TensorBoard + ``metrics.jsonl``, held-out evaluation, atomic checkpoints, exact resume.
+
+A checkpoint holds the SAE, Adam's state, the firing counters, the scaling and the data
+:class:`~sae_hacking.train.activations.Position`; nothing else is random (each block's shuffle is
+a function of the seed and the block index), so a resumed run takes exactly the steps an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from sae_hacking.atomic import atomic_write
+from sae_hacking.saes.base import SAEInfo
+from sae_hacking.saes.io import load_sae_checkpoint, save_sae_checkpoint
+from sae_hacking.saes.registry import architecture_class
+from sae_hacking.saes.trainable import PARENT, TrainableSAE, train_step
+from sae_hacking.train.activations import ActivationSource, Position, shuffled_batches
+from sae_hacking.train.config import TOPK_FAMILY, TrainConfig
+from sae_hacking.train.evaluate import evaluate, held_out
+from sae_hacking.train.scaling import Scaling, exported
+
+
+def architecture_options(config: TrainConfig) -> dict:
+    """Constructor arguments, besides ``d_in`` and ``gen``, of the architecture ``config`` names."""
+    c = config
+    if c.architecture == "relu":
+        return {"d_sae": c.sae_hidden_dim, "l1_coefficient": c.l1_coefficient}
+    if c.architecture == "jumprelu":
+        return {
+            "d_sae": c.sae_hidden_dim,
+            "l0_coefficient": c.l0_coefficient,
+            "bandwidth": c.jumprelu_bandwidth,
+            "init_threshold": c.jumprelu_init_threshold,
+        }
+    if c.architecture == "hierarchical":
+        return {"n_parents": c.sae_hidden_dim, "k": c.k}
+    if c.architecture == "matryoshka":
+        return {"group_sizes": c.resolved_groups(), "k": c.k}
+    return {"d_sae": c.sae_hidden_dim, "k": c.k}
+
+
+def build_sae(config: TrainConfig, d_in: int) -> TrainableSAE:
+    gen = torch.Generator().manual_seed(config.seed)
+    cls = architecture_class(config.architecture)
+    info = SAEInfo(hook_name=config.hook)
+    return cls(d_in, info=info, gen=gen, **architecture_options(config))
+
+
+def lr_at(config: TrainConfig, step: int, total: int) -> float:
+    """The learning rate of step ``step`` (0-based) of ``total``: a pure function, so a resumed
+    run needs no scheduler state."""
+    c = config
+    if c.lr_warmup_steps and step < c.lr_warmup_steps:
+        return c.lr * (step + 1) / c.lr_warmup_steps
+    if c.lr_decay == "linear":
+        decay_steps = int(total * c.lr_decay_fraction)
+        left = total - step
+        return c.lr * min(1.0, left / decay_steps) if decay_steps else c.lr
+    if c.lr_decay == "cosine":
+        span = max(total - c.lr_warmup_steps, 1)
+        done = min(max(step - c.lr_warmup_steps, 0) / span, 1.0)
+        return c.lr * 0.5 * (1 + math.cos(math.pi * done))
+    return c.lr
+
+
+class LMTrainer:
+    def __init__(self, config: TrainConfig, run_dir: Path, lm):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.lm = lm
+        self.device = lm.device
+        self.hook = config.hook
+        self.d_model = lm.hook_width(config.hook)
+        self.sae = build_sae(config, self.d_model).to(self.device)
+        fused = self.device.type in ("cuda", "cpu")
+        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=config.lr, fused=fused)
+        self.source = ActivationSource(lm, config)
+        self.scaling = Scaling(config.normalize, self.d_model)
+        self.step = 0
+        self.since_fired = {
+            name: torch.zeros(n, dtype=torch.long, device=self.device)
+            for name, n in self.sae.latent_banks().items()
+        }
+        self.position = Position(epoch=0, block=0, start_row=self.source.first_row)
+        self.held_out = None
+        self.last_metrics: dict = {}
+        self.seconds = {"sae": 0.0, "eval": 0.0}
+        self._writer = None
+
+    # ----- persistence -------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        save_sae_checkpoint(
+            self.sae, self.run_dir / "checkpoint.safetensors", extra={"step": self.step}
+        )
+        trainer = {
+            "step": self.step,
+            "since_fired": self.since_fired,
+            "optimizer": self.optimizer.state_dict(),
+            "position": json.dumps(asdict(self.position)),
+            "scaling": json.dumps(self.scaling.state()),
+        }
+        atomic_write(self.run_dir / "checkpoint.trainer.pt", lambda tmp: torch.save(trainer, tmp))
+
+    def load_checkpoint(self) -> None:
+        sae = load_sae_checkpoint(self.run_dir / "checkpoint.safetensors", self.device)
+        self.sae.load_state_dict(sae.state_dict())
+        trainer = torch.load(
+            self.run_dir / "checkpoint.trainer.pt", map_location=self.device, weights_only=True
+        )
+        self.optimizer.load_state_dict(trainer["optimizer"])
+        self.step = trainer["step"]
+        self.since_fired = trainer["since_fired"]
+        self.position = Position(**json.loads(trainer["position"]))
+        self.scaling.load(json.loads(trainer["scaling"]))
+
+    def export(self):
+        """The SAE as users load it: scaling folded in, eval mode, no gradients."""
+        return exported(self.sae, self.scaling)
+
+    # ----- logging -----------------------------------------------------------------------
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._writer
+
+    def log(self, split: str, metrics: dict[str, float]) -> None:
+        tokens = self.step * self.config.batch_tokens
+        record = {"split": split, "step": self.step, "tokens": tokens, **metrics}
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        for key, value in metrics.items():
+            self.writer.add_scalar(f"{split}/{key}", value, self.step)
+
+    # ----- data --------------------------------------------------------------------------
+    def batches(self):
+        """Training batches (scaled) from the current position on, forever (epochs repeat)."""
+        c = self.config
+        while True:
+            block = self.source.block(self.position.start_row)
+            if self.position.block == 0:
+                self.scaling.estimate(block.acts_TM)
+            if block.acts_TM.shape[0] < c.batch_tokens and self.position.start_row == (
+                self.source.first_row
+            ):
+                raise_no_tokens(c, block.acts_TM.shape[0])
+            for x_BM in shuffled_batches(block, self.position, c.batch_tokens, c.seed):
+                yield self.scaling.apply(x_BM)
+            if block.ended:
+                next_epoch, next_row = self.position.epoch + 1, self.source.first_row
+            else:
+                next_epoch, next_row = self.position.epoch, block.next_row
+            self.position = Position(next_epoch, self.position.block + 1, next_row)
+
+    # ----- the loop ----------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        t0 = time.perf_counter()
+        if self.held_out is None:
+            self.held_out = held_out(
+                self.lm, self.hook, self.source.eval_batches(), self.source.read
+            )
+        dead_steps = -(-self.config.dead_tokens // self.config.batch_tokens)
+        metrics = {
+            "lr": lr_at(self.config, max(self.step - 1, 0), self.config.total_steps()),
+            "dead_frac": float((self.since_fired[PARENT] >= dead_steps).float().mean()),
+            "epoch": self.position.epoch,
+        }
+        if self.held_out is not None:
+            metrics.update(evaluate(self.lm, self.hook, self.export(), self.held_out))
+        self.seconds["eval"] += time.perf_counter() - t0
+        return metrics
+
+    def train(self) -> dict:
+        c = self.config
+        total = c.total_steps()
+        dead_steps = -(-c.dead_tokens // c.batch_tokens)
+        k_aux = (c.k_aux or self.d_model // 2) if c.architecture in TOPK_FAMILY else 0
+        aux_coeff = c.aux_k_coefficient if k_aux else 0.0
+        if aux_coeff == 0:
+            k_aux = 0
+        start = self.step
+        bar = tqdm(
+            total=total * c.batch_tokens,
+            initial=start * c.batch_tokens,
+            unit="tok",
+            unit_scale=True,
+            disable=c.run.quiet,
+            dynamic_ncols=True,
+            smoothing=0.05,
+        )
+        self.writer  # noqa: B018 (open TensorBoard before timing: its import takes a second)
+        t0 = time.perf_counter()
+        source_t0 = self.source.seconds
+        batches = self.batches()
+        while self.step < total:
+            x_BM = next(batches)
+            t_step = time.perf_counter()
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(c, self.step, total)
+            out = train_step(
+                self.sae, self.optimizer, x_BM, self.since_fired, dead_steps, k_aux, aux_coeff
+            )
+            self.step += 1
+            if self.step % c.log_every == 0:
+                self.log("train", train_metrics(out, x_BM))
+            self.seconds["sae"] += time.perf_counter() - t_step
+            bar.update(c.batch_tokens)
+            if self.step % c.eval_every == 0 or self.step == total:
+                self._eval_step(bar)
+            if self.step % c.checkpoint_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        if self.last_metrics.get("step") != self.step:
+            self._eval_step(None)
+        trained = (self.step - start) * c.batch_tokens
+        timing = {
+            "tokens_per_s": trained / max(elapsed - self.seconds["eval"], 1e-9),
+            "seconds_activations": self.source.seconds - source_t0,
+            "seconds_sae": self.seconds["sae"],
+            "seconds_eval": self.seconds["eval"],
+        }
+        self.save_checkpoint()
+        if self._writer is not None:
+            self._writer.close()
+        return {**self.last_metrics, **timing}
+
+    def _eval_step(self, bar) -> None:
+        metrics = self.evaluate()
+        self.log("eval", metrics)
+        self.last_metrics = {"step": self.step, "tokens": self.step * self.config.batch_tokens}
+        self.last_metrics.update(metrics)
+        if bar is not None and "fvu" in metrics:
+            shown = {"fvu": metrics["fvu"], "l0": metrics["l0"], "dead": metrics["dead_frac"]}
+            bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
+
+
+@torch.no_grad()
+def train_metrics(out, x_BM: torch.Tensor) -> dict[str, float]:
+    err = ((out.recon_BM - x_BM) ** 2).sum()
+    var = ((x_BM - x_BM.mean(0)) ** 2).sum()
+    metrics = {"loss": float(out.loss), "mse": float(out.mse), "fvu": float(err / var)}
+    if out.aux_loss is not None:
+        metrics["aux_loss"] = float(out.aux_loss)
+    return metrics
+
+
+def raise_no_tokens(config: TrainConfig, tokens: int) -> None:
+    from sae_hacking.errors import FieldError
+
+    raise FieldError(
+        "dataset_id",
+        f"{config.text.dataset_id} yields {tokens} training tokens after the "
+        f"{config.eval_prompts} held-out prompts, fewer than one batch of `batch_tokens` "
+        f"({config.batch_tokens}).",
+    )
