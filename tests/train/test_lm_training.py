@@ -136,7 +136,7 @@ def test_exact_resume_after_a_crash(make_config, monkeypatch):
 def test_activation_cache_replays_the_model(make_config, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first_dir, _ = run(make_config("first", activation_cache=str(cache), max_step=20))
-    assert sorted(p.name for p in cache.iterdir())[0] == "block-000000000008.safetensors"
+    assert sorted(p.name for p in cache.iterdir())[0] == "block-000000000000.safetensors"
     from sae_hacking.train import activations
 
     def no_model(self, start_row):

@@ -15,6 +15,23 @@ OUTPUTS = tuple(p.name for p in results_paths(RESULTS_NAME))
 
 
 def run(config: CooccurrenceConfig) -> Path:
+    """The command: one process, or under ``torchrun`` this rank's shard of the run, merged
+    by rank 0 (:mod:`sae_hacking.runs.distributed`). Returns the results path."""
+    from sae_hacking.runs.distributed import (
+        check_single_process_resume,
+        ranks_from_env,
+        run_distributed,
+    )
+
+    if ranks_from_env() is not None:
+        from sae_hacking.runs.merge import merge_results as merge
+
+        return run_distributed(config, KIND, "cooccurrences", RESULTS_NAME, run_one, merge)
+    check_single_process_resume(config)
+    return run_one(config)
+
+
+def run_one(config: CooccurrenceConfig) -> Path:
     """Count (or continue counting) and write ``cooccurrences.safetensors.zst``; returns it."""
     record = plan_run(config, KIND, "cooccurrences", OUTPUTS)
     config.model.check_reachable()

@@ -16,6 +16,7 @@ whole feature (:meth:`~TrainableSAE.feature_vectors`).
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -115,19 +116,27 @@ def train_step(
     dead_steps: int,
     k_aux: int = 0,
     aux_coeff: float = 0.0,
+    forward: Callable[..., TrainOutput] | None = None,
+    sync_fired: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainOutput:
     """One optimiser step on ``x_BM``: the loss (plus ``aux_coeff`` times the auxiliary-k loss of
     the parent latents that have not fired for ``dead_steps`` steps, when ``k_aux``), then the
     per-bank firing counters ``since_fired`` (steps since each latent last fired, updated in
-    place) and :meth:`TrainableSAE.after_step`. Every trainer of this package steps this way."""
+    place) and :meth:`TrainableSAE.after_step`. Every trainer of this package steps this way.
+
+    Data-parallel training passes ``forward`` (the SAE's ``train_forward`` behind
+    ``DistributedDataParallel``, which averages the gradients) and ``sync_fired`` (a latent
+    fired if it fired on any rank), so every rank takes the same step."""
     # Only the auxiliary-k loss reads the dead mask; skip the op when it is off.
     dead_E = since_fired[PARENT] >= dead_steps if k_aux else None
-    out = sae.train_forward(x_BM, dead_E, k_aux)
+    out = (forward or sae.train_forward)(x_BM, dead_E, k_aux)
     loss = out.loss if out.aux_loss is None else out.loss + aux_coeff * out.aux_loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     for bank, fired in out.fired.items():
+        if sync_fired is not None:
+            fired = sync_fired(fired)
         since_fired[bank] = torch.where(fired, 0, since_fired[bank] + 1)
     sae.after_step(out)
     return out

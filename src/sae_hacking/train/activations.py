@@ -2,7 +2,8 @@
 
 The text stream's rows ``[0, eval_prompts)`` are held out for evaluation; training reads rows
 from ``eval_prompts`` on (at most ``n_prompts`` of them) and starts again there for the next
-epoch. A **block** is what one shuffle mixes: batches of prompts are read (forwards that stop at
+epoch. Under data-parallel training each rank reads its own shard of those rows (every
+``count``-th, as ``--shard``); rows are then numbered within the shard ("training rows"). A **block** is what one shuffle mixes: batches of prompts are read (forwards that stop at
 the hook, :meth:`~sae_hacking.lm.hooked.HookedLM.read`) until at least ``buffer_tokens`` real
 tokens are gathered; block ``b`` is permuted by a generator seeded with ``(seed, b)`` and cut
 into ``batch_tokens``-token batches (the last, partial one is dropped). A block depends only on
@@ -16,6 +17,7 @@ names what the activations are of, and a cache of something else is refused.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -28,6 +30,7 @@ from jaxtyping import Float
 from sae_hacking.atomic import atomic_write, atomic_write_json
 from sae_hacking.data.text import TokenBatch, batch_prompts, open_text_stream
 from sae_hacking.errors import FieldError, UsageError
+from sae_hacking.runs.shards import Shard
 from sae_hacking.train.config import TrainConfig
 
 CACHE_FILE = "cache.json"
@@ -40,7 +43,7 @@ class Position:
 
     epoch: int
     block: int  # blocks started so far, over all epochs (seeds the block's shuffle)
-    start_row: int  # source row of the block's first prompt
+    start_row: int  # training row of the block's first prompt (0: the first after held-out)
     batch: int = 0  # batches of this block already trained on
 
 
@@ -59,12 +62,12 @@ def real_mask(batch: TokenBatch, include_bos: bool) -> torch.Tensor:
 class ActivationSource:
     """Blocks of activations of ``config.hook`` from ``lm``, read or cached."""
 
-    def __init__(self, lm, config: TrainConfig):
+    def __init__(self, lm, config: TrainConfig, shard: Shard | None = None):
         self.lm = lm
         self.config = config
-        self.first_row = config.eval_prompts
-        n = config.text.n_prompts
-        self.end_row = None if n is None else self.first_row + n
+        self.shard = shard or Shard()
+        self.first_row = config.eval_prompts  # source row of training row 0
+        self.end_row = self.shard.n_rows(config.text.n_prompts)  # training rows of this shard
         self._batches: Iterator[TokenBatch] | None = None
         self._row = -1  # the row self._batches reads next
         self.seconds = 0.0  # time spent producing activations (model forwards, cache reads)
@@ -126,7 +129,10 @@ class ActivationSource:
 
     def _open(self, start_row: int) -> None:
         c = self.config
-        rows = open_text_stream(c.text.dataset_id, c.text.text_column, start_row)
+        skip = self.first_row + self.shard.source_row(start_row)
+        rows = open_text_stream(c.text.dataset_id, c.text.text_column, skip)
+        if self.shard.count > 1:
+            rows = itertools.islice(rows, 0, None, self.shard.count)
         left = None if self.end_row is None else max(self.end_row - start_row, 0)
         self._batches = batch_prompts(
             rows,
@@ -163,7 +169,8 @@ class ActivationSource:
     # -- cache -------------------------------------------------------------------------------
 
     def _path(self, start_row: int) -> Path:
-        return self.cache / f"block-{start_row:012d}.safetensors"
+        shard = "" if self.shard.count == 1 else f"shard-{self.shard.index}of{self.shard.count}-"
+        return self.cache / f"{shard}block-{start_row:012d}.safetensors"
 
     def _store(self, start_row: int, block: Block) -> None:
         from safetensors.torch import save_file
@@ -223,11 +230,11 @@ def check_cache(folder: Path, identity: dict) -> None:
 
 
 def shuffled_batches(
-    block: Block, position: Position, batch_tokens: int, seed: int
+    block: Block, position: Position, batch_tokens: int, seed: int, shard_index: int = 0
 ) -> Iterator[Float[torch.Tensor, "B M"]]:
     """The block's batches from ``position.batch`` on, advancing ``position.batch``."""
     n_batches = block.acts_TM.shape[0] // batch_tokens
-    gen = torch.Generator().manual_seed(seed * SEED_STRIDE + position.block)
+    gen = torch.Generator().manual_seed((seed + 7919 * shard_index) * SEED_STRIDE + position.block)
     order_T = torch.randperm(block.acts_TM.shape[0], generator=gen).to(block.acts_TM.device)
     while position.batch < n_batches:
         i = position.batch * batch_tokens

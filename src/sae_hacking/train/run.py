@@ -42,27 +42,82 @@ def slug(config: TrainConfig) -> str:
 
 
 def run(config: TrainConfig) -> tuple[Path | None, dict]:
-    """Train (or continue training) one SAE; returns the run directory and final metrics."""
+    """Train (or continue training) one SAE; returns the run directory and final metrics.
+
+    Under ``torchrun`` every process trains one data-parallel replica
+    (:mod:`sae_hacking.train.parallel`) on its own device and shard of the text; rank 0 writes
+    the run directory."""
     if config.only_count_tokens:
         return None, count_tokens(config)
-    record = plan_run(config, KIND, slug(config), OUTPUTS)
+    from sae_hacking.runs.distributed import ranks_from_env
+
+    ranks = ranks_from_env()
+    if ranks is None:
+        return _run(config, None)
+    from sae_hacking.config import replace_flat
+    from sae_hacking.runs.distributed import process_group, rank_device
+
+    device = rank_device(config.model.device, ranks.local_rank)
+    changes = {"device": device, **({"quiet": True} if ranks.rank else {})}
+    with process_group(ranks, device):
+        return _run(replace_flat(config, changes), ranks)
+
+
+def _run(config: TrainConfig, ranks) -> tuple[Path, dict]:
+    record = _on_main(ranks, lambda: _plan(config))
     config.model.check_reachable()
     config.text.check_reachable()
     if record.resumed:
-        return _resume(config, record)
-    from sae_hacking.folders import create_new_folder, remove_created
-    from sae_hacking.runs.files import write_args_yaml
-
+        return _resume(config, record, ranks)
     lm = load_model(config)
-    run_dir, top = create_new_folder(record.run_dir, "output_dir")
+    run_dir, top = _on_main(ranks, lambda: _create(config, record.run_dir, ranks))
     try:
-        RunRecord.for_config(run_dir, KIND, config, OUTPUTS).write()
-        write_args_yaml(run_dir, to_flat(config))
-        trainer = _trainer(config, run_dir, lm)
+        trainer = _trainer(config, run_dir, lm, ranks)
     except BaseException:
-        remove_created(run_dir, top)
+        if ranks is None:
+            from sae_hacking.folders import remove_created
+
+            remove_created(run_dir, top)
         raise
     return run_dir, finish(trainer)
+
+
+def _on_main(ranks, fn):
+    """``fn()`` here, or on rank 0 with its result shared (so that one process decides)."""
+    if ranks is None:
+        return fn()
+    from sae_hacking.runs.distributed import on_rank0
+
+    return on_rank0(ranks, fn)
+
+
+def _plan(config: TrainConfig) -> RunRecord:
+    record = plan_run(config, KIND, slug(config), OUTPUTS)
+    if record.resumed:
+        world = record.extra.get("world_size", 1)
+        from sae_hacking.runs.distributed import ranks_from_env
+
+        ranks = ranks_from_env()
+        if world != (ranks.world if ranks else 1):
+            raise FieldError(
+                "resume",
+                f"{record.run_dir} was trained by {world} processes; resume it with as many "
+                "(torchrun --nproc-per-node, times nodes).",
+            )
+    return record
+
+
+def _create(config: TrainConfig, run_dir: Path, ranks) -> tuple[Path, Path | None]:
+    from sae_hacking.folders import create_new_folder
+    from sae_hacking.runs.files import write_args_yaml
+
+    run_dir, top = create_new_folder(run_dir, "output_dir")
+    record = RunRecord.for_config(run_dir, KIND, config, OUTPUTS)
+    if ranks is not None:
+        record.extra = {"world_size": ranks.world}
+    record.write()
+    write_args_yaml(run_dir, to_flat(config))
+    return run_dir, top
 
 
 def load_model(config: TrainConfig):
@@ -71,25 +126,27 @@ def load_model(config: TrainConfig):
     return lm
 
 
-def _trainer(config: TrainConfig, run_dir: Path, lm):
+def _trainer(config: TrainConfig, run_dir: Path, lm, ranks=None):
     from sae_hacking.train.trainer import LMTrainer
 
-    return LMTrainer(config, run_dir, lm)
+    return LMTrainer(config, run_dir, lm, ranks)
 
 
-def _resume(config: TrainConfig, record: RunRecord) -> tuple[Path, dict]:
+def _resume(config: TrainConfig, record: RunRecord, ranks) -> tuple[Path, dict]:
     run_dir = record.run_dir
     done = finished_metrics(record)
     if done is not None and done.get("step") == config.total_steps():
-        print(f"{run_dir} is complete (resume it with more `train_tokens` to train on).")
+        if ranks is None or ranks.rank == 0:
+            print(f"{run_dir} is complete (resume it with more `train_tokens` to train on).")
         return run_dir, done
     if not (run_dir / "checkpoint.trainer.pt").is_file():
         raise FieldError("resume", f"{run_dir} has no checkpoint yet; start the run again instead.")
     lm = load_model(config)
     updated = RunRecord.for_config(run_dir, KIND, config, OUTPUTS)
-    if updated.config != record.config:
+    updated.extra = record.extra
+    if updated.config != record.config and (ranks is None or ranks.rank == 0):
         updated.write()
-    trainer = _trainer(config, run_dir, lm)
+    trainer = _trainer(config, run_dir, lm, ranks)
     trainer.load_checkpoint()
     if trainer.step > config.total_steps():
         raise FieldError(
@@ -112,6 +169,8 @@ def finish(trainer) -> dict:
     from sae_hacking.saes.io import save_sae_checkpoint
 
     metrics = trainer.train()
+    if not trainer.main:
+        return metrics
     config, run_dir = trainer.config, trainer.run_dir
     sae = trainer.export()
     extra = {"step": trainer.step, "model_name": config.model.name, "tokens": metrics["tokens"]}

@@ -34,12 +34,15 @@ class Scaling:
     std_sum: float = 0.0
     batches: int = 0
 
-    def estimate(self, acts_TM: Float[torch.Tensor, "T M"]) -> None:
-        """Fix ``expected_norm``'s scale from these activations (the first block)."""
-        if self.mode == "expected_norm" and not self.estimated:
-            mean_norm = float(acts_TM.double().norm(dim=-1).mean())
-            self.scale = math.sqrt(self.d_model) / mean_norm if mean_norm > 0 else 1.0
-            self.estimated = True
+    def estimate(self, acts_TM: Float[torch.Tensor, "T M"]) -> bool:
+        """Fix ``expected_norm``'s scale from these activations (the first block); whether it
+        was fixed now."""
+        if self.mode != "expected_norm" or self.estimated:
+            return False
+        mean_norm = float(acts_TM.double().norm(dim=-1).mean())
+        self.scale = math.sqrt(self.d_model) / mean_norm if mean_norm > 0 else 1.0
+        self.estimated = True
+        return True
 
     def apply(self, x_BM: Float[torch.Tensor, "B M"]) -> Float[torch.Tensor, "B M"]:
         if self.mode == "expected_norm":

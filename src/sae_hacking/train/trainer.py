@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from sae_hacking.atomic import atomic_write
+from sae_hacking.errors import FieldError
+from sae_hacking.runs.distributed import Ranks
+from sae_hacking.runs.shards import Shard
 from sae_hacking.saes.base import SAEInfo
 from sae_hacking.saes.io import load_sae_checkpoint, save_sae_checkpoint
 from sae_hacking.saes.registry import architecture_class
@@ -27,6 +29,7 @@ from sae_hacking.saes.trainable import PARENT, TrainableSAE, train_step
 from sae_hacking.train.activations import ActivationSource, Position, shuffled_batches
 from sae_hacking.train.config import TOPK_FAMILY, TrainConfig
 from sae_hacking.train.evaluate import evaluate, held_out
+from sae_hacking.train.parallel import rank_state
 from sae_hacking.train.scaling import Scaling, exported
 
 
@@ -74,8 +77,13 @@ def lr_at(config: TrainConfig, step: int, total: int) -> float:
 
 
 class LMTrainer:
-    def __init__(self, config: TrainConfig, run_dir: Path, lm):
+    """``ranks``: this process's place in a torchrun job (data-parallel training,
+    :mod:`sae_hacking.train.parallel`), or ``None``."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, lm, ranks: Ranks | None = None):
         self.config = config
+        self.ranks = ranks
+        self.main = ranks is None or ranks.rank == 0
         self.run_dir = Path(run_dir)
         self.lm = lm
         self.device = lm.device
@@ -84,14 +92,21 @@ class LMTrainer:
         self.sae = build_sae(config, self.d_model).to(self.device)
         fused = self.device.type in ("cuda", "cpu")
         self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=config.lr, fused=fused)
-        self.source = ActivationSource(lm, config)
+        self.source = ActivationSource(
+            lm, config, Shard(ranks.rank, ranks.world) if ranks else None
+        )
+        self.parallel = None
+        if ranks is not None:
+            from sae_hacking.train.parallel import DataParallel
+
+            self.parallel = DataParallel(self.sae, ranks, self.device)
         self.scaling = Scaling(config.normalize, self.d_model)
         self.step = 0
         self.since_fired = {
             name: torch.zeros(n, dtype=torch.long, device=self.device)
             for name, n in self.sae.latent_banks().items()
         }
-        self.position = Position(epoch=0, block=0, start_row=self.source.first_row)
+        self.position = Position(epoch=0, block=0, start_row=0)
         self.held_out = None
         self.last_metrics: dict = {}
         self.seconds = {"sae": 0.0, "eval": 0.0}
@@ -99,6 +114,11 @@ class LMTrainer:
 
     # ----- persistence -------------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        """Every rank's data position and scaling (a collective under torchrun); rank 0 writes."""
+        state = rank_state(self.position, self.scaling)
+        states = self.parallel.gather(state) if self.parallel else [state]
+        if not self.main:
+            return
         save_sae_checkpoint(
             self.sae, self.run_dir / "checkpoint.safetensors", extra={"step": self.step}
         )
@@ -106,8 +126,7 @@ class LMTrainer:
             "step": self.step,
             "since_fired": self.since_fired,
             "optimizer": self.optimizer.state_dict(),
-            "position": json.dumps(asdict(self.position)),
-            "scaling": json.dumps(self.scaling.state()),
+            "ranks": json.dumps(states),
         }
         atomic_write(self.run_dir / "checkpoint.trainer.pt", lambda tmp: torch.save(trainer, tmp))
 
@@ -120,8 +139,17 @@ class LMTrainer:
         self.optimizer.load_state_dict(trainer["optimizer"])
         self.step = trainer["step"]
         self.since_fired = trainer["since_fired"]
-        self.position = Position(**json.loads(trainer["position"]))
-        self.scaling.load(json.loads(trainer["scaling"]))
+        states = json.loads(trainer["ranks"])
+        world = self.ranks.world if self.ranks else 1
+        if len(states) != world:
+            raise FieldError(
+                "resume",
+                f"{self.run_dir} was trained by {len(states)} processes, not {world}; resume it "
+                "with the same number of torchrun processes.",
+            )
+        mine = states[self.ranks.rank if self.ranks else 0]
+        self.position = Position(**mine["position"])
+        self.scaling.load(mine["scaling"])
 
     def export(self):
         """The SAE as users load it: scaling folded in, eval mode, no gradients."""
@@ -137,6 +165,8 @@ class LMTrainer:
         return self._writer
 
     def log(self, split: str, metrics: dict[str, float]) -> None:
+        if not self.main:
+            return
         tokens = self.step * self.config.batch_tokens
         record = {"split": split, "step": self.step, "tokens": tokens, **metrics}
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
@@ -150,16 +180,15 @@ class LMTrainer:
         c = self.config
         while True:
             block = self.source.block(self.position.start_row)
-            if self.position.block == 0:
-                self.scaling.estimate(block.acts_TM)
-            if block.acts_TM.shape[0] < c.batch_tokens and self.position.start_row == (
-                self.source.first_row
-            ):
+            if self.position.block == 0 and self.scaling.estimate(block.acts_TM) and self.parallel:
+                self.scaling.scale = self.parallel.mean(self.scaling.scale, self.device)
+            if block.acts_TM.shape[0] < c.batch_tokens and self.position.start_row == 0:
                 raise_no_tokens(c, block.acts_TM.shape[0])
-            for x_BM in shuffled_batches(block, self.position, c.batch_tokens, c.seed):
+            shard = self.source.shard.index
+            for x_BM in shuffled_batches(block, self.position, c.batch_tokens, c.seed, shard):
                 yield self.scaling.apply(x_BM)
             if block.ended:
-                next_epoch, next_row = self.position.epoch + 1, self.source.first_row
+                next_epoch, next_row = self.position.epoch + 1, 0
             else:
                 next_epoch, next_row = self.position.epoch, block.next_row
             self.position = Position(next_epoch, self.position.block + 1, next_row)
@@ -196,7 +225,7 @@ class LMTrainer:
             initial=start * c.batch_tokens,
             unit="tok",
             unit_scale=True,
-            disable=c.run.quiet,
+            disable=c.run.quiet or not self.main,
             dynamic_ncols=True,
             smoothing=0.05,
         )
@@ -210,7 +239,15 @@ class LMTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(c, self.step, total)
             out = train_step(
-                self.sae, self.optimizer, x_BM, self.since_fired, dead_steps, k_aux, aux_coeff
+                self.sae,
+                self.optimizer,
+                x_BM,
+                self.since_fired,
+                dead_steps,
+                k_aux,
+                aux_coeff,
+                forward=self.parallel.forward if self.parallel else None,
+                sync_fired=self.parallel.sync_fired if self.parallel else None,
             )
             self.step += 1
             if self.step % c.log_every == 0:
@@ -225,7 +262,8 @@ class LMTrainer:
         elapsed = time.perf_counter() - t0
         if self.last_metrics.get("step") != self.step:
             self._eval_step(None)
-        trained = (self.step - start) * c.batch_tokens
+        world = self.ranks.world if self.ranks else 1
+        trained = (self.step - start) * c.batch_tokens * world
         timing = {
             "tokens_per_s": trained / max(elapsed - self.seconds["eval"], 1e-9),
             "seconds_activations": self.source.seconds - source_t0,
@@ -233,11 +271,20 @@ class LMTrainer:
             "seconds_eval": self.seconds["eval"],
         }
         self.save_checkpoint()
+        if self.parallel is not None and self.scaling.mode == "per_batch":
+            # The exported map averages the statistics of every rank's batches.
+            sums = [self.scaling.mean_sum, self.scaling.std_sum, float(self.scaling.batches)]
+            mean_sum, std_sum, batches = self.parallel.sum_floats(sums, self.device)
+            self.scaling.mean_sum, self.scaling.std_sum = mean_sum, std_sum
+            self.scaling.batches = int(batches)
         if self._writer is not None:
             self._writer.close()
         return {**self.last_metrics, **timing}
 
     def _eval_step(self, bar) -> None:
+        if not self.main:  # rank 0 evaluates; the others go on (DDP's next step waits for it)
+            self.last_metrics = {"step": self.step, "tokens": self.step * self.config.batch_tokens}
+            return
         metrics = self.evaluate()
         self.log("eval", metrics)
         self.last_metrics = {"step": self.step, "tokens": self.step * self.config.batch_tokens}
@@ -258,8 +305,6 @@ def train_metrics(out, x_BM: torch.Tensor) -> dict[str, float]:
 
 
 def raise_no_tokens(config: TrainConfig, tokens: int) -> None:
-    from sae_hacking.errors import FieldError
-
     raise FieldError(
         "dataset_id",
         f"{config.text.dataset_id} yields {tokens} training tokens after the "

@@ -1,0 +1,140 @@
+"""``torchrun -m sae_hacking cooccurrences|ablate`` with 2 gloo processes on the CPU: results
+bit-identical to one process, a killed job resumed by rerunning the same command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sae_hacking.runs.distributed import RANKS_DIR, Ranks, ranks_from_env
+from sae_hacking.runs.results import ResultsFile
+
+pytestmark = pytest.mark.slow
+N_PROMPTS = 40
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_model_path, prompts_path, random_sae_path):
+    return {
+        "model": str(tiny_model_path("gemma2")),
+        "prompts": str(prompts_path(N_PROMPTS + 4, seed=11)),
+        "ablator": str(random_sae_path("blocks.0.hook_mlp_out", 48)),
+        "reader": str(random_sae_path("blocks.1.hook_resid_post", 40, seed=2)),
+        "root": tmp_path_factory.mktemp("torchrun"),
+    }
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def argv(command: str, setup: dict, out: Path, *extra: str) -> list[str]:
+    args = [command, "--model", setup["model"], "--dataset-id", setup["prompts"]]
+    args += ["--n-prompts", str(N_PROMPTS), "--max-tokens", "16", "--batch-size", "2"]
+    args += ["--ablator-sae-release", setup["ablator"], "--device", "cpu", "--quiet"]
+    if command == "ablate":
+        args += ["--reader-sae-release", setup["reader"], "--abridge-ablations-to", "3"]
+    return [*args, "--output-dir", str(out), *extra]
+
+
+def torchrun(args: list[str], **kwargs) -> subprocess.Popen:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    command += ["--standalone", "-m", "sae_hacking", *args]
+    return subprocess.Popen(
+        command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs
+    )
+
+
+def single(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sae_hacking", *args], env=env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def same_tensors(a: Path, b: Path) -> None:
+    with ResultsFile(a) as fa, ResultsFile(b) as fb:
+        assert fa.keys() == fb.keys()
+        for key in fa.keys():
+            assert torch.equal(fa.read(key), fb.read(key)), key
+
+
+@pytest.mark.parametrize(
+    ("command", "name"), [("cooccurrences", "cooccurrences"), ("ablate", "ablations")]
+)
+def test_two_ranks_equal_one_process(setup, command, name):
+    root = setup["root"]
+    single(argv(command, setup, root / f"{command}-single"))
+    out = root / f"{command}-ranks"
+    job = torchrun(argv(command, setup, out))
+    log = job.communicate(timeout=300)[0]
+    assert job.returncode == 0, log
+    assert {p.name for p in out.iterdir()} == {
+        "args.yaml",
+        f"{name}.json",
+        f"{name}.safetensors.zst",
+        "run.json",
+    }
+    same_tensors(
+        root / f"{command}-single" / f"{name}.safetensors.zst", out / f"{name}.safetensors.zst"
+    )
+    # The same command again: the run is complete, nothing changes.
+    again = torchrun(argv(command, setup, out))
+    assert again.wait(timeout=300) == 0
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def test_a_killed_rank_resumes_with_the_same_command(setup):
+    root = setup["root"]
+    single(argv("cooccurrences", setup, root / "kill-single"))
+    out = root / "kill-ranks"
+    args = argv("cooccurrences", setup, out, "--save-frequency", "2")
+    job = torchrun(args)
+    checkpoint = out / RANKS_DIR / "rank-1" / "checkpoint.safetensors"
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if job.poll() is not None:
+        pytest.skip("the job finished before a checkpoint could be interrupted")
+    workers = _children(job.pid)
+    os.kill(max(workers), signal.SIGKILL)  # one rank dies; torchrun stops the job
+    job.communicate(timeout=120)
+    assert job.returncode != 0
+    assert not (out / "cooccurrences.safetensors.zst").exists()
+    rerun = torchrun(args)
+    log = rerun.communicate(timeout=300)[0]
+    assert rerun.returncode == 0, log
+    assert "resuming after" in log
+    same_tensors(
+        root / "kill-single" / "cooccurrences.safetensors.zst",
+        out / "cooccurrences.safetensors.zst",
+    )
+
+
+def test_torchrun_refuses_shard_and_single_process_resume(setup, capsys):
+    from sae_hacking.cli import main
+
+    out = setup["root"] / "refuse"
+    (out / RANKS_DIR).mkdir(parents=True)
+    (out / "run.json").write_text('{"kind": "cooccurrences", "config": {}, "world_size": 2}')
+    assert main(["cooccurrences", "--resume", str(out)]) == 2
+    assert "started under torchrun with 2 ranks" in capsys.readouterr().err
+
+
+def test_ranks_from_env():
+    assert ranks_from_env({}) is None
+    assert ranks_from_env({"WORLD_SIZE": "1", "RANK": "0"}) is None
+    assert ranks_from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}) == Ranks(3, 4, 1)
