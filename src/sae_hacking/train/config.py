@@ -212,7 +212,8 @@ class TrainConfig:
             left -= size
         return (*groups, left)
 
-    def total_steps(self) -> int:
+    def total_steps(self, world: int = 1) -> int:
+        """Optimiser steps of the run; ``world`` processes each take `batch_tokens` a step."""
         if self.max_step is not None:
             return self.max_step
-        return -(-self.train_tokens // self.batch_tokens)
+        return -(-self.train_tokens // (self.batch_tokens * world))

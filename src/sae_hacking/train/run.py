@@ -134,8 +134,9 @@ def _trainer(config: TrainConfig, run_dir: Path, lm, ranks=None):
 
 def _resume(config: TrainConfig, record: RunRecord, ranks) -> tuple[Path, dict]:
     run_dir = record.run_dir
+    total = config.total_steps(ranks.world if ranks else 1)
     done = finished_metrics(record)
-    if done is not None and done.get("step") == config.total_steps():
+    if done is not None and done.get("step") == total:
         if ranks is None or ranks.rank == 0:
             print(f"{run_dir} is complete (resume it with more `train_tokens` to train on).")
         return run_dir, done
@@ -148,10 +149,9 @@ def _resume(config: TrainConfig, record: RunRecord, ranks) -> tuple[Path, dict]:
         updated.write()
     trainer = _trainer(config, run_dir, lm, ranks)
     trainer.load_checkpoint()
-    if trainer.step > config.total_steps():
+    if trainer.step > total:
         raise FieldError(
-            "train_tokens",
-            f"asks for {config.total_steps()} steps but {run_dir} has taken {trainer.step}.",
+            "train_tokens", f"asks for {total} steps but {run_dir} has taken {trainer.step}."
         )
     return run_dir, finish(trainer)
 

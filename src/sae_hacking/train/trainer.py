@@ -84,6 +84,10 @@ class LMTrainer:
         self.config = config
         self.ranks = ranks
         self.main = ranks is None or ranks.rank == 0
+        self.world = ranks.world if ranks else 1
+        self.step_tokens = config.batch_tokens * self.world  # tokens one step trains on
+        self.total_steps = config.total_steps(self.world)
+        self.dead_steps = -(-config.dead_tokens // self.step_tokens)
         self.run_dir = Path(run_dir)
         self.lm = lm
         self.device = lm.device
@@ -167,7 +171,7 @@ class LMTrainer:
     def log(self, split: str, metrics: dict[str, float]) -> None:
         if not self.main:
             return
-        tokens = self.step * self.config.batch_tokens
+        tokens = self.step * self.step_tokens
         record = {"split": split, "step": self.step, "tokens": tokens, **metrics}
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -200,10 +204,9 @@ class LMTrainer:
             self.held_out = held_out(
                 self.lm, self.hook, self.source.eval_batches(), self.source.read
             )
-        dead_steps = -(-self.config.dead_tokens // self.config.batch_tokens)
         metrics = {
-            "lr": lr_at(self.config, max(self.step - 1, 0), self.config.total_steps()),
-            "dead_frac": float((self.since_fired[PARENT] >= dead_steps).float().mean()),
+            "lr": lr_at(self.config, max(self.step - 1, 0), self.total_steps),
+            "dead_frac": float((self.since_fired[PARENT] >= self.dead_steps).float().mean()),
             "epoch": self.position.epoch,
         }
         if self.held_out is not None:
@@ -213,16 +216,15 @@ class LMTrainer:
 
     def train(self) -> dict:
         c = self.config
-        total = c.total_steps()
-        dead_steps = -(-c.dead_tokens // c.batch_tokens)
+        total, dead_steps = self.total_steps, self.dead_steps
         k_aux = (c.k_aux or self.d_model // 2) if c.architecture in TOPK_FAMILY else 0
         aux_coeff = c.aux_k_coefficient if k_aux else 0.0
         if aux_coeff == 0:
             k_aux = 0
         start = self.step
         bar = tqdm(
-            total=total * c.batch_tokens,
-            initial=start * c.batch_tokens,
+            total=total * self.step_tokens,
+            initial=start * self.step_tokens,
             unit="tok",
             unit_scale=True,
             disable=c.run.quiet or not self.main,
@@ -253,7 +255,7 @@ class LMTrainer:
             if self.step % c.log_every == 0:
                 self.log("train", train_metrics(out, x_BM))
             self.seconds["sae"] += time.perf_counter() - t_step
-            bar.update(c.batch_tokens)
+            bar.update(self.step_tokens)
             if self.step % c.eval_every == 0 or self.step == total:
                 self._eval_step(bar)
             if self.step % c.checkpoint_every == 0:
@@ -262,8 +264,7 @@ class LMTrainer:
         elapsed = time.perf_counter() - t0
         if self.last_metrics.get("step") != self.step:
             self._eval_step(None)
-        world = self.ranks.world if self.ranks else 1
-        trained = (self.step - start) * c.batch_tokens * world
+        trained = (self.step - start) * self.step_tokens
         timing = {
             "tokens_per_s": trained / max(elapsed - self.seconds["eval"], 1e-9),
             "seconds_activations": self.source.seconds - source_t0,
@@ -283,11 +284,11 @@ class LMTrainer:
 
     def _eval_step(self, bar) -> None:
         if not self.main:  # rank 0 evaluates; the others go on (DDP's next step waits for it)
-            self.last_metrics = {"step": self.step, "tokens": self.step * self.config.batch_tokens}
+            self.last_metrics = {"step": self.step, "tokens": self.step * self.step_tokens}
             return
         metrics = self.evaluate()
         self.log("eval", metrics)
-        self.last_metrics = {"step": self.step, "tokens": self.step * self.config.batch_tokens}
+        self.last_metrics = {"step": self.step, "tokens": self.step * self.step_tokens}
         self.last_metrics.update(metrics)
         if bar is not None and "fvu" in metrics:
             shown = {"fvu": metrics["fvu"], "l0": metrics["l0"], "dead": metrics["dead_frac"]}
