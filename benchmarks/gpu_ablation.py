@@ -1,4 +1,4 @@
-"""Selective ablation on a GPU at Gemma-2-2B scale: fast against naive, with random weights.
+"""Selective ablation and SAE training on a GPU at Gemma-2-2B scale, with random weights.
 
 Builds a random-weights model of Gemma-2-2B's shape (26 layers, hidden 2304, MLP 9216, 8 heads,
 4 KV heads, head dim 256, vocabulary 256,000; bfloat16) directly on the GPU, random
@@ -10,6 +10,13 @@ table. Run by hand wherever a GPU is available:
 
     uv run python benchmarks/gpu_ablation.py [--prompts 16] [--naive-prompts 2] [--k 100]
 
+Then trains a ``--train-d-sae``-latent TopK SAE (k ``--train-k``) with ``sae-hacking train``'s
+trainer on that model's activations at ``--train-hook`` (the forwards stop there; prompts are
+generated text through a small BPE tokenizer whose ids the model takes) and prints training
+tokens/s, peak GPU memory and where the time goes (model forward vs SAE step; every timed part
+waits for the GPU, which costs a little speed). ``--only-train`` skips the ablation and pairs,
+``--train-tokens 0`` the training.
+
 ``--device cpu --tiny`` shrinks every shape (a smoke test of this script without a GPU);
 ``--quick`` is ``--tiny`` with few prompts and a small K, on the GPU if there is one, else on
 the CPU. ``--json PATH`` also writes the figures to PATH.
@@ -18,8 +25,11 @@ the CPU. ``--json PATH`` also writes the figures to PATH.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from _common import parse_args, write_json
@@ -30,6 +40,7 @@ from sae_hacking.lm.hooked import HookedLM
 from sae_hacking.saes.base import SAEInfo
 from sae_hacking.saes.jumprelu import JumpReLUSAE
 
+TRAIN_HOOK = "blocks.12.hook_resid_post"
 ABLATOR_HOOK = "blocks.20.hook_mlp_out"
 READER_HOOK = "blocks.21.hook_resid_post"
 GEMMA_2_2B = dict(
@@ -150,54 +161,80 @@ def pairs_on_device(d: int, e: int, device: torch.device) -> dict:
     return {"d": d, "e": e, "seconds": seconds, "n_passing": found.n_passing, "peak_gib": peak}
 
 
-def quick_settings() -> dict:
-    """--quick: tiny shapes, on the GPU if there is one (else the CPU smoke test)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return dict(
-        tiny=True,
-        device=device,
-        prompts=2,
-        naive_prompts=1,
-        k=4,
-        seq_len=16,
-        l0=8,
-        batch_size=2,
-        pairs_d=256,
+def train_on_device(lm: HookedLM, args, device: torch.device) -> dict:
+    """``sae-hacking train``'s trainer (TopK, expected-norm scaling, its default cadence apart
+    from one evaluation at the end) on ``lm``'s activations at ``args.train_hook``."""
+    from _train_timers import OURS_PARTS, Timers, ours_profile
+
+    from sae_hacking.config import from_flat
+    from sae_hacking.lm.tiny import generate_texts, train_tokenizer
+    from sae_hacking.train.config import TrainConfig
+    from sae_hacking.train.trainer import LMTrainer
+
+    lm.tokenizer = train_tokenizer("gemma2", min(4096, lm.model.config.vocab_size))
+    d_sae = 1024 if args.tiny else args.train_d_sae
+    steps = -(-args.train_tokens // args.train_batch_tokens)
+    # ~1.5 tokens a word: prompts of 0.4..0.8 x the context; one epoch, and a block to spare
+    words = args.train_context * 2 // 5
+    rows = math.ceil(2 * (args.train_tokens + 2 * args.train_buffer_tokens) / words) + 8
+    with tempfile.TemporaryDirectory() as tmp:
+        prompts = Path(tmp) / "prompts.txt"
+        texts = generate_texts(rows, seed=4, min_words=words // 2, max_words=words)
+        prompts.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        flat = {
+            "model": "random-gemma-2-2b-shape", "dataset_id": str(prompts),
+            "max_tokens_in_prompt": args.train_context, "batch_size": args.train_prompt_batch,
+            "hook": args.train_hook, "architecture": "topk", "sae_hidden_dim": d_sae,
+            "k": args.train_k, "max_step": steps, "batch_tokens": args.train_batch_tokens,
+            "buffer_tokens": args.train_buffer_tokens, "eval_prompts": 8,
+            "eval_every": steps + 1, "checkpoint_every": steps + 1, "quiet": True,
+        }  # fmt: skip
+        config = from_flat(TrainConfig, flat)
+        run_dir = Path(tmp) / "run"
+        run_dir.mkdir()
+        cuda = device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated() / 2**30 if cuda else float("nan")
+        trainer = LMTrainer(config, run_dir, lm)
+        timers = Timers(sync=cuda)
+        with ours_profile(timers):
+            metrics = trainer.train()
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    seconds = steps * args.train_batch_tokens / metrics["tokens_per_s"]
+    parts = timers.breakdown(OURS_PARTS, seconds)
+    positions, real = timers.counts["read"], timers.counts["real tokens"]
+    print(
+        f"train: TopK {d_sae} latents, k {args.train_k}, at {args.train_hook} ({lm.dtype} model, "
+        f"float32 SAE); {steps} steps of {args.train_batch_tokens} tokens, buffer "
+        f"{args.train_buffer_tokens}, {args.train_prompt_batch} prompts of <= "
+        f"{args.train_context} tokens per forward ({positions} positions read, {real} real)"
     )
+    print(
+        f"train: {metrics['tokens_per_s']:.0f} tokens/s; peak {peak:.1f} GiB ({before:.1f} GiB "
+        f"allocated before: the model and the rest); explained variance "
+        f"{metrics['explained_variance']:.3f} (random model), L0 {metrics['l0']:.1f}"
+    )
+    print("| training part | seconds | share |")
+    print("|---|---|---|")
+    for part, value in parts.items():
+        print(f"| {part} | {value:.2f} | {100 * value / seconds:.0f}% |")
+    keep = ("tokens_per_s", "seconds_activations", "seconds_sae", "seconds_eval", "fvu", "l0")
+    return {
+        "d_sae": d_sae,
+        "steps": steps,
+        "peak_gib": peak,
+        "allocated_before_gib": before,
+        "seconds": parts,
+        "forward_positions": positions,
+        "real_tokens_read": real,
+        **{key: metrics[key] for key in keep},
+    }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--tiny", action="store_true", help="shrink every shape (smoke test)")
-    parser.add_argument("--prompts", type=int, default=16)
-    parser.add_argument("--naive-prompts", type=int, default=2)
-    parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--seq-len", type=int, default=100)
-    parser.add_argument("--d-sae", type=int, default=65_536)
-    parser.add_argument("--l0", type=int, default=80, help="active SAE latents per token")
-    parser.add_argument("--batch-size", type=int, default=8, help="for --batch-prompts")
-    parser.add_argument("--variants-per-batch", type=int, default=256)
-    parser.add_argument(
-        "--pairs-d",
-        type=int,
-        default=16_384,
-        help="stage 3 on the device too: blocked all-pairs of this many ablated latents over "
-        "--d-sae readers, sign mode (0: skip)",
-    )
-    args = parse_args(parser, quick_settings())
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print(
-            "error: no CUDA GPU here; this benchmark is for a GPU (use --quick, or --device cpu "
-            "--tiny, for a smoke test of the script)",
-            file=sys.stderr,
-        )
-        return 2
-    shape = TINY if args.tiny else GEMMA_2_2B
-    d_sae = 1024 if args.tiny else args.d_sae
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    lm = random_model(shape, device, dtype)
+def ablation_on_device(lm: HookedLM, args, device: torch.device, shape: dict, d_sae: int) -> dict:
+    """Fast against naive selective ablation on random SAEs at the two hooks."""
     prompts = random_prompts(args.prompts, args.seq_len, shape["vocab_size"], device, seed=1)
     sample = prompts[0]
     ablator = calibrated_sae(lm, ABLATOR_HOOK, d_sae, sample, args.l0, seed=2)
@@ -228,7 +265,7 @@ def main() -> int:
     }
     counts = {"naive": len(naive)}
     print(
-        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, {dtype}, "
+        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, {lm.dtype}, "
         f"{'tiny shapes' if args.tiny else 'Gemma-2-2B shape'}, SAEs of {d_sae} latents, "
         f"K = {args.k}, prompts of {args.seq_len // 2}..{args.seq_len} tokens"
     )
@@ -270,10 +307,82 @@ def main() -> int:
                 "largest_effect": float(n.effects_DE.abs().max()),
             }
         )
-    pairs = pairs_on_device(args.pairs_d, d_sae, device) if args.pairs_d else None
+    return {"methods": figures, "fast_vs_naive": comparisons}
+
+
+def quick_settings() -> dict:
+    """--quick: tiny shapes, on the GPU if there is one (else the CPU smoke test)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return dict(
+        tiny=True,
+        device=device,
+        prompts=2,
+        naive_prompts=1,
+        k=4,
+        seq_len=16,
+        l0=8,
+        batch_size=2,
+        pairs_d=256,
+        train_tokens=2048,
+        train_k=16,
+        train_batch_tokens=256,
+        train_buffer_tokens=1024,
+        train_context=32,
+        train_prompt_batch=8,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="shrink every shape (smoke test)")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--naive-prompts", type=int, default=2)
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--seq-len", type=int, default=100)
+    parser.add_argument("--d-sae", type=int, default=65_536)
+    parser.add_argument("--l0", type=int, default=80, help="active SAE latents per token")
+    parser.add_argument("--batch-size", type=int, default=8, help="for --batch-prompts")
+    parser.add_argument("--variants-per-batch", type=int, default=256)
+    parser.add_argument(
+        "--pairs-d",
+        type=int,
+        default=16_384,
+        help="stage 3 on the device too: blocked all-pairs of this many ablated latents over "
+        "--d-sae readers, sign mode (0: skip)",
+    )
+    parser.add_argument("--only-train", action="store_true", help="skip ablation and pairs")
+    parser.add_argument("--train-tokens", type=int, default=2_000_000, help="0: skip training")
+    parser.add_argument("--train-hook", default=TRAIN_HOOK)
+    parser.add_argument("--train-d-sae", type=int, default=65_536)
+    parser.add_argument("--train-k", type=int, default=64)
+    parser.add_argument("--train-batch-tokens", type=int, default=4096)
+    parser.add_argument("--train-buffer-tokens", type=int, default=65_536)
+    parser.add_argument("--train-context", type=int, default=256, help="tokens per prompt")
+    parser.add_argument("--train-prompt-batch", type=int, default=32, help="prompts per forward")
+    args = parse_args(parser, quick_settings())
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(
+            "error: no CUDA GPU here; this benchmark is for a GPU (use --quick, or --device cpu "
+            "--tiny, for a smoke test of the script)",
+            file=sys.stderr,
+        )
+        return 2
+    shape = TINY if args.tiny else GEMMA_2_2B
+    d_sae = 1024 if args.tiny else args.d_sae
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    lm = random_model(shape, device, dtype)
+    results = {}
+    if not args.only_train:
+        results.update(ablation_on_device(lm, args, device, shape, d_sae))
+        results["pairs"] = pairs_on_device(args.pairs_d, d_sae, device) if args.pairs_d else None
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    results["train"] = train_on_device(lm, args, device) if args.train_tokens else None
     write_json(
         args,
-        {"methods": figures, "fast_vs_naive": comparisons, "pairs": pairs},
+        results,
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
         dtype=str(dtype),
         d_sae=d_sae,  # --tiny overrides --d-sae

@@ -207,3 +207,23 @@ def test_prefix_too_short_falls_back_to_the_whole_text(gpt2_tok, monkeypatch):
     whole = gpt2_tok(doc)["input_ids"]
     assert len(gpt2_tok(doc[: 40 + 16])["input_ids"]) < 40 + 16  # so the fallback must run
     assert text.encode_prefixes(gpt2_tok, [doc], 40)[0] == whole
+
+
+def test_length_sorted_batches_keep_every_prompt_and_drop_only_padding(gemma_tok):
+    from sae_hacking.data.text import length_sorted
+
+    texts = generate_texts(7, seed=2, min_words=1, max_words=12)
+    whole = tokenize_prompts(gemma_tok, texts, 16)
+    parts = length_sorted(whole, 3)
+    assert [len(p.texts) for p in parts] == [3, 3, 1]
+    assert sorted(t for p in parts for t in p.texts) == sorted(texts)
+    for part in parts:
+        lengths = part.attention_mask_BS.sum(1)
+        assert part.input_ids_BS.shape[1] == int(lengths.max())  # trimmed to its longest
+        for row, text in enumerate(part.texts):
+            i = texts.index(text)
+            n = int(lengths[row])
+            assert torch.equal(part.input_ids_BS[row, :n], whole.input_ids_BS[i, :n])
+            width = part.input_ids_BS.shape[1]
+            assert torch.equal(part.real_token_mask_BS[row], whole.real_token_mask_BS[i, :width])
+    assert sum(int(p.attention_mask_BS.sum()) for p in parts) == int(whole.attention_mask_BS.sum())

@@ -122,3 +122,56 @@ def test_shards():
     assert Shard(0, 2).overlaps(Shard(2, 4)) and not Shard(0, 2).overlaps(Shard(1, 4))
     assert covers_everything([Shard(0, 2), Shard(1, 4), Shard(3, 4)])
     assert not covers_everything([Shard(0, 2), Shard(1, 4)])
+
+
+def streamed(tensor, pieces):
+    """``tensor`` as a TensorStream of ``pieces`` row slices."""
+    bounds = torch.linspace(0, tensor.shape[0], pieces + 1).long().tolist()
+    return results.TensorStream(
+        tensor.dtype,
+        tuple(tensor.shape),
+        lambda: (tensor[a:b] for a, b in zip(bounds, bounds[1:], strict=False)),
+    )
+
+
+@pytest.mark.parametrize("name", ["r.safetensors.zst", "r.safetensors"])
+def test_a_tensor_stream_writes_the_file_of_its_tensor(tmp_path, name):
+    big = torch.arange(3000, dtype=torch.int64).reshape(100, 30)  # frames cut pieces and rows
+    whole = write_safetensors(tmp_path / f"whole-{name}", {**TENSORS, "big_DE": big}, {"a": 1})
+    stream = {**TENSORS, "big_DE": streamed(big, 7)}
+    path = write_safetensors(tmp_path / f"stream-{name}", stream, {"a": 1})
+    assert path.read_bytes() == whole.read_bytes()
+    with ResultsFile(path) as f:
+        assert torch.equal(f.read("big_DE"), big)
+    _, sidecar = write_results(tmp_path / "out", stream, {})
+    assert read_meta(sidecar)["tensors"]["big_DE"] == {"dtype": "I64", "shape": [100, 30]}
+
+
+def test_a_tensor_stream_of_the_wrong_length_writes_nothing(tmp_path):
+    short = results.TensorStream(torch.int64, (4, 3), lambda: iter([torch.zeros(3, 3).long()]))
+    with pytest.raises(ValueError, match="9 of its 12 elements"):
+        write_safetensors(tmp_path / "r.safetensors.zst", {"x_DE": short}, {})
+    long = results.TensorStream(torch.int64, (1, 3), lambda: iter([torch.zeros(2, 3).long()]))
+    with pytest.raises(ValueError, match="more than"):
+        write_safetensors(tmp_path / "r.safetensors.zst", {"x_DE": long}, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stored_tensors_read_on_demand(tmp_path):
+    path = write_safetensors(tmp_path / "r.safetensors", TENSORS, {})
+    stored = results.StoredTensors(path)
+    assert sorted(stored) == sorted(TENSORS) and len(stored) == len(TENSORS)
+    assert torch.equal(stored["counts_P"], TENSORS["counts_P"])
+    with stored.open() as f:
+        assert f.read_range("counts_P", 10, 12).tolist() == [70, 77]
+    with pytest.raises(KeyError):
+        stored["nothing"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_gpu_tensor_is_written_frame_by_frame_as_on_the_cpu(tmp_path):
+    cpu = write_safetensors(tmp_path / "cpu.safetensors.zst", TENSORS, {})
+    on_gpu = {k: v.cuda() for k, v in TENSORS.items()}
+    assert write_safetensors(tmp_path / "gpu.safetensors.zst", on_gpu, {}).read_bytes() == (
+        cpu.read_bytes()
+    )

@@ -64,8 +64,9 @@ class PromptEffects:
     """One prompt's outcome: whether it was used, and the effect of each ablated latent."""
 
     used: bool
-    latents_D: Int[torch.Tensor, " D"]  # ablated ablator latents, in rank order
-    effects_DE: Float[torch.Tensor, "D E"]  # baseline - ablated reader acts at the last real token
+    latents_D: Int[torch.Tensor, " D"]  # ablated ablator latents, in rank order (on the CPU)
+    # baseline - ablated reader acts at the last real token (on the reader's device)
+    effects_DE: Float[torch.Tensor, "D E"]
 
 
 def make_setup(
@@ -313,8 +314,9 @@ def _fast_batch(setup: AblationSetup, batch) -> list[PromptEffects]:
         effects_NE = torch.cat(effects)
         for slot, prompt in enumerate(prompts_U.tolist()):
             mine_N = slot_N == slot
+            # The effects stay on the device: the sums are taken there.
             results[prompt] = PromptEffects(
-                True, kept_UK[slot, rank_N[mine_N]].cpu(), effects_NE[mine_N].cpu()
+                True, kept_UK[slot, rank_N[mine_N]].cpu(), effects_NE[mine_N]
             )
     return results
 
@@ -365,7 +367,7 @@ def _naive_prompt(setup: AblationSetup, ids_S, real_S, mask_S) -> PromptEffects:
         def reader_at_last(edit) -> torch.Tensor:
             patches = splice(lm, ablator, edit, setup.ablator_hook)
             x = full_forward(patches, setup.reader_hook)[last]
-            return reader.encode(x.to(reader.W_dec.dtype)).float().cpu()
+            return reader.encode(x.to(reader.W_dec.dtype)).float()
 
         baseline_E = reader_at_last(None)
         effects = [baseline_E - reader_at_last(ZeroLatents([latent])) for latent in chosen]

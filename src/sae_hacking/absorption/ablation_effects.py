@@ -3,32 +3,58 @@
 Each prompt's effect vector (float32) is rounded once to a multiple of ``2**-FRACTION_BITS``
 (about 6e-8) and added as an int64. Integer sums do not depend on the order of the additions,
 so a run resumed after a crash, or split into shards and merged, gives bit for bit the sums of
-one uninterrupted run. The range: with ``|effect| < MAX_ABS_EFFECT`` (2**19) per prompt, at least
-2**20 (about a million) prompts fit in an int64 before overflow is possible; larger effects are
-refused with an error instead of wrapping around.
+one uninterrupted run (and a GPU gives the CPU's sums: the rounding is exact IEEE arithmetic).
+The range: with ``|effect| < MAX_ABS_EFFECT`` (2**19) per prompt, at least 2**20 (about a
+million) prompts fit in an int64 before overflow is possible; larger effects are refused with
+an error instead of wrapping around.
 
-Rows exist only for ablator latents that were ablated at least once (a dense ``e x E`` matrix
-would be 17 GB at 65,536 x 65,536 float32); they live in blocks of ``BLOCK_ROWS`` rows so that
-growing never copies what is already there. :meth:`EffectSums.tensors` returns them sorted by
-latent id, so equal sums give equal files.
+Where the sums live. Rows exist only for ablator latents that were ablated at least once, in
+blocks of ``BLOCK_ROWS`` rows (growing never copies what is there), **on the device the effects
+are computed on** (CUDA; elsewhere the CPU): a prompt's effects are rounded and added there,
+and never copied to the host. Results and checkpoints are written as a
+:class:`~sae_hacking.runs.results.TensorStream` of row chunks of about ``WRITE_CHUNK_BYTES``,
+sorted by latent id (equal sums give equal files), and loaded back chunk by chunk, so the host
+holds one chunk, never the ``D x E`` matrix. All device-to-host copies of sums go through
+:func:`to_host` (the tests watch it).
+
+Dense, not sparse (measured by ``benchmarks/ablation_memory.py``). With JumpReLU/TopK readers
+an effect vector is non-zero only where the baseline or the ablated run has an active reader
+latent: on the tiny models 0.82 to 0.84 x L0 of the E entries (0.4 % to 1.6 % of 2,048).
+Sparse per-prompt effects would have cut the old 26 MB-per-prompt device-to-host copy, but the
+effects no longer leave the device. What costs memory is the sums, and a row's support is the
+union of its prompts' supports: measured, it grows as ``1 - (1 - d)**n`` for a row ablated in
+``n`` prompts (per-prompt density ``d``; measured rows reach 0.89 to 0.97 of it). At Gemma-2-2B
+scale (E = 65,536, L0 ~ 70, K = 100, 10**6 prompts, ~1,500 ablations per latent) that bound is
+73 % of E, where a sparse entry (int64 value and indices: 16 to 24 B per non-zero) costs more
+than the dense 8 B, and its size would depend on the data. Dense int64 on the device is
+8 x e x E bytes, known at the start (34 GB at 65,536 x 65,536: it fits on one 80 GB GPU with the
+model), and the host keeps only the latent-to-row map and the counts (121 B per ablated latent,
+8 MB at e = 65,536) plus one chunk while writing or loading.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from jaxtyping import Float, Int
 
 from sae_hacking.absorption.ablation import PromptEffects
+from sae_hacking.errors import UsageError
+from sae_hacking.runs.results import StoredTensors, TensorStream
 
 FRACTION_BITS = 24
 SCALE = float(2**FRACTION_BITS)
 MAX_ABS_EFFECT = float(2**19)
 BLOCK_ROWS = 256
+WRITE_CHUNK_BYTES = 64 * 2**20  # int64 sums per chunk written or loaded (rows of 8 x E bytes)
 
 
 def to_fixed(effects_DE: Float[torch.Tensor, "D E"]) -> Int[torch.Tensor, "D E"]:
-    """``round(effects * 2**FRACTION_BITS)`` as int64 (exact: float32 -> float64 is exact and
-    the scale is a power of two)."""
+    """``round(effects * 2**FRACTION_BITS)`` as int64, on the effects' device (exact: float32 ->
+    float64 is exact and the scale is a power of two)."""
+    if effects_DE.device.type == "mps":  # no float64 there
+        effects_DE = effects_DE.cpu()
     effects_DE = effects_DE.double()
     if effects_DE.numel() and not bool(effects_DE.abs().max() < MAX_ABS_EFFECT):
         raise OverflowError(
@@ -39,14 +65,36 @@ def to_fixed(effects_DE: Float[torch.Tensor, "D E"]) -> Int[torch.Tensor, "D E"]
     return torch.round(effects_DE * SCALE).long()
 
 
-class EffectSums:
-    """Per ablated latent: summed effects (int64 fixed point) and how many prompts ablated it;
-    plus the prompts used and seen."""
+def from_fixed(fixed_DE: Int[torch.Tensor, "D E"]) -> Float[torch.Tensor, "D E"]:
+    """The float32 sums written beside the exact ones."""
+    return (fixed_DE.double() / SCALE).float()
 
-    def __init__(self, d_reader: int):
+
+def to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """Copy one chunk of sums to the host (the only place sums leave the device)."""
+    return tensor.cpu()
+
+
+def sums_device(device: torch.device | str) -> torch.device:
+    """Where the sums of effects computed on ``device`` live: that GPU, else the CPU."""
+    device = torch.device(device)
+    return device if device.type == "cuda" else torch.device("cpu")
+
+
+def chunk_rows(d_reader: int) -> int:
+    """Rows per written or loaded chunk."""
+    return max(1, WRITE_CHUNK_BYTES // (8 * max(d_reader, 1)))
+
+
+class EffectSums:
+    """Per ablated latent: summed effects (int64 fixed point, on ``device``) and how many prompts
+    ablated it; plus the prompts used and seen."""
+
+    def __init__(self, d_reader: int, device: torch.device | str = "cpu"):
         self.d_reader = d_reader
+        self.device = torch.device(device)
         self.row_of: dict[int, int] = {}
-        self._blocks: list[torch.Tensor] = []  # [BLOCK_ROWS, E] int64 each
+        self._blocks: list[torch.Tensor] = []  # [BLOCK_ROWS, E] int64 each, on self.device
         self._counts: list[int] = []
         self.n_prompts = 0  # prompts whose effects were added (passed the selection)
         self.n_prompts_seen = 0
@@ -57,69 +105,160 @@ class EffectSums:
             row = self.row_of[latent] = len(self._counts)
             self._counts.append(0)
             if row // BLOCK_ROWS == len(self._blocks):
-                self._blocks.append(torch.zeros(BLOCK_ROWS, self.d_reader, dtype=torch.long))
+                self._blocks.append(
+                    torch.zeros(BLOCK_ROWS, self.d_reader, dtype=torch.long, device=self.device)
+                )
         return row
 
     def _add_fixed(self, latents: list[int], fixed_DE: Int[torch.Tensor, "D E"], counts) -> None:
+        """Add rows of sums (any device; repeated latents allowed) and ablation counts."""
         if fixed_DE.shape[1:] != (self.d_reader,):
             raise ValueError(f"effects of width {fixed_DE.shape[1:]} for {self.d_reader} latents")
-        rows = [self._row(latent) for latent in latents]
-        for index, (row, count) in enumerate(zip(rows, counts, strict=True)):
-            self._blocks[row // BLOCK_ROWS][row % BLOCK_ROWS] += fixed_DE[index]
+        if not latents:
+            return
+        rows_D = torch.tensor([self._row(latent) for latent in latents], dtype=torch.long)
+        for row, count in zip(rows_D.tolist(), counts, strict=True):
             self._counts[row] += count
+        fixed_DE = fixed_DE.to(self.device)
+        block_D = rows_D // BLOCK_ROWS
+        for block in torch.unique(block_D).tolist():
+            mine_N = torch.nonzero(block_D == block).flatten()
+            # Integer adds: exact and order-free, also as CUDA atomics with repeated rows.
+            self._blocks[block].index_add_(
+                0,
+                (rows_D[mine_N] % BLOCK_ROWS).to(self.device),
+                fixed_DE.index_select(0, mine_N.to(self.device)),
+            )
 
     def add(self, prompt: PromptEffects) -> None:
         """One prompt's outcome (used or not)."""
-        self.n_prompts_seen += 1
-        if not prompt.used:
-            return
-        self.n_prompts += 1
-        latents = prompt.latents_D.tolist()
-        if len(set(latents)) != len(latents):
-            raise ValueError(f"a prompt ablated a latent twice: {latents}")
-        self._add_fixed(latents, to_fixed(prompt.effects_DE.cpu()), [1] * len(latents))
+        self.add_prompts([prompt])
+
+    def add_prompts(self, prompts: Sequence[PromptEffects]) -> None:
+        """Several prompts' outcomes, rounded and added on the device in one go."""
+        used = [prompt for prompt in prompts if prompt.used]
+        latents: list[int] = []
+        for prompt in used:
+            mine = prompt.latents_D.tolist()
+            if len(set(mine)) != len(mine):
+                raise ValueError(f"a prompt ablated a latent twice: {mine}")
+            latents += mine
+        if latents:
+            effects_DE = torch.cat([prompt.effects_DE.to(self.device) for prompt in used])
+            self._add_fixed(latents, to_fixed(effects_DE), [1] * len(latents))
+        self.n_prompts_seen += len(prompts)
+        self.n_prompts += len(used)
 
     def merge(self, other: EffectSums) -> None:
         """Add another run's (or shard's) sums to these."""
-        tensors = other.tensors()
-        self._add_fixed(
-            tensors["latents_D"].tolist(),
-            tensors["effects_fixed_DE"],
-            tensors["ablation_counts_D"].tolist(),
-        )
+        for latents, fixed_DE in other.row_chunks():
+            self._add_fixed(latents, fixed_DE, [other._counts[other.row_of[i]] for i in latents])
         self.n_prompts += other.n_prompts
         self.n_prompts_seen += other.n_prompts_seen
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The state as tensors, rows sorted by latent id (see :data:`RESULT_KEYS`)."""
-        latents = sorted(self.row_of)
-        rows = torch.tensor([self.row_of[latent] for latent in latents], dtype=torch.long)
-        fixed_DE = torch.empty(len(latents), self.d_reader, dtype=torch.long)
-        for block, block_rows_DE in enumerate(self._blocks):  # no concatenated copy
-            in_block = torch.nonzero(rows // BLOCK_ROWS == block).flatten()
-            fixed_DE[in_block] = block_rows_DE[rows[in_block] % BLOCK_ROWS]
-        counts = torch.tensor(self._counts, dtype=torch.long)
-        return {
+    # -- reading out --
+
+    def latents(self) -> list[int]:
+        return sorted(self.row_of)
+
+    def row_chunks(self, rows: int | None = None) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """``(latents, sums [len(latents), E] on the device)`` in ascending latent order,
+        ``rows`` (default :func:`chunk_rows`) at a time."""
+        rows = rows or chunk_rows(self.d_reader)
+        latents = self.latents()
+        for start in range(0, len(latents), rows):
+            chunk = latents[start : start + rows]
+            out_DE = torch.empty(len(chunk), self.d_reader, dtype=torch.long, device=self.device)
+            for d, latent in enumerate(chunk):  # row by row: no temporary as large as a chunk
+                row = self.row_of[latent]
+                out_DE[d].copy_(self._blocks[row // BLOCK_ROWS][row % BLOCK_ROWS])
+            yield chunk, out_DE
+            del out_DE  # before the next chunk is allocated
+
+    def streams(self, with_floats: bool = True) -> dict[str, torch.Tensor | TensorStream]:
+        """The state as :data:`RESULT_KEYS` tensors for writing: the small ones on the host, the
+        ``[D, E]`` ones as row-chunk streams (one chunk on the host at a time)."""
+        latents = self.latents()
+        shape = (len(latents), self.d_reader)
+
+        def fixed():
+            for _, chunk_DE in self.row_chunks():
+                yield to_host(chunk_DE)
+                del chunk_DE
+
+        def floats():  # smaller chunks: the conversion needs a float64 copy
+            for _, chunk_DE in self.row_chunks(max(1, chunk_rows(self.d_reader) // 4)):
+                yield to_host(from_fixed(chunk_DE))
+                del chunk_DE
+
+        out: dict[str, torch.Tensor | TensorStream] = {
             "latents_D": torch.tensor(latents, dtype=torch.long),
-            "effects_DE": (fixed_DE.double() / SCALE).float(),
-            "effects_fixed_DE": fixed_DE,
-            "ablation_counts_D": counts[rows] if len(latents) else counts,
+            "effects_fixed_DE": TensorStream(torch.long, shape, fixed),
+            "ablation_counts_D": torch.tensor(
+                [self._counts[self.row_of[latent]] for latent in latents], dtype=torch.long
+            ),
             "n_prompts": torch.tensor(self.n_prompts, dtype=torch.long),
             "n_prompts_seen": torch.tensor(self.n_prompts_seen, dtype=torch.long),
         }
+        if with_floats:
+            out["effects_DE"] = TensorStream(torch.float32, shape, floats)
+        return {key: out[key] for key in RESULT_KEYS if key in out}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The state as whole host tensors, rows sorted by latent id (see :data:`RESULT_KEYS`).
+        For tests and small runs: this is the ``D x E`` matrix on the host, which writing
+        (:meth:`streams`) avoids."""
+        out = {}
+        for key, value in self.streams().items():
+            if isinstance(value, TensorStream):
+                pieces = list(value.pieces())
+                whole = torch.cat(pieces) if pieces else torch.empty(0, dtype=value.dtype)
+                value = whole.reshape(value.shape)
+            out[key] = value
+        return out
+
+    # -- reading in --
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> EffectSums:
-        """Rebuild from :meth:`tensors` (a checkpoint or a shard's results)."""
-        sums = cls(int(tensors["effects_fixed_DE"].shape[1]))
-        sums._add_fixed(
-            tensors["latents_D"].tolist(),
-            tensors["effects_fixed_DE"],
-            tensors["ablation_counts_D"].tolist(),
-        )
+    def from_tensors(
+        cls, tensors: Mapping[str, torch.Tensor], device: torch.device | str = "cpu"
+    ) -> EffectSums:
+        """Rebuild from :meth:`tensors` (a checkpoint or a shard's results): whole tensors, or a
+        :class:`~sae_hacking.runs.results.StoredTensors`, read one chunk of rows at a time."""
+        latents = tensors["latents_D"].tolist()
+        counts = tensors["ablation_counts_D"].tolist()
+        if isinstance(tensors, StoredTensors):
+            with tensors.open() as results:
+                sums = cls(results.shape("effects_fixed_DE")[1], device)
+                for start, chunk_DE in stored_row_chunks(results, len(latents), sums.d_reader):
+                    stop = start + len(chunk_DE)
+                    sums._add_fixed(latents[start:stop], chunk_DE, counts[start:stop])
+        else:
+            fixed_DE = tensors["effects_fixed_DE"]
+            sums = cls(int(fixed_DE.shape[1]), device)
+            step = chunk_rows(sums.d_reader)
+            for start in range(0, len(latents), step):
+                stop = start + step
+                sums._add_fixed(latents[start:stop], fixed_DE[start:stop], counts[start:stop])
         sums.n_prompts = int(tensors["n_prompts"])
         sums.n_prompts_seen = int(tensors["n_prompts_seen"])
         return sums
+
+
+def stored_row_chunks(
+    results, n_rows: int, d_reader: int, key: str = "effects_fixed_DE"
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(first row, rows [n, E])`` of a stored ``[D, E]`` tensor, :func:`chunk_rows` at a time
+    (``results``: an open :class:`~sae_hacking.runs.results.ResultsFile`)."""
+    if results.shape(key) != (n_rows, d_reader):
+        raise UsageError(
+            f"{results.path} holds {key} of shape {results.shape(key)}, not "
+            f"({n_rows}, {d_reader}); the file is inconsistent."
+        )
+    step = chunk_rows(d_reader)
+    for start in range(0, n_rows, step):
+        stop = min(start + step, n_rows)
+        yield start, results.read_range(key, start * d_reader, stop * d_reader).view(-1, d_reader)
 
 
 RESULT_KEYS = {

@@ -7,6 +7,11 @@ results are ``ablations.safetensors.zst`` + ``ablations.json``, with the tensors
 Shards of an ablation run hold effect rows for different sets of latents, so they are merged
 by :func:`merge_ablations` (rows matched by latent id), not by the elementwise
 :func:`sae_hacking.runs.merge.merge_results`.
+
+Memory: the sums live on the device the effects are computed on (see
+:mod:`sae_hacking.absorption.ablation_effects`); checkpoints and results are written, and
+checkpoints loaded, one chunk of rows at a time; the merge streams the shards' rows into the
+output chunk by chunk. The host never holds a ``D x E`` matrix.
 """
 
 from __future__ import annotations
@@ -18,47 +23,66 @@ import torch
 from jaxtyping import Bool, Int
 
 from sae_hacking.absorption.ablation import AblationSetup, method_function
-from sae_hacking.absorption.ablation_effects import RESULT_KEYS, EffectSums
+from sae_hacking.absorption.ablation_effects import (
+    RESULT_KEYS,
+    EffectSums,
+    chunk_rows,
+    from_fixed,
+    sums_device,
+)
 from sae_hacking.absorption.ablation_run import FREQUENCIES_FILE, KIND
 from sae_hacking.data.text import TokenBatch
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.runs.files import provenance
-from sae_hacking.runs.results import ResultsFile, write_results, write_safetensors
+from sae_hacking.runs.results import (
+    ResultsFile,
+    TensorStream,
+    write_results,
+    write_safetensors,
+)
 from sae_hacking.runs.stream import RESULTS_FORMAT, Accumulator
 
 
 class AblationAccumulator(Accumulator):
-    """Sums of ablation effects (:class:`EffectSums`) fed by ``fast`` or ``naive``."""
+    """Sums of ablation effects (:class:`EffectSums`, on the model's GPU if it has one) fed by
+    ``fast`` or ``naive``."""
 
     def __init__(self, setup: AblationSetup, method: str):
         self.setup = setup
         self.effects = method_function(method)
-        self.sums = EffectSums(setup.reader.d_sae)
+        self.sums = EffectSums(setup.reader.d_sae, sums_device(setup.lm.device))
 
     def add(self, batch: TokenBatch) -> int:
-        for prompt in self.effects(self.setup, batch):
-            self.sums.add(prompt)
+        self.sums.add_prompts(self.effects(self.setup, batch))
         return batch.n_real_tokens
 
-    def state(self) -> dict[str, torch.Tensor]:
-        tensors = self.sums.tensors()
-        del tensors["effects_DE"]  # derived from effects_fixed_DE
-        return tensors
+    def state(self) -> dict[str, torch.Tensor | TensorStream]:
+        return self.sums.streams(with_floats=False)  # effects_DE derives from effects_fixed_DE
 
     def load_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        sums = EffectSums.from_tensors(dict(tensors))
-        if sums.d_reader != self.setup.reader.d_sae:
+        if "effects_fixed_DE" not in tensors:
+            raise UsageError("the checkpoint holds no ablation sums; it belongs to another run.")
+        width = _width(tensors)
+        if width != self.setup.reader.d_sae:
             raise UsageError(
-                f"the checkpoint holds effects on {sums.d_reader} reader latents but the reader "
+                f"the checkpoint holds effects on {width} reader latents but the reader "
                 f"SAE has {self.setup.reader.d_sae}; it belongs to another run."
             )
-        self.sums = sums
+        self.sums = EffectSums.from_tensors(tensors, self.sums.device)
 
-    def results(self) -> dict[str, torch.Tensor]:
-        return self.sums.tensors()
+    def results(self) -> dict[str, torch.Tensor | TensorStream]:
+        return self.sums.streams()
 
     def describe(self) -> dict[str, str]:
         return dict(RESULT_KEYS)
+
+
+def _width(tensors: Mapping[str, torch.Tensor]) -> int:
+    """The reader width of stored sums, without reading them."""
+    if hasattr(tensors, "open"):  # StoredTensors: ask the header
+        with tensors.open() as results:
+            return results.shape("effects_fixed_DE")[1]
+    return int(tensors["effects_fixed_DE"].shape[1])
 
 
 # -- latent frequencies for --exclude-latent-threshold ---------------------------------------
@@ -152,24 +176,69 @@ def exclusion_mask(
 
 def merge_ablations(out: str | Path, paths: list[str | Path]) -> tuple[Path, Path]:
     """Merge complete ``ablations`` results of disjoint shards (same settings) exactly: rows
-    are matched by latent id and their int64 sums added."""
+    are matched by latent id and their int64 sums added, one chunk of output rows at a time
+    (each shard's rows are sorted by latent, so a chunk reads one contiguous range per shard)."""
+    from contextlib import ExitStack
+
     from sae_hacking.runs.merge import check_runs, merged_meta
     from sae_hacking.runs.record import check_merge_output
 
     stem = check_merge_output(out, paths)
-    merged: EffectSums | None = None
-    metas = []
-    for path in paths:
-        with ResultsFile(path) as results:
+    with ExitStack() as stack:
+        files = []
+        for path in paths:
+            results = stack.enter_context(ResultsFile(path))
             meta = results.meta
             if meta.get("format") == RESULTS_FORMAT and meta.get("kind") != KIND:
                 raise UsageError(f"{path} holds {meta.get('kind')!r} results, not {KIND!r}.")
             check_runs([(Path(path), meta)])
-            sums = EffectSums.from_tensors({key: results.read(key) for key in results.keys()})
-        metas.append(meta)
-        if merged is None:
-            merged = sums
-        else:
-            merged.merge(sums)
-    shards = check_runs([(Path(p), m) for p, m in zip(paths, metas, strict=True)])
-    return write_results(stem, merged.tensors(), merged_meta(metas, paths, shards))
+            files.append(results)
+        shards = check_runs([(Path(p), f.meta) for p, f in zip(paths, files, strict=True)])
+        tensors = _merged_streams(files)
+        meta = merged_meta([f.meta for f in files], paths, shards)
+        return write_results(stem, tensors, meta)
+
+
+def _merged_streams(files: list[ResultsFile]) -> dict[str, torch.Tensor | TensorStream]:
+    """The merged :data:`RESULT_KEYS` of open shard files, the ``[D, E]`` ones as streams."""
+    widths = {f.shape("effects_fixed_DE")[1] for f in files}
+    if len(widths) != 1:
+        raise UsageError(
+            f"{files[0].path} and the other shards hold effects on different numbers of reader "
+            f"latents ({sorted(widths)}); they belong to different runs."
+        )
+    (d_reader,) = widths
+    latents = [f.read("latents_D").long() for f in files]
+    union_D = torch.unique(torch.cat(latents))  # sorted
+    counts_D = torch.zeros(len(union_D), dtype=torch.long)
+    for mine, f in zip(latents, files, strict=True):
+        counts_D.index_add_(0, torch.searchsorted(union_D, mine), f.read("ablation_counts_D"))
+
+    def fixed_chunks():
+        step = chunk_rows(d_reader)
+        for start in range(0, len(union_D), step):
+            chunk_D = union_D[start : start + step]
+            out_DE = torch.zeros(len(chunk_D), d_reader, dtype=torch.long)
+            for mine, f in zip(latents, files, strict=True):
+                lo = int(torch.searchsorted(mine, chunk_D[0]))
+                hi = int(torch.searchsorted(mine, chunk_D[-1], right=True))
+                if hi > lo:
+                    rows_DE = f.read_range("effects_fixed_DE", lo * d_reader, hi * d_reader)
+                    at_D = torch.searchsorted(chunk_D, mine[lo:hi])
+                    out_DE.index_add_(0, at_D, rows_DE.view(-1, d_reader))
+            yield out_DE
+
+    def float_chunks():  # quarter chunks: the conversion takes a float64 copy
+        for chunk_DE in fixed_chunks():
+            yield from (from_fixed(part) for part in chunk_DE.split(max(1, len(chunk_DE) // 4)))
+
+    shape = (len(union_D), d_reader)
+    total = {key: sum(int(f.read(key)) for f in files) for key in ("n_prompts", "n_prompts_seen")}
+    return {
+        "latents_D": union_D,
+        "effects_DE": TensorStream(torch.float32, shape, float_chunks),
+        "effects_fixed_DE": TensorStream(torch.long, shape, fixed_chunks),
+        "ablation_counts_D": counts_D,
+        "n_prompts": torch.tensor(total["n_prompts"], dtype=torch.long),
+        "n_prompts_seen": torch.tensor(total["n_prompts_seen"], dtype=torch.long),
+    }

@@ -27,6 +27,7 @@ __all__ = [
     "TokenBatch",
     "batch_prompts",
     "bos_token_id",
+    "length_sorted",
     "encode_prefixes",
     "open_text_stream",
     "pad_token_id",
@@ -134,6 +135,29 @@ def tokenize_prompts(
     if bos is not None:
         real[:, 0] &= input_ids[:, 0] != bos
     return TokenBatch(input_ids, attention_mask, real, list(texts), 0, len(texts))
+
+
+def length_sorted(batch: TokenBatch, size: int) -> list[TokenBatch]:
+    """``batch`` cut into batches of ``size`` prompts of similar length, each trimmed to its
+    longest prompt, so a forward over them computes few padding positions (right padding: the
+    trimmed columns are padding in every row). Sub-batches carry the rows of ``batch``."""
+    lengths = batch.attention_mask_BS.sum(1)
+    order = torch.argsort(lengths, stable=True)
+    parts = []
+    for start in range(0, len(order), size):
+        rows = order[start : start + size]
+        width = int(lengths[rows].max())
+        parts.append(
+            TokenBatch(
+                batch.input_ids_BS[rows, :width],
+                batch.attention_mask_BS[rows, :width],
+                batch.real_token_mask_BS[rows, :width],
+                [batch.texts[i] for i in rows.tolist()],
+                batch.first_row,
+                batch.next_row,
+            )
+        )
+    return parts
 
 
 def batch_prompts(

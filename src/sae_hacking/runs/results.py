@@ -8,7 +8,9 @@ Layout choices that make partial reads cheap:
 
 - The writer streams tensors to disk (no second in-memory copy, so an 8.6 GB accumulator is
   written with 8.6 GB of RAM, not 17.2), ordered by element size, largest first, so every
-  tensor starts at a multiple of its element size.
+  tensor starts at a multiple of its element size. A tensor on a GPU is copied to the host one
+  frame at a time, and a :class:`TensorStream` is written from the pieces it yields, so a
+  result computed block by block (the ablation sums) never exists whole on the host.
 - The compressed file is a sequence of independent zstd frames of ``FRAME_BYTES`` uncompressed
   bytes each, followed by a seek table in the *zstd seekable format* (a skippable frame that
   ordinary decoders ignore; ``zstd -d`` and ``zstandard`` decompress the file as usual).
@@ -30,7 +32,8 @@ from __future__ import annotations
 import json
 import struct
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -74,14 +77,58 @@ if sys.byteorder != "little":  # safetensors is little-endian; so is every platf
 # -- writing --------------------------------------------------------------------------------------
 
 
-def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
-    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+@dataclass(frozen=True)
+class TensorStream:
+    """A tensor written piece by piece: ``pieces()`` yields tensors (any device, any shape) whose
+    flattened concatenation is the tensor; the writer holds one piece at a time."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    pieces: Callable[[], Iterator[torch.Tensor]]
+
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def element_size(self) -> int:
+        return self.dtype.itemsize
+
+
+def _host_bytes(tensor: torch.Tensor) -> Iterator[memoryview]:
+    """The bytes of ``tensor`` (flattened), at most ``FRAME_BYTES`` at a time; a tensor on
+    another device is copied to the host frame by frame, not whole."""
+    flat = tensor.detach().reshape(-1)
+    if flat.device.type != "cpu":
+        step = FRAME_BYTES // flat.element_size()
+        for start in range(0, flat.numel(), step):
+            yield from _host_bytes(flat[start : start + step].cpu())
+        return
+    flat = flat.contiguous()
+    if flat.numel():
+        data = memoryview(flat.view(torch.uint8).numpy())
+        for start in range(0, len(data), FRAME_BYTES):
+            yield data[start : start + FRAME_BYTES]
+
+
+def _stream_bytes(name: str, tensor: torch.Tensor | TensorStream) -> Iterator[memoryview]:
+    if isinstance(tensor, torch.Tensor):
+        yield from _host_bytes(tensor)
+        return
+    written = 0
+    for piece in tensor.pieces():
+        if piece.dtype != tensor.dtype:
+            raise ValueError(f"a piece of {name} has dtype {piece.dtype}, not {tensor.dtype}")
+        written += piece.numel()
+        if written > tensor.numel():
+            raise ValueError(f"the pieces of {name} hold more than its {tensor.numel()} elements")
+        yield from _host_bytes(piece)
+        del piece  # before the next one exists
+    if written != tensor.numel():
+        raise ValueError(f"the pieces of {name} hold {written} of its {tensor.numel()} elements")
 
 
 def write_safetensors(
     path: str | Path,
-    tensors: Mapping[str, torch.Tensor],
+    tensors: Mapping[str, torch.Tensor | TensorStream],
     meta: Mapping[str, Any],
     compress: bool | None = None,
 ) -> Path:
@@ -89,7 +136,8 @@ def write_safetensors(
 
     ``compress`` defaults to ``path`` ending in ``.zst``. The output is standard safetensors
     (zstd-compressed in seekable frames when compressed); ``meta`` lands in the header's
-    ``__metadata__`` under :data:`METADATA_KEY`.
+    ``__metadata__`` under :data:`METADATA_KEY`. A :class:`TensorStream` gives the same file
+    as the tensor it streams.
     """
     path = Path(path)
     compress = path.name.endswith(".zst") if compress is None else compress
@@ -115,16 +163,16 @@ def write_safetensors(
             sink = FrameSink(handle, compress)
             sink.write(struct.pack("<Q", len(header_bytes)) + header_bytes)
             for name in order:
-                data = _tensor_bytes(tensors[name])
-                for start in range(0, len(data), FRAME_BYTES):
-                    sink.write(data[start : start + FRAME_BYTES])
+                for data in _stream_bytes(name, tensors[name]):
+                    sink.write(data)
+                    del data  # it holds its piece: let the piece go before the next one
             sink.close()
 
     return atomic_write(path, write)
 
 
 def write_results(
-    stem: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+    stem: str | Path, tensors: Mapping[str, torch.Tensor | TensorStream], meta: Mapping[str, Any]
 ) -> tuple[Path, Path]:
     """Write ``STEM.safetensors.zst`` and the sidecar ``STEM.json`` (both atomically).
 
@@ -315,6 +363,30 @@ class ResultsFile:
         n = self.numel(key)
         for start in range(0, n, chunk):
             yield start, self.read_range(key, start, min(start + chunk, n))
+
+
+class StoredTensors(Mapping[str, torch.Tensor]):
+    """A results file's tensors, each read when asked for; :meth:`open` for partial reads."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with ResultsFile(self.path) as results:
+            self._keys = results.keys()
+
+    def open(self) -> ResultsFile:
+        return ResultsFile(self.path)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._keys:
+            raise KeyError(key)
+        with self.open() as results:
+            return results.read(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

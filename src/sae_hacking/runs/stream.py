@@ -49,7 +49,13 @@ from sae_hacking.runs.record import (
     RUN_FILE,
     RunRecord,
 )
-from sae_hacking.runs.results import ResultsFile, results_paths, write_results, write_safetensors
+from sae_hacking.runs.results import (
+    ResultsFile,
+    StoredTensors,
+    results_paths,
+    write_results,
+    write_safetensors,
+)
 from sae_hacking.runs.shards import Shard
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -196,7 +202,7 @@ class StreamRun:
     def complete(self) -> bool:
         return self.resumed and self.record.is_complete()
 
-    def start_or_resume(self, identity: Mapping[str, Any]) -> dict[str, torch.Tensor] | None:
+    def start_or_resume(self, identity: Mapping[str, Any]) -> Mapping[str, torch.Tensor] | None:
         """Create the run (``run.json``, ``args.yaml``), or check that the resumed run is the
         same computation (``identity``: what was resolved at start, e.g. the SAE's hook and
         content hash) and record the settings a resume changed; return the last checkpoint's
@@ -266,7 +272,7 @@ class StreamRun:
             self.checkpoint_path, accumulator.state(), self.meta(accumulator, False), compress=False
         )
 
-    def load_checkpoint(self) -> dict[str, torch.Tensor] | None:
+    def load_checkpoint(self) -> Mapping[str, torch.Tensor] | None:
         """The last checkpoint's tensors (and ``self.progress`` set from it); ``None`` when the
         run has none yet. A checkpoint of another run or a corrupt file is a UsageError."""
         if not self.checkpoint_path.is_file():
@@ -287,7 +293,8 @@ class StreamRun:
                 self.progress = Progress.from_json(meta)
             except (KeyError, TypeError, ValueError) as err:
                 raise UsageError(f"{self.checkpoint_path} has no progress counters.") from err
-            return {key: ckpt.read(key) for key in ckpt.keys()}
+        # Each tensor is read when the accumulator asks for it (large ones block by block).
+        return StoredTensors(self.checkpoint_path)
 
     def finish(self, accumulator: Accumulator) -> Path:
         """Write the results file and sidecar, then drop the checkpoint."""

@@ -43,17 +43,24 @@ class FrameSink:
             return
         data = memoryview(data)
         while len(data):
+            if not self.buffer and len(data) >= FRAME_BYTES:  # a whole frame: no buffer copy
+                self._frame(data[:FRAME_BYTES])
+                data = data[FRAME_BYTES:]
+                continue
             take = min(FRAME_BYTES - len(self.buffer), len(data))
             self.buffer += data[:take]
             data = data[take:]
             if len(self.buffer) == FRAME_BYTES:
                 self._flush()
 
+    def _frame(self, data: memoryview | bytearray) -> None:
+        frame = self.compressor.compress(data)
+        self.handle.write(frame)
+        self.frames.append((len(frame), len(data)))
+
     def _flush(self) -> None:
         if self.buffer:
-            frame = self.compressor.compress(bytes(self.buffer))
-            self.handle.write(frame)
-            self.frames.append((len(frame), len(self.buffer)))
+            self._frame(self.buffer)
             self.buffer.clear()
 
     def close(self) -> None:

@@ -3,9 +3,9 @@
 The text stream's rows ``[0, eval_prompts)`` are held out for evaluation; training reads rows
 from ``eval_prompts`` on (at most ``n_prompts`` of them) and starts again there for the next
 epoch. Under data-parallel training each rank reads its own shard of those rows (every
-``count``-th, as ``--shard``); rows are then numbered within the shard ("training rows"). A **block** is what one shuffle mixes: batches of prompts are read (forwards that stop at
-the hook, :meth:`~sae_hacking.lm.hooked.HookedLM.read`) until at least ``buffer_tokens`` real
-tokens are gathered; block ``b`` is permuted by a generator seeded with ``(seed, b)`` and cut
+``count``-th, as ``--shard``); rows are then numbered within the shard ("training rows"). A **block** is what one shuffle mixes: windows of prompts are read (regrouped by length into
+forwards that stop at the hook, :meth:`~sae_hacking.lm.hooked.HookedLM.read`) until at least
+``buffer_tokens`` real tokens are gathered; block ``b`` is permuted by a generator seeded with ``(seed, b)`` and cut
 into ``batch_tokens``-token batches (the last, partial one is dropped). A block depends only on
 the row it starts at, so a resumed run re-reads its current block and skips the batches already
 trained on: the batches are exactly those of an uninterrupted run.
@@ -28,12 +28,16 @@ import torch
 from jaxtyping import Float
 
 from sae_hacking.atomic import atomic_write, atomic_write_json
-from sae_hacking.data.text import TokenBatch, batch_prompts, open_text_stream
+from sae_hacking.data.text import TokenBatch, batch_prompts, length_sorted, open_text_stream
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.runs.shards import Shard
 from sae_hacking.train.config import TrainConfig
 
 CACHE_FILE = "cache.json"
+# Prompts are read SORT_WINDOW forward batches at a time and regrouped by length, so a forward
+# pads little (the shuffle mixes them again): on benchmarks/train_vs_saelens.py's prompts the
+# padding and BOS positions the model computed fell from 36 % to 8 %.
+SORT_WINDOW = 8
 SEED_STRIDE = 1_000_003  # block b of seed s shuffles with seed s * SEED_STRIDE + b
 
 
@@ -119,13 +123,18 @@ class ActivationSource:
 
     def block(self, start_row: int) -> Block:
         """The block that starts at source row ``start_row``."""
+        # On a GPU, finish the SAE's queued work first, so that it is not billed here.
+        self._sync()
         t0 = time.perf_counter()
         cached = self._cached(start_row)
         block = cached if cached is not None else self._compute(start_row)
-        if block.acts_TM.device.type == "cuda":
-            torch.cuda.synchronize(block.acts_TM.device)
+        self._sync()
         self.seconds += time.perf_counter() - t0
         return block
+
+    def _sync(self) -> None:
+        if self.lm.device.type == "cuda":
+            torch.cuda.synchronize(self.lm.device)
 
     def _open(self, start_row: int) -> None:
         c = self.config
@@ -137,7 +146,7 @@ class ActivationSource:
         self._batches = batch_prompts(
             rows,
             self.lm.tokenizer,
-            c.text.batch_size,
+            c.text.batch_size * SORT_WINDOW,
             c.text.max_tokens_in_prompt,
             start_row=start_row,
             n_rows=left,
@@ -148,12 +157,13 @@ class ActivationSource:
         if self._row != start_row:
             self._open(start_row)
         parts, tokens, prompts, ended = [], 0, 0, True
-        for batch in self._batches:
-            acts_TM = self.read(batch)
-            parts.append(acts_TM)
-            tokens += acts_TM.shape[0]
-            prompts += len(batch.texts)
-            self._row = batch.next_row
+        for window in self._batches:
+            for batch in length_sorted(window, self.config.text.batch_size):
+                acts_TM = self.read(batch)
+                parts.append(acts_TM)
+                tokens += acts_TM.shape[0]
+            prompts += len(window.texts)
+            self._row = window.next_row
             if tokens >= self.config.buffer_tokens:
                 ended = False
                 break
