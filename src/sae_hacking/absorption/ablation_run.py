@@ -22,18 +22,14 @@ FREQUENCIES_FILE = "frequencies.safetensors"
 def run(config: AblateConfig) -> Path:
     """The command: one process, or under ``torchrun`` this rank's shard of the run, merged
     by rank 0 (:mod:`sae_hacking.runs.distributed`). Returns the results path."""
-    from sae_hacking.runs.distributed import (
-        check_single_process_resume,
-        ranks_from_env,
-        run_distributed,
-    )
+    from sae_hacking.runs.distributed import run_streamed
 
-    if ranks_from_env() is not None:
-        from sae_hacking.absorption.ablation_stream import merge_ablations as merge
+    def merger():
+        from sae_hacking.absorption.ablation_stream import merge_ablations
 
-        return run_distributed(config, KIND, "ablate", RESULTS_NAME, run_one, merge)
-    check_single_process_resume(config)
-    return run_one(config)
+        return merge_ablations
+
+    return run_streamed(config, KIND, "ablate", RESULTS_NAME, run_one, merger)
 
 
 def run_one(config: AblateConfig) -> Path:

@@ -17,18 +17,14 @@ OUTPUTS = tuple(p.name for p in results_paths(RESULTS_NAME))
 def run(config: CooccurrenceConfig) -> Path:
     """The command: one process, or under ``torchrun`` this rank's shard of the run, merged
     by rank 0 (:mod:`sae_hacking.runs.distributed`). Returns the results path."""
-    from sae_hacking.runs.distributed import (
-        check_single_process_resume,
-        ranks_from_env,
-        run_distributed,
-    )
+    from sae_hacking.runs.distributed import run_streamed
 
-    if ranks_from_env() is not None:
-        from sae_hacking.runs.merge import merge_results as merge
+    def merger():
+        from sae_hacking.runs.merge import merge_results
 
-        return run_distributed(config, KIND, "cooccurrences", RESULTS_NAME, run_one, merge)
-    check_single_process_resume(config)
-    return run_one(config)
+        return merge_results
+
+    return run_streamed(config, KIND, "cooccurrences", RESULTS_NAME, run_one, merger)
 
 
 def run_one(config: CooccurrenceConfig) -> Path:

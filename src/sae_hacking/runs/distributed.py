@@ -150,6 +150,22 @@ def _decide(config: Any, kind: str, slug: str, outputs: tuple[str, ...], world: 
     return {"top": str(top), "state": "resume"}
 
 
+def run_streamed(
+    config: Any,
+    kind: str,
+    slug: str,
+    results_name: str,
+    run_one: Callable[[Any], Path],
+    merger: Callable[[], Callable[[Path, list[Path]], Any]],
+) -> Path:
+    """A streamed command: ``run_one(config)`` in one process, or under torchrun this rank's
+    shard of it, merged by rank 0 with ``merger()`` (imported only then)."""
+    if ranks_from_env() is None:
+        check_single_process_resume(config)
+        return run_one(config)
+    return run_distributed(config, kind, slug, results_name, run_one, merger())
+
+
 def run_distributed(
     config: Any,
     kind: str,
