@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2, help="tiny model layers")
     parser.add_argument("--d-model", type=int, default=64, help="tiny model width (SAE input)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (model and SAEs)")
     args = parse_args(parser, QUICK)
     torch.set_num_threads(args.threads)
 
@@ -102,11 +103,11 @@ def main() -> None:
         sae_path = Path(tmp) / "saes" / "sae.safetensors"
         sae_path.parent.mkdir()
         save_sae_checkpoint(random_sae(HOOK, args.d_sae, seed=0, d_in=args.d_model), sae_path)
-        lm = HookedLM.from_pretrained(str(model_path), device="cpu")
+        lm = HookedLM.from_pretrained(str(model_path), device=args.device)
         prompt = prompt_of(lm, args.tokens)
         body = {"prompt": prompt, "sae_release": str(sae_path), "feature_idx": 3, "top_k": 5}
         config = ServeConfig(
-            model=ModelSource(str(model_path), device="cpu"),
+            model=ModelSource(str(model_path), device=args.device),
             sae_dir=(str(sae_path.parent),),
             quiet=True,
         )
@@ -129,7 +130,8 @@ def main() -> None:
     }
     results["p50_speedup"] = results["seed_p50_ms"] / results["ours_p50_ms"]
     print(
-        f"prompt: {n_tokens} tokens; SAE: {args.d_sae} latents at {HOOK}; {args.requests} requests"
+        f"prompt: {n_tokens} tokens; SAE: {args.d_sae} latents at {HOOK}; {args.requests} "
+        f"requests; device {args.device}"
     )
     print(f"{'':24}{'p50 ms':>10}{'p99 ms':>10}")
     print(
