@@ -14,7 +14,9 @@ Memory (e = 65,536): the packed triangle in int32 is e(e+1)/2 · 4 B = 8,590,065
 seed's dense float32 e × e (17,179,869,184 B) plus the diagonal's 256 KiB. Every count is at most
 the number of tokens counted, so int32 is exact up to 2,147,483,647 tokens (2M prompts × 100
 tokens = 2·10^8); past that the accumulator is promoted to int64 before it can overflow.
-It lives on the model's device when that is CUDA, else on the CPU.
+It lives on the model's device when that is CUDA, else on the CPU. On CUDA the host never
+holds it whole: a checkpoint is written from it one 16 MiB frame at a time
+(:mod:`sae_hacking.runs.results`) and read back into it ``LOAD_CHUNK`` elements at a time.
 
 Results: ``cooccurrences.safetensors.zst`` + ``cooccurrences.json`` in the run directory
 (:mod:`sae_hacking.runs.results`); :class:`Cooccurrences` reads counts, rows and frequencies
@@ -24,7 +26,7 @@ without loading the triangle.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -42,10 +44,11 @@ from sae_hacking.absorption.cooccurrence_kernels import (
 )
 from sae_hacking.absorption.cooccurrence_run import KIND, RESULTS_NAME
 from sae_hacking.errors import FieldError, UsageError
-from sae_hacking.runs.results import ResultsFile, results_paths
+from sae_hacking.runs.results import ResultsFile, StoredTensors, results_paths
 from sae_hacking.runs.stream import Accumulator
 
 INT32_MAX = 2**31 - 1
+LOAD_CHUNK = 2**24  # counts read from a checkpoint at a time: 64 MiB in int32, 128 in int64
 
 DOCS = {
     "cooccurrences_P": "pairs i<=j of ablator latents, packed upper triangle row-major: (i, j) "
@@ -130,14 +133,48 @@ class PairCounter:
         return state
 
     def load_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        if self.key not in tensors or tuple(tensors[self.key].shape) != tuple(self.counts.shape):
+        """Continue from :meth:`state`'s tensors: whole tensors, or a
+        :class:`~sae_hacking.runs.results.StoredTensors` whose counts are copied into the
+        device tensor :data:`LOAD_CHUNK` elements at a time (the host never holds them whole)."""
+        shape, dtype = _stored_layout(tensors, self.key)
+        if shape != tuple(self.counts.shape) or dtype not in (torch.int32, torch.int64):
             raise UsageError(
                 f"the checkpoint holds no {self.key} of shape {tuple(self.counts.shape)}; "
                 "it was written by a run with other settings."
             )
-        self.counts = tensors[self.key].to(self.device)
+        if dtype != self.counts.dtype:  # promoted to int64 before the checkpoint
+            del self.counts  # the zeros go before the int64 counts exist
+            self.counts = torch.empty(shape, dtype=dtype, device=self.device)
+        flat = self.counts.view(-1)
+        for start, chunk in _stored_chunks(tensors, self.key):
+            flat[start : start + chunk.numel()].copy_(chunk)
         self.activations_e = tensors["activations_e"].to(self.device)
         self.tokens = int(tensors["tokens_1"][0])
+
+
+def _stored_layout(
+    tensors: Mapping[str, torch.Tensor], key: str
+) -> tuple[tuple[int, ...], torch.dtype | None]:
+    """Shape and dtype of ``tensors[key]`` without reading it (``((), None)`` when absent)."""
+    if key not in tensors:
+        return (), None
+    if isinstance(tensors, StoredTensors):
+        with tensors.open() as results:
+            return results.shape(key), results.dtype(key)
+    return tuple(tensors[key].shape), tensors[key].dtype
+
+
+def _stored_chunks(
+    tensors: Mapping[str, torch.Tensor], key: str
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, flattened elements [start, start + LOAD_CHUNK))`` of ``tensors[key]``."""
+    if isinstance(tensors, StoredTensors):
+        with tensors.open() as results:
+            yield from results.iter_ranges(key, LOAD_CHUNK)
+        return
+    flat = tensors[key].reshape(-1)
+    for start in range(0, flat.numel(), LOAD_CHUNK):
+        yield start, flat[start : start + LOAD_CHUNK]
 
 
 class CooccurrenceAccumulator(Accumulator):

@@ -7,12 +7,15 @@ tensors (names, dtypes, shapes), agree on the ``same_tensors`` (e.g. the latent 
 run), and come from shards that own no source row in common. Every other tensor is summed
 (integers exactly: an ``int32`` sum that would overflow is promoted to ``int64``); the
 progress counters are summed; ``shards`` lists every input shard, and ``covers_all_rows`` says
-whether they own every row (e.g. ``0/2`` and ``1/2``). Sums are computed chunk by chunk, so the
-memory is one output tensor plus a chunk.
+whether they own every row (e.g. ``0/2`` and ``1/2``). Sums are computed and written chunk by
+chunk (:data:`CHUNK` elements), so the memory does not grow with the tensors: see
+:func:`merge_results`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +24,12 @@ import torch
 from sae_hacking.errors import UsageError
 from sae_hacking.runs.files import provenance
 from sae_hacking.runs.record import check_merge_output
-from sae_hacking.runs.results import ResultsFile, write_results
+from sae_hacking.runs.results import ResultsFile, TensorStream, write_results
 from sae_hacking.runs.shards import Shard, covers_everything
 from sae_hacking.runs.stream import RESULTS_FORMAT
 
 CHUNK = 2**24  # elements summed at a time
-INT32_MAX = 2**31 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 PROGRESS_COUNTERS = ("rows_done", "prompts_done", "tokens_done")
@@ -99,48 +102,90 @@ def check_compatible(files: list[ResultsFile]) -> list[tuple[Path, Shard]]:
     return shards
 
 
-def _sum_into(out: torch.Tensor, f: ResultsFile, key: str) -> torch.Tensor:
-    """``out + f[key]`` chunk by chunk (``out`` is flat and updated in place when it can be)."""
-    for start, chunk in f.iter_ranges(key, CHUNK):
-        stop = start + chunk.numel()
-        if out.dtype == torch.int32:
-            total = out[start:stop].long() + chunk.long()
-            if total.numel() and int(total.max()) > INT32_MAX:
-                out = out.long()
-                out[start:stop] = total
-                continue
-            out[start:stop] = total.int()
-        else:
-            out[start:stop] += chunk.to(out.dtype)
-    return out
+class _Promote(Exception):
+    """An ``int32`` sum left the int32 range while being written: write it again in int64."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _chunk_sum(
+    files: list[ResultsFile], key: str, start: int, stop: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """Elements ``[start, stop)`` of ``key`` summed over ``files`` in order, as ``dtype``.
+    An ``int32`` tensor is summed exactly in int64; written as ``int32``, a running sum outside
+    the int32 range raises :class:`_Promote`. Other dtypes add in their own type, as ``+=``."""
+    total = files[0].read_range(key, start, stop)
+    if total.dtype != torch.int32:
+        for f in files[1:]:
+            total += f.read_range(key, start, stop)
+        return total
+    total = total.long()
+    for f in files[1:]:
+        total += f.read_range(key, start, stop)
+        if dtype == torch.int32 and total.numel():
+            low, high = torch.aminmax(total)
+            if int(high) > INT32_MAX or int(low) < INT32_MIN:
+                raise _Promote(key)
+    return total.to(dtype)
+
+
+def _summed(files: list[ResultsFile], key: str, dtype: torch.dtype) -> TensorStream:
+    n = files[0].numel(key)
+
+    def pieces() -> Iterator[torch.Tensor]:
+        for start in range(0, n, CHUNK):
+            piece = _chunk_sum(files, key, start, min(start + CHUNK, n), dtype)
+            yield piece
+            del piece  # the writer has let go of it: free it before the next one exists
+
+    return TensorStream(dtype, files[0].shape(key), pieces)
+
+
+def _copied(f: ResultsFile, key: str) -> TensorStream:
+    return TensorStream(
+        f.dtype(key), f.shape(key), lambda: (chunk for _, chunk in f.iter_ranges(key, CHUNK))
+    )
+
+
+def _check_same(files: list[ResultsFile], key: str) -> None:
+    first = files[0]
+    for f in files[1:]:
+        for start, chunk in first.iter_ranges(key, CHUNK):
+            if not torch.equal(f.read_range(key, start, start + chunk.numel()), chunk):
+                raise UsageError(
+                    f"{f.path} and {first.path} differ in {key!r}, which must be equal."
+                )
 
 
 def merge_results(out: str | Path, paths: list[str | Path]) -> tuple[Path, Path]:
     """Merge the results files ``paths`` into ``OUT.safetensors.zst`` + ``OUT.json`` by summing
     every tensor (kinds whose rows are keyed, like ablations, merge with their own function on
-    top of :func:`check_runs` and :func:`merged_meta`)."""
+    top of :func:`check_runs` and :func:`merged_meta`).
+
+    Streamed: each output tensor is written ``CHUNK`` elements at a time, read from every input
+    as it is written. An ``int32`` tensor is written as ``int32`` until a sum leaves its range;
+    then the (unfinished, never visible) file is written again with that tensor in int64."""
     stem = check_merge_output(out, paths)
-    files: list[ResultsFile] = []
-    try:
-        for path in paths:
-            files.append(ResultsFile(path))
+    with ExitStack() as stack:
+        files = [stack.enter_context(ResultsFile(path)) for path in paths]
         shards = check_compatible(files)
         first = files[0]
-        same = set(first.meta.get("same_tensors", ()))
-        tensors: dict[str, torch.Tensor] = {}
+        same = set(first.meta.get("same_tensors", ())) & set(first.keys())
         for key in first.keys():
-            value = first.read(key).reshape(-1)
-            for f in files[1:]:
-                if key in same:
-                    if not torch.equal(f.read(key).reshape(-1), value):
-                        raise UsageError(
-                            f"{f.path} and {first.path} differ in {key!r}, which must be equal."
-                        )
-                else:
-                    value = _sum_into(value, f, key)
-            tensors[key] = value.reshape(first.shape(key))
+            if key in same:
+                _check_same(files, key)
         meta = merged_meta([f.meta for f in files], paths, shards)
-    finally:
-        for f in files:
-            f.close()
-    return write_results(stem, tensors, meta)
+        promoted: set[str] = set()
+        while True:
+            tensors = {
+                key: _copied(first, key)
+                if key in same
+                else _summed(files, key, torch.int64 if key in promoted else first.dtype(key))
+                for key in first.keys()
+            }
+            try:
+                return write_results(stem, tensors, meta)
+            except _Promote as promote:
+                promoted.add(promote.key)

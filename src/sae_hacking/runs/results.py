@@ -382,6 +382,10 @@ class StoredTensors(Mapping[str, torch.Tensor]):
         with self.open() as results:
             return results.read(key)
 
+    def __contains__(self, key: object) -> bool:
+        # Mapping's own __contains__ does self[key], which reads the whole tensor.
+        return key in self._keys
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
 
