@@ -49,16 +49,78 @@ def make_stream(n_prompts: int, e: int, l0: int, tokens: int, zipf: float, seed:
     return torch.stack(prompts)
 
 
+def seed_add(counts_ee: torch.Tensor, rows_N: torch.Tensor, latents_N: torch.Tensor, tokens: int):
+    """The seed's update for one prompt: its sparse binary ``A [tokens, e]`` (a one at each
+    token's active latents: ``A[rows_N[n], latents_N[n]]``), ``counts_ee += AᵀA`` by
+    ``torch.sparse.mm``, on ``counts_ee``'s device."""
+    ones = torch.ones(latents_N.shape[0], device=counts_ee.device)
+    A = torch.sparse_coo_tensor(
+        torch.stack([rows_N, latents_N]), ones, (tokens, counts_ee.shape[0])
+    )
+    counts_ee += torch.sparse.mm(A.t(), A)
+
+
+class SeedCounter:
+    """The seed's method end to end on a model's device, one batch at a time: the forward to the
+    SAE's hook, the encoding of the real tokens, then per prompt :func:`seed_add` into a dense
+    float32 ``e × e``. Keeps each batch's active lists (``recorded``, to count them again) and the
+    seconds spent counting (``count_s``, the device synchronised around it)."""
+
+    def __init__(self, e: int, device: torch.device):
+        self.counts_ee = torch.zeros(e, e, dtype=torch.float32, device=device)
+        self.recorded: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.count_s = 0.0
+
+    def add(self, lm, sae, hook: str, batch, timing: bool = True) -> None:
+        from sae_hacking.absorption.cooccurrence_kernels import active_lists
+
+        x_BSM = lm.read(batch.input_ids_BS, batch.attention_mask_BS, [hook])[hook]
+        with torch.inference_mode():
+            latents_N, offsets_T1 = active_lists(sae.encode(x_BSM[batch.real_token_mask_BS]) > 0)
+        self.recorded.append((latents_N, offsets_T1))
+        offsets, active_T = offsets_T1.tolist(), offsets_T1.diff()
+        device = self.counts_ee.device
+        sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+        sync()
+        start, t0 = time.perf_counter(), 0
+        for length in batch.real_token_mask_BS.sum(1).tolist():  # one prompt at a time
+            t1 = t0 + length
+            rows_N = torch.arange(length, device=device).repeat_interleave(active_T[t0:t1])
+            seed_add(self.counts_ee, rows_N, latents_N[offsets[t0] : offsets[t1]], length)
+            t0 = t1
+        sync()
+        self.count_s += (time.perf_counter() - start) * timing
+
+
+def dense_equals_packed(counts_ee: torch.Tensor, packed_P: torch.Tensor, block: int = 1024):
+    """Whether the seed's dense ``e × e`` float32 counts hold exactly our packed upper triangle
+    (row ``i`` holds pairs ``(i, i..e-1)``), ``block`` rows at a time on ``counts_ee``'s device, so
+    no second ``e × e`` matrix or index list is ever made. float32 holds counts exactly up to
+    2^24, as far as the seed's accumulator itself is exact."""
+    e = counts_ee.shape[0]
+    if packed_P.numel() != e * (e + 1) // 2:
+        return False
+    cols = torch.arange(e, device=counts_ee.device)
+
+    def start(i: int) -> int:  # where row i's first pair (i, i) lies
+        return i * e - i * (i - 1) // 2
+
+    for i0 in range(0, e, block):
+        i1 = min(i0 + block, e)
+        upper = counts_ee[i0:i1][cols[None, :] >= cols[i0:i1, None]]  # row-major, as packed
+        ours = packed_P[start(i0) : start(i1)].to(counts_ee.device, torch.float32)
+        if not torch.equal(upper, ours):
+            return False
+    return True
+
+
 def run_seed(stream: torch.Tensor, e: int) -> np.ndarray:
     counts_ee = torch.zeros((e, e), dtype=torch.float32)
     tokens, l0 = stream.shape[1], stream.shape[2]
     rows = torch.arange(tokens).repeat_interleave(l0)
     start = time.perf_counter()
     for prompt in stream:
-        A = torch.sparse_coo_tensor(
-            torch.stack([rows, prompt.reshape(-1)]), torch.ones(tokens * l0), (tokens, e)
-        )
-        counts_ee += torch.sparse.mm(A.t(), A)
+        seed_add(counts_ee, rows, prompt.reshape(-1), tokens)
     elapsed = time.perf_counter() - start
     i, j = torch.triu_indices(e, e)
     return counts_ee[i, j].to(torch.int32).numpy(), elapsed
