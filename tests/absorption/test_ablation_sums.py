@@ -208,3 +208,17 @@ def test_non_finite_effects_are_refused_before_anything_is_added():
     assert torch.equal(
         from_fixed(to_fixed(torch.tensor([[0.5, -2.0]]))), torch.tensor([[0.5, -2.0]])
     )
+
+
+def test_sums_live_on_the_gpu_only_where_they_fit(monkeypatch):
+    from sae_hacking.absorption.ablation_effects import sums_device
+
+    gpu, cpu = torch.device("cuda:0"), torch.device("cpu")
+    gib = 2**30
+    # A 24 GiB GPU with 18 GiB free: 34 GB of sums do not fit, 8 GB do.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (18 * gib, 24 * gib))
+    assert sums_device(gpu, "auto", 34 * 10**9) == cpu
+    assert sums_device(gpu, "auto", 8 * 10**9) == gpu
+    assert sums_device(gpu, "device", 34 * 10**9) == gpu
+    assert sums_device(gpu, "host", 1) == cpu
+    assert sums_device(cpu, "device", 1) == cpu

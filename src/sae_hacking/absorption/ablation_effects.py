@@ -75,10 +75,23 @@ def to_host(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.cpu()
 
 
-def sums_device(device: torch.device | str) -> torch.device:
-    """Where the sums of effects computed on ``device`` live: that GPU, else the CPU."""
+SUMS_PLACES = ("auto", "device", "host")
+
+
+def sums_device(
+    device: torch.device | str, where: str = "device", worst_bytes: int = 0
+) -> torch.device:
+    """Where the sums of effects computed on ``device`` live: that GPU (``device``), the host
+    (``host``), or (``auto``) the GPU when ``worst_bytes`` (every ablator latent ablated) fits
+    in its free memory with a quarter of the GPU to spare for the model's work, else the host
+    (a 24 GB GPU cannot hold 65k x 65k sums, 34 GB, next to the model)."""
     device = torch.device(device)
-    return device if device.type == "cuda" else torch.device("cpu")
+    if device.type != "cuda" or where == "host":
+        return torch.device("cpu")
+    if where == "device":
+        return device
+    free, total = torch.cuda.mem_get_info(device)
+    return device if worst_bytes <= free - total // 4 else torch.device("cpu")
 
 
 def chunk_rows(d_reader: int) -> int:

@@ -89,7 +89,8 @@ def run_one(config: AblateConfig) -> Path:
             f"excluding {int(setup.excluded_e.sum())} of {ablator.d_sae} ablator latents active "
             f"on more than {config.exclude_latent_threshold:g} of tokens"
         )
-    accumulator = AblationAccumulator(setup, config.method)
+    accumulator = AblationAccumulator(setup, config.method, config.sums_on)
+    print(f"effect sums on {accumulator.sums.device}")
     path = run.run_prompts(accumulator, lm.tokenizer, state)
     sums = accumulator.sums
     print(

@@ -47,10 +47,11 @@ class AblationAccumulator(Accumulator):
     """Sums of ablation effects (:class:`EffectSums`, on the model's GPU if it has one) fed by
     ``fast`` or ``naive``."""
 
-    def __init__(self, setup: AblationSetup, method: str):
+    def __init__(self, setup: AblationSetup, method: str, sums_on: str = "auto"):
         self.setup = setup
         self.effects = method_function(method)
-        self.sums = EffectSums(setup.reader.d_sae, sums_device(setup.lm.device))
+        worst = 8 * setup.ablator.d_sae * setup.reader.d_sae
+        self.sums = EffectSums(setup.reader.d_sae, sums_device(setup.lm.device, sums_on, worst))
 
     def add(self, batch: TokenBatch) -> int:
         self.sums.add_prompts(self.effects(self.setup, batch))

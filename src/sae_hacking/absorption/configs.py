@@ -29,6 +29,7 @@ ABLATOR_ID = "layer_20/width_65k/canonical"
 READER_RELEASE = "gemma-scope-2b-pt-res-canonical"
 READER_ID = "layer_21/width_65k/canonical"
 METHODS = ("fast", "naive")
+SUMS_PLACES = ("auto", "device", "host")  # == absorption.ablation_effects.SUMS_PLACES
 
 
 def seed_text() -> TextSource:
@@ -122,9 +123,19 @@ class AblateConfig:
         "GPU); effects then depend on the batch's padding at float rounding level, so shards "
         "merge to the single run only approximately",
     )
+    sums_on: str = setting(
+        "auto",
+        choices=SUMS_PLACES,
+        kind="free",
+        recorded=False,
+        help="where the exact effect sums live: device (the model's GPU; 8 x e x E bytes once "
+        "every ablator latent is ablated, 34 GB at 65k x 65k), host (RAM), or auto: the GPU if "
+        "that fits in its free memory with a quarter to spare, else the host",
+    )
     run: RunOptions = setting(default_factory=RunOptions, help="run", prefix="")
 
     def __post_init__(self):
+        check_choice("sums_on", self.sums_on, SUMS_PLACES)
         set_field(self, "ablator", self.ablator.with_default_id(ABLATOR_ID))
         set_field(self, "reader", self.reader.with_default_id(READER_ID))
         self.ablator.require("ablator_sae_release")
