@@ -32,7 +32,7 @@ from jaxtyping import Bool, Float, Int
 
 from sae_hacking.errors import FieldError
 from sae_hacking.saes.base import LinearSAE, SAEInfo
-from sae_hacking.saes.topk import auxk_loss
+from sae_hacking.saes.topk import penalised_output
 from sae_hacking.saes.trainable import PARENT, Resampled, TrainableSAE, TrainOutput
 
 
@@ -135,16 +135,11 @@ class JumpReLUSAE(LinearSAE, TrainableSAE):
     ) -> TrainOutput:
         pre_BE = self.pre_acts(x_BM)
         acts_BE = jumprelu_ste(pre_BE, self.threshold_E, self.bandwidth)
-        recon_BM = acts_BE @ self.W_dec_EM + self.b_dec_M
-        err_BM = (recon_BM - x_BM) ** 2
-        loss = err_BM.sum(-1).mean()
+        penalty_B = None
         if self.l0_coefficient:
             l0_B = step_ste(pre_BE, self.threshold_E, self.bandwidth).sum(-1)
-            loss = loss + self.l0_coefficient * l0_B.mean()
-        out = TrainOutput(recon_BM, loss, err_BM.mean(), {PARENT: (acts_BE > 0).any(0)})
-        if dead_E is not None and k_aux > 0:
-            out.aux_loss = auxk_loss(pre_BE, dead_E, x_BM - recon_BM, self.W_dec_EM, k_aux)
-        return out
+            penalty_B = self.l0_coefficient * l0_B
+        return penalised_output(self, x_BM, pre_BE, acts_BE, penalty_B, dead_E, k_aux)
 
     @torch.no_grad()
     def after_step(self, out: TrainOutput) -> None:

@@ -71,6 +71,29 @@ def auxk_loss(
     return err / (target_BM**2).sum(-1).mean().clamp_min(1e-12) * dead_E.any()
 
 
+def penalised_output(
+    sae: LinearSAE,
+    x_BM: Float[torch.Tensor, "B M"],
+    pre_BE: Float[torch.Tensor, "B E"],
+    acts_BE: Float[torch.Tensor, "B E"],
+    penalty_B: Float[torch.Tensor, " B"] | None,
+    dead_E: Bool[torch.Tensor, " E"] | None,
+    k_aux: int,
+) -> TrainOutput:
+    """The training output of a dense-code SAE trained as SAELens trains its L1 and JumpReLU
+    SAEs: squared error summed over M and averaged over the batch, plus the mean of the
+    (already weighted) sparsity ``penalty_B``; ``mse`` per element for logging."""
+    recon_BM = acts_BE @ sae.W_dec_EM + sae.b_dec_M
+    err_BM = (recon_BM - x_BM) ** 2
+    loss = err_BM.sum(-1).mean()
+    if penalty_B is not None:
+        loss = loss + penalty_B.mean()
+    out = TrainOutput(recon_BM, loss, err_BM.mean(), {PARENT: (acts_BE > 0).any(0)})
+    if dead_E is not None and k_aux > 0:
+        out.aux_loss = auxk_loss(pre_BE, dead_E, x_BM - recon_BM, sae.W_dec_EM, k_aux)
+    return out
+
+
 class _GatherPre(torch.autograd.Function):
     """``pre_BE.gather(1, idx_BK)`` for ``pre = (x - b_dec) @ W_enc + b_enc`` computed without
     gradients, with the gradients of that formula at the gathered entries only.

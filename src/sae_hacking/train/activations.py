@@ -21,7 +21,7 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -251,7 +251,3 @@ def shuffled_batches(
         x_BM = block.acts_TM[order_T[i : i + batch_tokens]].float()
         position.batch += 1
         yield x_BM
-
-
-def position_dict(position: Position) -> dict:
-    return asdict(position)

@@ -64,7 +64,7 @@ def run(config: TrainConfig) -> tuple[Path | None, dict]:
 
 
 def _run(config: TrainConfig, ranks) -> tuple[Path, dict]:
-    record = _on_main(ranks, lambda: _plan(config))
+    record = _on_main(ranks, lambda: _plan(config, ranks.world if ranks else 1))
     config.model.check_reachable()
     config.text.check_reachable()
     if record.resumed:
@@ -91,19 +91,15 @@ def _on_main(ranks, fn):
     return on_rank0(ranks, fn)
 
 
-def _plan(config: TrainConfig) -> RunRecord:
+def _plan(config: TrainConfig, world: int) -> RunRecord:
     record = plan_run(config, KIND, slug(config), OUTPUTS)
-    if record.resumed:
-        world = record.extra.get("world_size", 1)
-        from sae_hacking.runs.distributed import ranks_from_env
-
-        ranks = ranks_from_env()
-        if world != (ranks.world if ranks else 1):
-            raise FieldError(
-                "resume",
-                f"{record.run_dir} was trained by {world} processes; resume it with as many "
-                "(torchrun --nproc-per-node, times nodes).",
-            )
+    saved = record.extra.get("world_size", 1)
+    if record.resumed and saved != world:
+        raise FieldError(
+            "resume",
+            f"{record.run_dir} was trained by {saved} processes; resume it with as many "
+            "(torchrun --nproc-per-node, times nodes).",
+        )
     return record
 
 

@@ -113,7 +113,7 @@ class LMTrainer:
         self.position = Position(epoch=0, block=0, start_row=0)
         self.held_out = None
         self.last_metrics: dict = {}
-        self.seconds = {"eval": 0.0}
+        self.eval_seconds = 0.0
         self._writer = None
 
     # ----- persistence -------------------------------------------------------------------
@@ -211,7 +211,7 @@ class LMTrainer:
         }
         if self.held_out is not None:
             metrics.update(evaluate(self.lm, self.hook, self.export(), self.held_out))
-        self.seconds["eval"] += time.perf_counter() - t0
+        self.eval_seconds += time.perf_counter() - t0
         return metrics
 
     def train(self) -> dict:
@@ -265,7 +265,7 @@ class LMTrainer:
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - t0
         activations = self.source.seconds - source_t0
-        evaluating = self.seconds["eval"]  # within the loop (a final evaluation may follow)
+        evaluating = self.eval_seconds  # within the loop (a final evaluation may follow)
         if self.last_metrics.get("step") != self.step:
             self._eval_step(None)
         trained = (self.step - start) * self.step_tokens
@@ -275,7 +275,7 @@ class LMTrainer:
             # The rest of the loop: SAE steps (and the little logging between them). Measured
             # as a remainder, since on a GPU the steps' kernels run asynchronously.
             "seconds_sae": elapsed - activations - evaluating,
-            "seconds_eval": self.seconds["eval"],
+            "seconds_eval": self.eval_seconds,
         }
         self.save_checkpoint()
         if self.parallel is not None and self.scaling.mode == "per_batch":
