@@ -97,7 +97,9 @@ def density(lm, texts, reader, k: int, batch: int = 8) -> dict:
 def part1(args) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         path = tiny_model_once(tmp, "gemma2", n_layers=3)
-        lm = HookedLM.from_pretrained(str(path), device="cpu", dtype="float32")
+        lm = HookedLM.from_pretrained(
+            str(path), device="cpu", dtype="float32", threads=args.threads
+        )
     texts = generate_texts(args.prompts + 50, seed=3, min_words=10, max_words=40)
     calibration, texts = texts[:50], texts[50:]
     readers = {

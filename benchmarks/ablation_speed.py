@@ -42,7 +42,9 @@ def timed(fn, *args):
 def tiny_comparison(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = tiny_model_once(tmp, "gemma2", n_layers=GEMMA_2_2B_LAYERS, d_model=args.d_model)
-        lm = HookedLM.from_pretrained(str(path), device="cpu", dtype="float32")
+        lm = HookedLM.from_pretrained(
+            str(path), device="cpu", dtype="float32", threads=args.threads
+        )
     ablator = random_jumprelu(args.d_model, args.d_sae, ABLATOR_HOOK, 0)
     reader = random_jumprelu(args.d_model, args.d_sae, READER_HOOK, 1)
     setup = make_setup(lm, ablator, reader, args.k)

@@ -77,6 +77,7 @@ def train_ours(model: Path, prompts: Path, args, out: Path, timers: Timers):
     steps = args.tokens // args.batch_tokens
     flat = {
         "model": str(model), "device": "cpu", "dtype": "float32", "dataset_id": str(prompts),
+        "threads": args.threads,
         "max_tokens_in_prompt": args.context, "batch_size": args.prompt_batch,
         "hook": f"blocks.{args.layer}.hook_resid_post", "architecture": "topk",
         "sae_hidden_dim": args.width, "k": args.k, "max_step": steps,
@@ -204,7 +205,9 @@ def main() -> None:
         held_texts, train_texts = texts[: args.eval_prompts], texts[args.eval_prompts :]
         ours_timers, theirs_timers = Timers(), Timers()
         ours_sae, metrics = train_ours(model, prompts, args, folder, ours_timers)
-        lm = HookedLM.from_pretrained(str(model), device="cpu", dtype="float32")
+        lm = HookedLM.from_pretrained(
+            str(model), device="cpu", dtype="float32", threads=args.threads
+        )
         theirs_sae, runner = train_saelens(model, train_texts, args, lm.d_model, theirs_timers)
         held = lm.tokenize(held_texts, args.context)
         acts_TM = lm.read(held.input_ids_BS, held.attention_mask_BS, [hook])[hook]

@@ -149,3 +149,76 @@ def test_usage_errors_are_one_line():
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--n-prompts" in lines[0] and "--help" in lines[0], proc.stderr
+
+
+def _config_classes():
+    from sae_hacking.absorption.configs import PairsConfig
+    from sae_hacking.absorption.validate import ValidateConfig
+    from sae_hacking.toy.config import ToyCompareConfig
+    from sae_hacking.train.config import TrainConfig
+
+    return (ToyConfig, ToyCompareConfig, CooccurrenceConfig, AblateConfig, PairsConfig) + (
+        TrainConfig,
+        ValidateConfig,
+    )
+
+
+def _float_leaves():
+    for cls in _config_classes():
+        for leaf in leaves(cls):
+            if "float" in str(leaf.type):
+                yield cls, leaf
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_every_float_setting_refuses_non_finite_values(bad):
+    checked = 0
+    for cls, leaf in _float_leaves():
+        value = [bad, bad] if "tuple" in str(leaf.type) else bad
+        with pytest.raises(FieldError) as err:
+            from_flat(cls, {leaf.key: value})
+        assert err.value.field == leaf.key and "finite" in err.value.message, (cls, leaf.key)
+        checked += 1
+    assert checked >= 15  # the learning rates, coefficients and thresholds of every command
+
+
+@pytest.mark.slow
+def test_a_nan_threshold_is_one_line_naming_the_flag(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sae_hacking.cli",
+            "pairs",
+            "--input-path",
+            str(tmp_path),
+            "--cooccurrence-path",
+            str(tmp_path),
+            "--min-expected-cooccurrence",
+            "nan",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        "error: --min-expected-cooccurrence must be a finite number, got nan."
+    )
+
+
+def test_resume_compares_paths_as_the_config_resolves_them(tmp_path, monkeypatch):
+    data = tmp_path / "prompts.txt"
+    data.write_text("a b c\n")
+    saved = from_flat(CooccurrenceConfig, {"dataset_id": str(data), "n_prompts": 1})
+    monkeypatch.chdir(tmp_path)
+    # The saved path is absolute; the same file named from its folder is the same setting.
+    assert resume_config(saved, {"dataset_id": "prompts.txt"}) == saved
+    other = tmp_path / "other.txt"
+    other.write_text("d\n")
+    with pytest.raises(FieldError, match="in the run being resumed"):
+        resume_config(saved, {"dataset_id": "other.txt"})
+
+
+def test_a_prompt_needs_bos_and_a_token():
+    with pytest.raises(FieldError, match="at least 2"):
+        from_flat(CooccurrenceConfig, {"max_tokens_in_prompt": 1})

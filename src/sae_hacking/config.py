@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -188,6 +189,7 @@ def _build(cls: type, default: Any, flat: Mapping[str, Any], prefix: str) -> Any
             continue
         key = prefix + (meta.get("key") or f.name)
         kwargs[f.name] = _coerce(hints[f.name], flat[key]) if key in flat else fallback
+        check_finite(key, kwargs[f.name])
     try:
         return cls(**kwargs)
     except FieldError as err:
@@ -212,14 +214,22 @@ def replace_flat(config: Any, changes: Mapping[str, Any]) -> Any:
 def resume_config(saved: Any, changes: Mapping[str, Any], complete: bool = False) -> Any:
     """The one resume rule: ``saved`` with ``changes`` applied, where only ``extent`` and
     ``free`` fields may differ from the saved values (an ``extent`` only while the run is not
-    ``complete``: a finished run's results would no longer match its settings)."""
+    ``complete``: a finished run's results would no longer match its settings). A value is
+    compared as the config normalises it, so ``--model tiny`` given from the folder the run was
+    started in is the saved absolute path."""
     known = leaf_map(type(saved))
     flat = to_flat(saved)
     fixed = set(fixed_keys(saved))
-    for key, value in changes.items():
+    for key in changes:
         if key not in known:
             raise UsageError(f"unknown setting {key} for {type(saved).__name__}.")
-        if json_value(value) == flat[key]:
+    try:
+        resumed = replace_flat(saved, changes)
+        normalised = to_flat(resumed)
+    except UsageError:  # a changed setting may be what is wrong: name it first
+        resumed, normalised = None, {key: json_value(v) for key, v in changes.items()}
+    for key, value in changes.items():
+        if normalised[key] == flat[key]:
             continue
         kind = "identity" if key in fixed else known[key].kind
         if kind == "identity" or (kind == "extent" and complete):
@@ -229,7 +239,7 @@ def resume_config(saved: Any, changes: Mapping[str, Any], complete: bool = False
                 f"is {flat[key]!r} in {why}, not {json_value(value)!r}; drop it to continue "
                 "that run, or start a new run.",
             )
-    return replace_flat(saved, changes)
+    return resumed if resumed is not None else replace_flat(saved, changes)
 
 
 def recorded_settings(config: Any, exclude_sections: tuple[str, ...] = ("run",)) -> dict:
@@ -272,6 +282,16 @@ def check_positive(field: str, value: int | float | None, allow_none: bool = Fal
 def check_non_negative(field: str, value: int | float) -> None:
     if not value >= 0:
         raise FieldError(field, f"must not be negative, got {value}.")
+
+
+def check_finite(field: str, value: Any) -> None:
+    """Refuse NaN and infinities in a float setting (or a tuple of them): argparse's ``float``
+    takes ``nan`` and ``inf``, and every comparison with NaN is false, so a NaN threshold would
+    pass every range check and silently select nothing. No setting has a use for them."""
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    for item in values:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise FieldError(field, f"must be a finite number, got {item}.")
 
 
 def check_choice(field: str, value: Any, choices: tuple) -> None:

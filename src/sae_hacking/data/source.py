@@ -11,6 +11,7 @@ from sae_hacking.config import (
     setting,
 )
 from sae_hacking.data.streams import check_text_source, looks_local
+from sae_hacking.errors import FieldError
 
 DEFAULT_DATASET = "monology/pile-uncopyrighted"
 
@@ -37,7 +38,11 @@ class TextSource:
     )
 
     def __post_init__(self):
-        check_positive("max_tokens_in_prompt", self.max_tokens_in_prompt)
+        if not self.max_tokens_in_prompt >= 2:  # as tokenizing would, but before the model loads
+            raise FieldError(
+                "max_tokens_in_prompt",
+                f"must be at least 2 (BOS + a token), got {self.max_tokens_in_prompt}.",
+            )
         check_positive("batch_size", self.batch_size)
         check_positive("n_prompts", self.n_prompts, allow_none=True)
         check_text_source(self.dataset_id, self.text_column, probe_hub=False)

@@ -77,12 +77,19 @@ class HookedLM:
         self._forward_lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, name: str, device: str = "auto", dtype: str = "auto") -> HookedLM:
-        """Load ``name`` (hub id or local folder); ``device``/``dtype`` as the CLI flags take."""
+    def from_pretrained(
+        cls, name: str, device: str = "auto", dtype: str = "auto", threads: int = 0
+    ) -> HookedLM:
+        """Load ``name`` (hub id or local folder); ``device``/``dtype`` as the CLI flags take;
+        on the CPU, ``threads`` intra-op threads (0: :func:`sae_hacking.threads.use_cpu_threads`
+        chooses)."""
         from sae_hacking.device import resolve_device
         from sae_hacking.lm.loading import load_model_and_tokenizer, resolve_dtype
+        from sae_hacking.threads import use_cpu_threads
 
         torch_device = resolve_device(device)
+        if torch_device.type == "cpu":
+            use_cpu_threads(threads)
         model, tokenizer = load_model_and_tokenizer(
             name, torch_device, resolve_dtype(dtype, torch_device)
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sae_hacking.config import check_choice, resolved_path, set_field, setting
+from sae_hacking.config import check_choice, check_non_negative, resolved_path, set_field, setting
 from sae_hacking.errors import FieldError
 from sae_hacking.lm.loading import (
     DTYPE_CHOICES,
@@ -37,9 +37,17 @@ class ModelSource:
         help="model dtype; auto = bfloat16 on CUDA, float32 elsewhere",
         choices=DTYPE_CHOICES,
     )
+    threads: int = setting(
+        0,
+        help="CPU threads for torch on the CPU; 0 = the cores other processes leave idle (load "
+        "average), or OMP_NUM_THREADS where set",
+        kind="free",
+        recorded=False,
+    )
 
     def __post_init__(self):
         check_device_name("device", self.device)
+        check_non_negative("threads", self.threads)
         check_choice("dtype", self.dtype, DTYPE_CHOICES)
         if is_local_path(self.name):
             check_model_folder(self.name)
@@ -54,4 +62,6 @@ class ModelSource:
         """The model as a :class:`~sae_hacking.lm.hooked.HookedLM` (imports torch)."""
         from sae_hacking.lm.hooked import HookedLM
 
-        return HookedLM.from_pretrained(self.name, device=self.device, dtype=self.dtype)
+        return HookedLM.from_pretrained(
+            self.name, device=self.device, dtype=self.dtype, threads=self.threads
+        )
