@@ -41,6 +41,7 @@ from sae_hacking.serve.config import ServeConfig  # noqa: E402
 from sae_hacking.serve.highlight import highlight, summary  # noqa: E402
 from sae_hacking.testing import random_sae  # noqa: E402
 
+LOOPBACK = "http://127.0.0.1:9000"  # a Host the server answers to
 QUICK = {"requests": 20, "warmup": 3, "d_sae": 1024}
 HOOK = "blocks.1.hook_resid_post"
 
@@ -103,7 +104,7 @@ def main() -> None:
         sae_path = Path(tmp) / "saes" / "sae.safetensors"
         sae_path.parent.mkdir()
         save_sae_checkpoint(random_sae(HOOK, args.d_sae, seed=0, d_in=args.d_model), sae_path)
-        lm = HookedLM.from_pretrained(str(model_path), device=args.device)
+        lm = HookedLM.from_pretrained(str(model_path), device=args.device, threads=args.threads)
         prompt = prompt_of(lm, args.tokens)
         body = {"prompt": prompt, "sae_release": str(sae_path), "feature_idx": 3, "top_k": 5}
         config = ServeConfig(
@@ -111,12 +112,17 @@ def main() -> None:
             sae_dir=(str(sae_path.parent),),
             quiet=True,
         )
-        ours = timed(TestClient(create_app(config, lm)), body, args.warmup, args.requests)
+        # (the server answers loopback Host headers only; TestClient's default is "testserver")
+        ours = timed(
+            TestClient(create_app(config, lm), base_url=LOOPBACK), body, args.warmup, args.requests
+        )
         load_times: list[float] = []
         seed_app = reference_app(lm, config.max_prompt_tokens, load_times)
         seed = timed(TestClient(seed_app), body, args.warmup, args.requests)
         n_tokens = len(
-            TestClient(create_app(config, lm)).post("/api/activations", json=body).json()["tokens"]
+            TestClient(create_app(config, lm), base_url=LOOPBACK)
+            .post("/api/activations", json=body)
+            .json()["tokens"]
         )
 
     load_share = sum(load_times[args.warmup :]) / sum(seed)

@@ -36,7 +36,8 @@ def make_client(tiny_lm, tiny_model_path, sae_dir):
     def make(**settings):
         model = ModelSource(str(tiny_model_path()), device="cpu")
         config = ServeConfig(model=model, sae_dir=(str(sae_dir),), quiet=True, **settings)
-        return TestClient(create_app(config, lm=tiny_lm()))
+        # A Host the server answers to (TestClient's default, testserver, is refused).
+        return TestClient(create_app(config, lm=tiny_lm()), base_url="http://127.0.0.1:9000")
 
     return make
 
@@ -233,6 +234,118 @@ def test_a_non_loopback_host_warns(monkeypatch, capsys, tiny_model_path):
     monkeypatch.setattr(serve_cli, "serve", started.append)
     assert main(["serve", "--model", str(tiny_model_path()), "--host", "0.0.0.0"]) == 0
     assert started[0].host == "0.0.0.0"
-    assert capsys.readouterr().err.startswith("warning: --host is 0.0.0.0: other machines")
+    err = capsys.readouterr().err
+    assert err.startswith("warning: --host is 0.0.0.0: other machines")
+    assert "--allowed-hosts" in err and "allowed_hosts" not in err
     assert main(["serve", "--model", str(tiny_model_path())]) == 0
     assert capsys.readouterr().err == ""
+
+
+# -- issue 17: hostile requests and malformed SAEs get JSON sentences ---------------------------
+
+
+def test_a_foreign_host_header_is_refused(make_client):
+    client = make_client()
+    detail = one_sentence(client.get("/api/health", headers={"host": "evil.example:9000"}), 400)
+    assert "evil.example" in detail and "--allowed-hosts" in detail
+    assert client.get("/api/health", headers={"host": "localhost:9000"}).status_code == 200
+    wide = make_client(host="0.0.0.0", allowed_hosts=("sae.example.org",))
+    assert wide.get("/api/health", headers={"host": "sae.example.org:9000"}).status_code == 200
+    one_sentence(wide.get("/api/health", headers={"host": "evil.example"}), 400)
+
+
+def malformed_saes(folder, good):
+    """Three files that are not loadable SAEs: valid metadata but a tensor missing, metadata
+    that is not JSON, a SAELens folder whose cfg.json is {}."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from sae_hacking.saes.io import METADATA_KEY
+
+    with safe_open(str(good), framework="pt") as handle:
+        meta = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    first = sorted(tensors)[0]
+    missing = {name: t for name, t in tensors.items() if name != first}
+    save_file(missing, str(folder / "missing.safetensors"), metadata=meta)
+    save_file(tensors, str(folder / "badmeta.safetensors"), metadata={METADATA_KEY: "{not json"})
+    lens = folder / "lens"
+    lens.mkdir()
+    (lens / "cfg.json").write_text("{}")
+    save_file(tensors, str(lens / "sae_weights.safetensors"))
+    return ["missing.safetensors", "badmeta.safetensors", "lens"]
+
+
+def test_malformed_sae_files_are_a_sentence(make_client, sae_dir):
+    client = make_client()
+    for name in malformed_saes(sae_dir, sae_dir / "s0.safetensors"):
+        reply = post(client, sae_release=str(sae_dir / name))
+        assert 400 <= reply.status_code < 500, (name, reply.text)
+        assert name in one_sentence(reply, reply.status_code), name
+    assert post(client, sae_release=str(sae_dir / "s0.safetensors")).status_code == 200
+
+
+def test_an_sae_with_nan_weights_is_a_sentence(make_client, sae_dir, random_sae_path):
+    from sae_hacking.saes.io import load_sae_checkpoint, save_sae_checkpoint
+
+    sae = load_sae_checkpoint(random_sae_path(HOOK, 128, 0))
+    with torch.no_grad():
+        sae.W_enc_ME.fill_(float("nan"))
+    save_sae_checkpoint(sae, sae_dir / "nan.safetensors")
+    detail = one_sentence(post(make_client(), sae_release=str(sae_dir / "nan.safetensors")), 400)
+    assert "not finite" in detail
+
+
+def test_an_unexpected_failure_is_a_json_500(make_client, monkeypatch):
+    app = make_client().app  # answering as a real server would, not raising in the test:
+    client = TestClient(app, base_url="http://127.0.0.1:9000", raise_server_exceptions=False)
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(client.app.state.saes, "get", broken)
+    detail = one_sentence(post(client, sae_release="./s0.safetensors"), 500)
+    assert "ZeroDivisionError" in detail and "log" in detail
+
+
+@pytest.mark.parametrize(
+    "body, start",
+    [
+        (b'{"prompt": "a", bad}', "The body is not valid JSON: Expecting property name"),
+        (b'{"prompt": "a"', "The body is not valid JSON"),
+        (b"[1, 2]", "The body:"),
+    ],
+)
+def test_a_malformed_body_is_a_sentence(make_client, body, start):
+    reply = make_client().post(
+        "/api/activations", content=body, headers={"content-type": "application/json"}
+    )
+    assert one_sentence(reply, 422).startswith(start)
+
+
+def test_a_latent_that_never_fires_has_no_negative_zero(make_client, tiny_lm, sae_dir):
+    path, prompt = sae_dir / "s0.safetensors", "hi"
+    acts_SE, _ = direct_acts(tiny_lm(), path, prompt)
+    silent = int((acts_SE.max(dim=0).values <= 0).nonzero()[0])
+    # (A JumpReLU gives -0.0 where the pre-activation is negative: mask 0 times a negative.)
+    assert torch.signbit(acts_SE[:, silent]).any()
+    reply = make_client().post(
+        "/api/activations",
+        json={"prompt": prompt, "sae_release": str(path), "feature_idx": silent},
+    )
+    assert reply.status_code == 200
+    data = reply.json()
+    assert data["max_activation"] == 0.0 and all(a == 0.0 for a in data["activations"])
+    assert "-0.0" not in reply.text
+
+
+def test_the_docs_work_offline(make_client):
+    client = make_client()
+    page = client.get("/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    text = page.text
+    assert "<script" not in text and "cdn" not in text.lower()
+    assert "POST /api/activations" in text and "ActivationsResponse" in text
+    assert 'href="openapi.json"' in text
+    assert one_sentence(client.get("/redoc"), 404) == "Not Found."
+    assert one_sentence(client.delete("/api/health"), 405) == "Method Not Allowed."

@@ -93,3 +93,258 @@ def test_the_seed_client_against_a_running_server(tiny_model_path, tmp_path, ran
         assert "Prompt highlighted by latent 3" in html
     finally:
         server.stop()
+
+
+# -- a client that trusts no server: a fake server on a free loopback port --------------------
+
+
+class FakeServer:
+    """Answers every POST with ``status``, ``content_type`` and ``body`` (bytes, or a dict sent
+    as JSON) after ``delay`` seconds; records the request bodies."""
+
+    def __init__(self, body=RESULT, status=200, content_type="application/json", delay=0.0):
+        import http.server
+        import json
+        import threading
+
+        self.body, self.status, self.content_type, self.delay = body, status, content_type, delay
+        self.requests: list[dict] = []
+        self.release = threading.Event()
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                fake.requests.append(
+                    json.loads(self.rfile.read(int(self.headers["content-length"])))
+                )
+                if fake.delay:
+                    fake.release.wait(fake.delay)
+                body = fake.body if isinstance(fake.body, bytes) else json.dumps(fake.body).encode()
+                self.send_response(fake.status)
+                self.send_header("Content-Type", fake.content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_server():
+    servers = []
+
+    def start(**kwargs) -> FakeServer:
+        servers.append(FakeServer(**kwargs))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def highlight(server: FakeServer, out: Path, *flags: str) -> list[str]:
+    argv = ["highlight", "--prompt", "hi", "--server-port", str(server.port)]
+    return [*argv, "--output-dir", str(out), *flags]
+
+
+def refused(capsys, argv, *words) -> str:
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def with_(**changes) -> dict:
+    import copy
+
+    result = copy.deepcopy(RESULT)
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        node = result
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        node[int(last) if last.isdigit() else last] = value
+    return result
+
+
+def test_a_path_in_the_answer_writes_nothing(fake_server, tmp_path, capsys):
+    """Issue 17: feature.index "/../../../x" made the client write outside --output-dir."""
+    server = fake_server(body=with_(feature__index="/../../../x"))
+    out = tmp_path / "deep" / "er" / "out"
+    refused(capsys, highlight(server, out, "--feature-idx", "3"), "feature.index")
+    assert files_under(tmp_path) == []
+    assert server.requests and server.requests[0]["feature_idx"] == 3
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"sae__d_sae": '<meta http-equiv="refresh" content="0;url=https://evil.example">'},
+        {"feature__index": "<h1>3</h1>"},
+        {"top_latents__0__index": "<h1>big</h1>"},
+        {"top_per_token__1__0__index": "<b>3</b>"},
+        {"tokens": 5},
+        {"activations": ["NaN", "NaN", "NaN", "NaN"]},
+        {"max_activation": "Infinity"},
+        {"activations": [1.0]},  # fewer values than tokens
+        {"top_latents__0__index": 8},  # not a latent of an 8-latent SAE
+        {"sae": None},
+    ],
+)
+def test_an_answer_that_is_not_the_apis_is_one_line(fake_server, tmp_path, capsys, changes):
+    server = fake_server(body=with_(**changes))
+    out = tmp_path / "out"
+    err = refused(capsys, highlight(server, out, "--feature-idx", "3"), "not a highlight answer")
+    assert "<" not in err
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        (b"<!doctype html><html><body>It works!</body></html>", "text/html"),
+        (b'{"tokens": [NaN', "application/json"),
+        (b"", "application/json"),
+    ],
+)
+def test_an_answer_that_is_not_json_is_one_line(fake_server, tmp_path, capsys, body, content_type):
+    server = fake_server(body=body, content_type=content_type)
+    refused(capsys, highlight(server, tmp_path / "out"), "not JSON")
+    assert files_under(tmp_path) == []
+
+
+def test_markup_in_text_fields_is_escaped(tmp_path):
+    hostile = "<meta http-equiv=refresh content=0><h1>x</h1>"
+    result = with_(
+        sae__release=hostile, sae__hook=hostile, sae__sae_id=hostile, feature__explanation=hostile
+    )
+    result["top_latents"][0]["url"] = 'https://x/" onmouseover="alert(1)'
+    page = render_page(HighlightConfig(prompt=hostile, output_dir=str(tmp_path)), result)
+    assert "<meta http-equiv=refresh" not in page and "<h1>x" not in page
+    assert '" onmouseover' not in page and "&quot; onmouseover" in page
+
+
+def test_the_file_name_comes_from_the_clients_settings(fake_server, tmp_path, capsys):
+    server = fake_server()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "older-page.html").write_text("kept")  # an existing folder with pages is fine
+    assert main(highlight(server, out, "--feature-idx", "3")) == 0
+    written = Path(capsys.readouterr().out.strip())
+    assert written.parent == out and written.name.startswith("prompt-")
+    assert "-latent3-" in written.name
+    assert sorted(p.name for p in out.iterdir()) == sorted(["older-page.html", written.name])
+
+
+def test_an_answer_for_another_latent_is_refused(fake_server, tmp_path, capsys):
+    server = fake_server()  # answers for latent 3
+    refused(capsys, highlight(server, tmp_path / "out", "--feature-idx", "4"), "for latent 3")
+    refused(capsys, highlight(server, tmp_path / "out"), "where --feature-idx asked for none")
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("folder", ["/proc/x", "/proc/self", "/sys/kernel/x"])
+def test_an_unusable_output_dir_is_refused_before_asking(fake_server, capsys, folder):
+    server = fake_server()
+    refused(capsys, highlight(server, Path(folder)), "--output-dir", folder)
+    assert server.requests == []
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_asking(fake_server, tmp_path, capsys):
+    server = fake_server()
+    (tmp_path / "f").write_text("x")
+    refused(capsys, highlight(server, tmp_path / "f" / "sub"), "--output-dir")
+    refused(capsys, highlight(server, tmp_path / "f"), "--output-dir")
+    assert server.requests == []
+
+
+def test_a_silent_server_times_out_saying_what_it_waits_for(fake_server, tmp_path, capsys):
+    import time
+
+    server = fake_server(delay=60)
+    start = time.monotonic()
+    assert main(highlight(server, tmp_path / "out", "--timeout", "2.5")) == EXIT_USAGE
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"waiting for http://127.0.0.1:{server.port} ..."
+    assert len(err) == 2 and "did not answer within 2.5 s" in err[1] and "--timeout" in err[1]
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_bad_timeout_is_refused(capsys, value, tmp_path):
+    refused(capsys, ["highlight", "--prompt", "x", "--timeout", value], "--timeout")
+
+
+def test_error_answers_are_one_safe_line_with_flags(fake_server, tmp_path, capsys):
+    detail = "feature_idx 9 is out of range:\n\x1b[31mthis SAE has 8 latents\x1b[0m."
+    server = fake_server(body={"detail": detail}, status=400)
+    err = refused(capsys, highlight(server, tmp_path / "out", "--feature-idx", "9"), "answered 400")
+    assert "--feature-idx 9 is out of range" in err and "\x1b" not in err
+
+
+def test_a_local_sae_path_gets_no_default_id(fake_server, tmp_path, capsys):
+    server = fake_server()
+    for release, flags, sent in [
+        ("./saes/sae.safetensors", [], None),
+        ("/srv/saes/folder", [], None),
+        ("gemma-scope-2b-pt-res-canonical", [], "layer_20/width_65k/canonical"),
+        ("gemma-scope-2b-pt-res-canonical", ["--sae-id", "layer_3/width_16k/canonical"],
+         "layer_3/width_16k/canonical"),
+        ("./saes/folder", ["--sae-id", "sub"], "sub"),
+    ]:  # fmt: skip
+        main(
+            highlight(
+                server, tmp_path / "out", "--sae-release", release, "--feature-idx", "3", *flags
+            )
+        )
+        assert server.requests[-1]["sae_release"] == release
+        assert server.requests[-1]["sae_id"] == sent, release
+    capsys.readouterr()
+
+
+def test_a_latent_that_never_fires_says_so(tmp_path):
+    quiet = with_(
+        activations=[0.0, -0.0, 0.0, 0.0],
+        top_per_token=[[], [], [], []],
+        top_latents=[],
+        max_activation=-0.0,
+    )
+    page = render_page(HighlightConfig(prompt="x", output_dir=str(tmp_path)), quiet)
+    assert "Latent 3 does not fire on this prompt." in page
+    assert "-0" not in page and 'class="legend"' not in page
+    nothing = with_(feature=None, activations=None, top_per_token=[[], [], [], []], top_latents=[])
+    nothing["max_activation"] = 0.0
+    page = render_page(HighlightConfig(prompt="x", output_dir=str(tmp_path)), nothing)
+    assert "No latent fires on this prompt." in page
+
+
+def test_a_failed_write_is_one_line(fake_server, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import sae_hacking.atomic
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sae_hacking.atomic, "atomic_write_text", full)
+    server = fake_server()
+    (tmp_path / "out").mkdir()  # an empty existing folder is accepted
+    refused(capsys, highlight(server, tmp_path / "out", "--feature-idx", "3"), "No space left")

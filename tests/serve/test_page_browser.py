@@ -217,6 +217,15 @@ def test_highlighting_in_chromium(server, page):
     assert page.text_content("#panel-pos") == "position 0"
     assert page.is_visible("#panel-pinned")
 
+    # A latent that never fires on the prompt says so instead of a scale from 0 to 0.
+    silent = next(f for f in range(D_SAE) if api(server, "hi", f)["max_activation"] == 0)
+    highlight(page, "hi", server["release"], silent)
+    page.wait_for_function(
+        "label => document.getElementById('legend-label').textContent.startsWith(label)",
+        arg=f"latent #{silent} does not fire on this prompt",
+    )
+    assert page.is_hidden("#legend-scale")
+
     assert page.errors == []
     # A bad request is one readable sentence.
     highlight(page, PROMPT, server["release"], D_SAE)

@@ -27,6 +27,8 @@ def highlight_command(args: argparse.Namespace) -> int:
     from sae_hacking.serve.client import request_activations, write_page
 
     config = from_flat(HighlightConfig, given(args, HighlightConfig))
+    config.require_prompt()
+    config.check_output_dir()  # before the server does the work
     path = write_page(config, request_activations(config))
     print(path)
     return 0

@@ -10,7 +10,7 @@ import argparse
 import warnings
 
 from sae_hacking.cli.configargs import Flags, OneLineParser, add_config_args, given
-from sae_hacking.serve.config import ServeConfig
+from sae_hacking.serve.config import WILDCARD_HOSTS, ServeConfig
 
 HELP = (
     "Serve prompt highlighting over HTTP: the model loads once; SAEs load on demand (SAELens "
@@ -18,7 +18,7 @@ HELP = (
     "/api/activations gives a prompt's tokens and their latent activations, GET / a web page "
     "to explore them, /docs the API."
 )
-METAVARS = {"sae_dir": "DIR", "sae": "RELEASE/ID", "host": "HOST"}
+METAVARS = {"sae_dir": "DIR", "sae": "RELEASE/ID", "host": "HOST", "allowed_hosts": "NAME"}
 TITLES = {"": "server", "model": "model"}
 
 
@@ -35,9 +35,18 @@ def serve_command(args: argparse.Namespace) -> int:
 
     config = from_flat(ServeConfig, given(args, ServeConfig))
     if not config.loopback:
+        # Without names, other machines are refused by the Host check unless they use --host.
+        names = ""
+        if not config.allowed_hosts:
+            wildcard = config.host in WILDCARD_HOSTS
+            names = "; other machines must call it " + (
+                "by a name given with `allowed_hosts`"
+                if wildcard
+                else f"{config.host} (or a name given with `allowed_hosts`)"
+            )
         warnings.warn(
             f"`host` is {config.host}: other machines can reach this server, which has no "
-            "authentication.",
+            f"authentication{names}.",
             SettingWarning,
             stacklevel=1,
         )
@@ -47,23 +56,22 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def serve(config: ServeConfig) -> None:
-    """Load the model and the preloaded SAEs, then answer requests until interrupted."""
-    import uvicorn
+    """Bind the port (a taken one is refused before the long model load), load the model and
+    the preloaded SAEs, then answer requests until interrupted."""
+    from sae_hacking.serve.http import bind_socket, run
 
-    from sae_hacking.serve.app import create_app
+    sock = bind_socket(config.host, config.port)
+    try:
+        from sae_hacking.serve.app import create_app
 
-    if not config.quiet:
-        print(f"loading {config.model.name} ...", flush=True)
-    app = create_app(config)
-    host = f"[{config.host}]" if ":" in config.host else config.host
-    print(f"serving on http://{host}:{config.port}/ (API docs at /docs)", flush=True)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_level="warning" if config.quiet else "info",
-        access_log=not config.quiet,
-    )
+        if not config.quiet:
+            print(f"loading {config.model.name} ...", flush=True)
+        app = create_app(config)
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        print(f"serving on http://{host}:{config.port}/ (API docs at /docs)", flush=True)
+        run(app, sock, quiet=config.quiet)
+    finally:
+        sock.close()
 
 
 def standalone_parser() -> argparse.ArgumentParser:

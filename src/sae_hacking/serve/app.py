@@ -4,10 +4,14 @@ Endpoints are plain (sync) functions, which FastAPI runs in a thread pool; the m
 cache are shared, so all model work (loading an SAE, the forward, the encoding) runs on one
 dedicated thread, one request at a time. One thread rather than a lock: the allocator then keeps
 the large per-request tensors in one arena, and the server's memory stays flat under
-concurrent clients instead of growing to a high-water mark per pool thread. Everything a client can get wrong is a 4xx
-answer whose ``detail`` is one sentence: 413 for a body over 64 KiB, 422 for a malformed body,
-404 for an SAE this server does not have (or may not read), 400 for a latent index out of range
-or a prompt over the token limit.
+concurrent clients instead of growing to a high-water mark per pool thread.
+
+Every answer that is not a result is JSON whose ``detail`` is one sentence: 400 for a Host
+header that does not name this server (:class:`~sae_hacking.serve.http.HostCheck`), for HTTP
+uvicorn cannot parse, for an SAE file that does not load or cannot read this model, a latent
+index out of range or a prompt over the token limit; 404 for an SAE this server does not have
+(or may not read); 413 for a body over 64 KiB; 422 for a body that is not JSON or not the
+request's shape; 500 (the traceback in the server's log) for anything else.
 """
 
 from __future__ import annotations
@@ -20,113 +24,25 @@ from importlib import resources
 from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sae_hacking.errors import UsageError
 from sae_hacking.serve.config import ServeConfig
-from sae_hacking.serve.highlight import PromptTooLong, highlight, summary
+from sae_hacking.serve.docs import docs_page
+from sae_hacking.serve.highlight import highlight, summary
+from sae_hacking.serve.http import MAX_BODY_BYTES, BodyLimit, HostCheck
 from sae_hacking.serve.saes import SAECache, SAENotFound, SAEUnfit, _sentence
+from sae_hacking.serve.schema import (
+    ActivationsRequest,
+    ActivationsResponse,
+    ErrorResponse,
+    HealthResponse,
+    SAEsResponse,
+)
 
-MAX_BODY_BYTES = 64 * 1024
+__all__ = ["MAX_BODY_BYTES", "ActivationsRequest", "create_app", "model_checker"]
+
 ASSET_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
-
-
-class ActivationsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str = Field(min_length=1, description="the text to highlight")
-    sae_release: str = Field(description="SAELens release, or an SAE path under --sae-dir")
-    sae_id: str | None = Field(None, description="SAE id in the release (a path: a sub-path)")
-    feature_idx: int | None = Field(None, ge=0, description="the latent to highlight by")
-    top_k: int = Field(5, ge=1, le=50, description="latents listed per token and per prompt")
-
-
-class SAEInfoOut(BaseModel):
-    release: str
-    sae_id: str | None
-    hook: str
-    d_sae: int
-    neuronpedia_id: str | None = None
-
-
-class FeatureOut(BaseModel):
-    index: int
-    explanation: str
-    url: str | None
-
-
-class TokenLatent(BaseModel):
-    index: int
-    value: float
-
-
-class TopLatent(BaseModel):
-    index: int
-    max: float
-    explanation: str
-    url: str | None
-
-
-class ActivationsResponse(BaseModel):
-    sae: SAEInfoOut
-    tokens: list[str]
-    feature: FeatureOut | None
-    activations: list[float] | None
-    top_per_token: list[list[TokenLatent]]
-    top_latents: list[TopLatent]
-    max_activation: float
-
-
-class SAEsResponse(BaseModel):
-    loaded: list[SAEInfoOut]
-    max_saes: int
-    sae_dirs: list[str]
-
-
-class HealthResponse(BaseModel):
-    status: str
-    model: str
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for a request body over ``limit`` bytes, by its Content-Length or,
-    for a chunked body, as soon as what arrived exceeds it. The body is read here (at most
-    ``limit`` bytes are ever held) and handed on whole: FastAPI would turn an error raised
-    while it reads the body into a 400."""
-
-    def __init__(self, app, limit: int = MAX_BODY_BYTES):
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await self._too_large(scope, receive, send)
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left
-                return
-            body += message.get("body", b"")
-            if len(body) > self.limit:
-                return await self._too_large(scope, receive, send)
-            more = message.get("more_body", False)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, scope, receive, send):
-        detail = f"The request body is larger than {self.limit // 1024} KiB."
-        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
 
 
 def model_checker(lm):
@@ -165,21 +81,48 @@ def create_app(config: ServeConfig, lm=None) -> FastAPI:
         saes.preload(release, sae_id)
     model_thread = ThreadPoolExecutor(1, thread_name_prefix="sae-hacking-model")
 
+    # /docs is this package's own page (no CDN, so it works offline); /openapi.json stays.
     app = FastAPI(
         title="sae-hacking prompt highlighting",
         description="How strongly SAE latents fire on each token of a prompt.",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.lm, app.state.saes, app.state.config = lm, saes, config
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(HostCheck, names=config.host_names())  # outermost: checked first
 
     @app.exception_handler(RequestValidationError)
     def validation_error(request, exc: RequestValidationError):
         return JSONResponse({"detail": _validation_sentence(exc)}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request, exc: StarletteHTTPException):
+        # Routing's own answers ("Not Found", "Method Not Allowed") as sentences too.
+        return JSONResponse(
+            {"detail": _sentence(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    def server_error(request, exc: Exception):
+        # Starlette still re-raises the exception after this answer, so the log keeps its
+        # traceback; the client gets a sentence instead of plain-text "Internal Server Error".
+        return JSONResponse(
+            {
+                "detail": f"The server failed on this request ({type(exc).__name__}); its log "
+                "has the details."
+            },
+            status_code=500,
+        )
+
     # The answer is returned as a ready JSONResponse: FastAPI's validation and encoding of the
     # response model cost more than the model's forward on small models (the schema is still
     # documented).
-    @app.post("/api/activations", response_model=ActivationsResponse)
+    @app.post(
+        "/api/activations",
+        response_model=ActivationsResponse,
+        responses={code: {"model": ErrorResponse} for code in (400, 404, 413, 422)},
+    )
     def activations(body: ActivationsRequest) -> JSONResponse:
         """Tokens of the prompt and the SAE's latent activations on each."""
 
@@ -198,7 +141,7 @@ def create_app(config: ServeConfig, lm=None) -> FastAPI:
                 )
             try:
                 result = highlight(lm, entry.sae, entry.hook, body.prompt, config.max_prompt_tokens)
-            except PromptTooLong as err:
+            except UsageError as err:  # PromptTooLong, NotFinite
                 raise HTTPException(400, _sentence(err)) from None
             return entry, result
 
@@ -226,6 +169,10 @@ def create_app(config: ServeConfig, lm=None) -> FastAPI:
     @app.get("/api/health", response_model=HealthResponse)
     def health() -> dict:
         return {"status": "ok", "model": lm.name}
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        return Response(docs_page(app.openapi()), media_type="text/html; charset=utf-8")
 
     @app.get("/", include_in_schema=False)
     def index() -> Response:
@@ -258,6 +205,11 @@ def _validation_sentence(exc: RequestValidationError) -> str:
     if not errors:
         return "The request is not valid."
     first = errors[0]
+    if first.get("type") == "json_invalid":
+        reason = str((first.get("ctx") or {}).get("error") or "").rstrip(".")
+        at = next((p for p in first.get("loc", ()) if isinstance(p, int)), None)
+        detail = ": " + reason + (f" at character {at}" if at is not None else "") if reason else ""
+        return f"The body is not valid JSON{detail}."
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
     message = str(first.get("msg", "is not valid")).rstrip(".")
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""

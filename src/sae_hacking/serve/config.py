@@ -12,6 +12,10 @@ from sae_hacking.lm.source import ModelSource
 from sae_hacking.saes.source import looks_like_path
 
 LOOPBACK_NAMES = ("localhost",)
+# Host headers a loopback server answers to (any port): a web page that rebinds its own name to
+# 127.0.0.1 still sends that name, and is refused.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 
 def is_loopback(host: str) -> bool:
@@ -45,6 +49,13 @@ class ServeConfig:
         kind="free",
     )
     port: int = setting(9000, help="TCP port to listen on", kind="free")
+    allowed_hosts: tuple[str, ...] = setting(
+        (),
+        help="host names (or addresses) clients may reach this server by, besides 127.0.0.1, "
+        "localhost, [::1] and --host itself: requests with any other Host header are refused "
+        "(a web page cannot rebind its own name to this server); * accepts any",
+        kind="free",
+    )
     sae_dir: tuple[str, ...] | None = setting(
         None,
         help="directories under which clients may name SAEs by path (files or folders); "
@@ -69,6 +80,7 @@ class ServeConfig:
             raise FieldError(
                 "max_prompt_tokens", f"must be at least 1, got {self.max_prompt_tokens}."
             )
+        set_field(self, "allowed_hosts", tuple(self._checked_host(h) for h in self.allowed_hosts))
         if self.sae_dir is not None:
             set_field(self, "sae_dir", tuple(self._checked_dir(d) for d in self.sae_dir))
         if len(self.sae) > self.max_saes:
@@ -83,9 +95,30 @@ class ServeConfig:
             raise FieldError("sae_dir", f"{name}: no such directory.")
         return str(path.resolve())
 
+    @staticmethod
+    def _checked_host(name: str) -> str:
+        host = name.strip().lower()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not host or any(c.isspace() or c in "/@?#[]" for c in host):
+            raise FieldError(
+                "allowed_hosts", f"{name!r} is not a host name (give names such as example.org)."
+            )
+        if host.count(":") == 1:
+            raise FieldError("allowed_hosts", f"{name!r}: give the name without a port.")
+        return host
+
     @property
     def loopback(self) -> bool:
         return is_loopback(self.host)
+
+    def host_names(self) -> frozenset[str] | None:
+        """The names a request's Host header may carry (lowercase, without port or
+        brackets); ``None`` when ``*`` lets any through."""
+        if "*" in self.allowed_hosts:
+            return None
+        own = () if self.host in WILDCARD_HOSTS else (self.host.strip("[]").lower(),)
+        return frozenset((*LOOPBACK_HOSTS, *own, *self.allowed_hosts))
 
     def preloads(self) -> list[tuple[str, str | None]]:
         return [split_sae_name(name) for name in self.sae]

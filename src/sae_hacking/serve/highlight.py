@@ -25,6 +25,11 @@ class PromptTooLong(UsageError):
     """The prompt has more tokens than the server accepts."""
 
 
+class NotFinite(UsageError):
+    """The SAE's activations on the prompt hold NaN or infinity (corrupt weights): JSON has no
+    such numbers, and a colour scale from them would be meaningless."""
+
+
 @dataclass
 class Highlight:
     """A prompt's real tokens (BOS excluded), as ids and text, and the SAE's activations."""
@@ -91,6 +96,13 @@ def highlight(lm, sae: SAE, hook: str, prompt: str, max_tokens: int) -> Highligh
     acts_BSM = lm.read(batch.input_ids_BS, batch.attention_mask_BS, [hook])[hook]
     with torch.inference_mode():
         acts_SE = sae.encode(acts_BSM[0][real_S]).float().cpu()
+    if not bool(torch.isfinite(acts_SE).all()):
+        raise NotFinite(
+            "The SAE's activations on this prompt are not finite (NaN or infinity); its "
+            "weights may be corrupt."
+        )
+    # -0.0 (a ReLU of -0.0, a product with a negative zero) would reach the page as "-0".
+    acts_SE = acts_SE + 0.0
     ids = batch.input_ids_BS[0][real_S].tolist()
     return Highlight(ids, token_pieces(lm.tokenizer, ids), acts_SE)
 
@@ -148,5 +160,5 @@ def summary(
         "activations": activations,
         "top_per_token": top_per_token(acts_SE, k),
         "top_latents": latents,
-        "max_activation": max(peak, 0.0),
+        "max_activation": max(peak, 0.0) + 0.0,  # max(-0.0, 0.0) is -0.0
     }

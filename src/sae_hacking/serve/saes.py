@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from sae_hacking.errors import UsageError
 from sae_hacking.saes.base import SAE
@@ -30,6 +31,17 @@ class SAENotFound(UsageError):
 
 class SAEUnfit(UsageError):
     """The SAE exists but cannot read this model (unknown hook, other width)."""
+
+
+class SAEUnreadable(UsageError):
+    """The SAE's file or folder exists but does not hold a loadable SAE (missing tensors,
+    metadata that is not JSON, a SAELens cfg.json without its keys)."""
+
+
+# What a loader raises on a malformed file when it does not say so itself (a bad cfg.json is
+# a KeyError, a bad metadata string a JSONDecodeError, a missing tensor load_state_dict's
+# RuntimeError): the client named a file, so this is an answer about that file, not a crash.
+MALFORMED = (KeyError, ValueError, TypeError, RuntimeError, OSError, SafetensorError)
 
 
 @dataclass(frozen=True)
@@ -148,11 +160,17 @@ class SAECache:
     def _load(self, key: SAEKey) -> LoadedSAE:
         from sae_hacking.saes.neuronpedia import neuronpedia_id
 
+        name = f"{key.release} {key.sae_id or ''}".strip()
+        exists = key.is_path and Path(key.release).exists()
         try:
             sae = self.loader(key.release, key.sae_id, self.device)
         except UsageError as err:
-            raise SAENotFound(_sentence(err)) from None
-        name = f"{key.release} {key.sae_id or ''}".strip()
+            raise (SAEUnreadable if exists else SAENotFound)(_sentence(err)) from None
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except MALFORMED as err:
+            reason = _sentence(f"{type(err).__name__}: {str(err)[:300]}")
+            raise SAEUnreadable(f"SAE {name} could not be loaded: {reason}") from None
         hook = sae.hook_name
         if hook is None:
             raise SAEUnfit(f"SAE {name} does not say which hook point it reads.")
@@ -194,7 +212,8 @@ class SAECache:
             return entry.explanations
 
 
-def _sentence(err: Exception) -> str:
-    """An error's message as the one sentence of a 4xx answer (backticked keys unquoted)."""
-    text = str(err).replace("`", "").strip()
+def _sentence(err: Exception | str) -> str:
+    """An error's message as the one sentence of a 4xx answer (backticked keys unquoted, one
+    line)."""
+    text = " ".join(str(err).replace("`", "").split())
     return text if text.endswith((".", "?", "!")) else text + "."

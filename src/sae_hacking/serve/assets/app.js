@@ -179,12 +179,16 @@
     $("summary").textContent =
       `${where} — hook ${sae.hook}, ${sae.d_sae} latents, ${data.tokens.length} tokens`;
     const label = $("legend-label");
+    // Nothing fires: a colour scale from 0 to 0 would say nothing, so the legend says so.
+    const quiet = !(data.max_activation > 0);
     if (data.feature) {
       const f = data.feature;
-      label.textContent = `latent #${f.index}` + (f.explanation ? ` — ${f.explanation}` : "");
+      const about = f.explanation ? (quiet ? ` (${f.explanation})` : ` — ${f.explanation}`) : "";
+      label.textContent = `latent #${f.index}` + (quiet ? " does not fire on this prompt" : "") + about;
     } else {
-      label.textContent = "strongest latent at each token";
+      label.textContent = quiet ? "no latent fires on this prompt" : "strongest latent at each token";
     }
+    $("legend-scale").hidden = quiet;
     $("legend-max").textContent = fmt(data.max_activation);
 
     const box = $("tokens");
