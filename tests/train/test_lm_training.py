@@ -8,50 +8,14 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_testkit import HOOK, records
 
-from sae_hacking.config import from_flat, replace_flat
+from sae_hacking.config import replace_flat
 from sae_hacking.errors import FieldError
 from sae_hacking.saes.releases import load_sae
 from sae_hacking.train import trainer as trainer_module
 from sae_hacking.train.config import TrainConfig
 from sae_hacking.train.run import run
-
-HOOK = "blocks.1.hook_resid_post"
-
-
-@pytest.fixture
-def make_config(tiny_model_path, prompts_path, tmp_path):
-    def make(name: str = "run", **changes) -> TrainConfig:
-        flat = {
-            "model": str(tiny_model_path("gemma2")),
-            "device": "cpu",
-            "dataset_id": str(prompts_path(120, seed=3)),
-            "max_tokens_in_prompt": 32,
-            "batch_size": 8,
-            "hook": HOOK,
-            "architecture": "topk",
-            "sae_hidden_dim": 128,
-            "k": 16,
-            "max_step": 200,
-            "batch_tokens": 128,
-            "buffer_tokens": 512,
-            "lr": 3e-3,
-            "eval_prompts": 8,
-            "eval_every": 50,
-            "log_every": 10,
-            "checkpoint_every": 1000,
-            "output_dir": str(tmp_path / name),
-            "quiet": True,
-            **changes,
-        }
-        return from_flat(TrainConfig, flat)
-
-    return make
-
-
-def records(run_dir, split):
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["split"] == split]
 
 
 def raw_acts(lm, config: TrainConfig, n: int = 8) -> torch.Tensor:

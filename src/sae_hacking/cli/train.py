@@ -2,7 +2,7 @@
 
 Flags come from :class:`~sae_hacking.train.config.TrainConfig`; the seed's spellings are kept:
 ``--sae_hidden_dim``, ``--max_step``, ``--l1_coefficient``, ``--only_count_tokens``,
-``--abridge N`` (train on the first N prompts only: ``--n-prompts``), ``--hierarchical``
+``--abridge N`` (train on the first N prompts after the held-out ones only: ``--n-prompts``), ``--hierarchical``
 (``--architecture hierarchical``) and ``--cuda`` (``--device cuda``). ``train_sae.py`` trains the
 seed's ReLU + L1 SAE unless told otherwise; ``train_topk_sae.py`` a TopK SAE.
 """
@@ -13,6 +13,7 @@ import argparse
 
 from sae_hacking.cli.configargs import Flags, OneLineParser, add_config_args, config_from
 from sae_hacking.cli.toy import add_seed_aliases, apply_seed_aliases
+from sae_hacking.errors import UsageError
 from sae_hacking.train.config import TrainConfig
 
 KIND = "train"  # == sae_hacking.train.run.KIND (that module imports more)
@@ -32,6 +33,13 @@ METAVARS = {
     "n_prompts": "N",
     "hook": "HOOK",
 }
+# The text's settings are shared with other commands; here they count training rows, read after
+# the held-out ones.
+HELP_OVERRIDES = {
+    "n_prompts": "training rows to use (default: all): the dataset's first `eval_prompts` rows are "
+    "held out for evaluation and training reads the N rows after them; a resumed, unfinished run "
+    "may change it",
+}
 HELP = (
     "Train an SAE (relu, topk, batchtopk, jumprelu, hierarchical, matryoshka) on a language "
     "model's activations at one hook, streamed from a text dataset through a shuffle buffer "
@@ -44,6 +52,9 @@ HELP = (
 def train_parser(parser: argparse.ArgumentParser, default_architecture: str | None = None):
     flags = Flags()
     add_config_args(parser, TrainConfig, flags, aliases=ALIASES, titles=TITLES, metavars=METAVARS)
+    for action in parser._actions:
+        if action.dest in HELP_OVERRIDES:
+            action.help = UsageError(HELP_OVERRIDES[action.dest]).render(flags.name)
     add_seed_aliases(parser, flags)
     parser.set_defaults(func=run_train, flags=flags, seed_architecture=default_architecture)
     return parser

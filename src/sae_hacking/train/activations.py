@@ -12,7 +12,8 @@ trained on: the batches are exactly those of an uninterrupted run.
 
 With an activation cache, each block's activations (in the model's dtype, unshuffled) are stored
 as ``block-<start row>.safetensors`` and read back instead of running the model; ``cache.json``
-names what the activations are of, and a cache of something else is refused.
+names what the activations are of, and a cache of something else is refused. A block that is not
+finite (read or computed) stops the run: an SAE trained on it would be NaN.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from sae_hacking.atomic import atomic_write, atomic_write_json
 from sae_hacking.data.text import TokenBatch, batch_prompts, length_sorted, open_text_stream
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.runs.shards import Shard
+from sae_hacking.train.checks import CACHE_FILE, check_cache_folder, reason
 from sae_hacking.train.config import TrainConfig
 
-CACHE_FILE = "cache.json"
 # Prompts are read SORT_WINDOW forward batches at a time and regrouped by length, so a forward
 # pads little (the shuffle mixes them again): on benchmarks/train_vs_saelens.py's prompts the
 # padding and BOS positions the model computed fell from 36 % to 8 %.
@@ -169,6 +170,13 @@ class ActivationSource:
                 break
         d_model = self.lm.hook_width(self.config.hook)
         acts = torch.cat(parts) if parts else torch.zeros(0, d_model, device=self.lm.device)
+        if not bool(torch.isfinite(acts).all()):
+            raise FieldError(
+                "model",
+                f"{self.config.model.name}'s activations at {self.config.hook} are not finite in "
+                f"the training rows from {start_row} on (in {self.lm.dtype}); an SAE cannot learn "
+                "them (a wider `dtype`, such as float32, may help).",
+            )
         block = Block(acts, self._row if parts else start_row, ended, prompts)
         if ended:
             self._row = -1  # the generator is spent
@@ -195,25 +203,48 @@ class ActivationSource:
         atomic_write(self._path(start_row), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
     def _cached(self, start_row: int) -> Block | None:
-        if self.cache is None or not self._path(start_row).is_file():
+        path = self._path(start_row) if self.cache is not None else None
+        if path is None or not path.is_file():
             return None
         from safetensors import safe_open
 
-        with safe_open(str(self._path(start_row)), "pt", device="cpu") as f:
-            meta = f.metadata()
-            acts_TM = f.get_tensor("acts_TM")
-        next_row, ended = int(meta["next_row"]), bool(int(meta["ended"]))
+        try:
+            with safe_open(str(path), "pt", device="cpu") as f:
+                meta = f.metadata()
+                acts_TM = f.get_tensor("acts_TM")
+            next_row, ended = int(meta["next_row"]), bool(int(meta["ended"]))
+            prompts, end_row = int(meta["prompts"]), json.loads(meta["end_row"])
+        except Exception as err:  # SafetensorError, OSError, missing or malformed metadata
+            raise FieldError(
+                "activation_cache",
+                f"{path} is truncated or not a cached block ({reason(err)}); "
+                "delete it (the next run computes it again).",
+            ) from None
+        width = self.lm.hook_width(self.config.hook)
+        if acts_TM.ndim != 2 or acts_TM.shape[1] != width:
+            raise FieldError(
+                "activation_cache",
+                f"{path} holds activations of shape {list(acts_TM.shape)}, not [tokens, {width}]; "
+                "delete it (the next run computes it again).",
+            )
+        if not bool(torch.isfinite(acts_TM).all()):
+            raise FieldError(
+                "activation_cache",
+                f"{path} holds activations that are not finite (NaN or infinite); delete it "
+                "(the next run computes it again).",
+            )
         # A block cut short by another run's `n_prompts`, or one that runs past this run's, is
         # not this run's block: recompute it (and overwrite the file).
-        if ended and json.loads(meta["end_row"]) != self.end_row:
+        if ended and end_row != self.end_row:
             return None
         if self.end_row is not None and next_row > self.end_row:
             return None
-        return Block(acts_TM.to(self.lm.device), next_row, ended, int(meta["prompts"]))
+        return Block(acts_TM.to(self.lm.device), next_row, ended, prompts)
 
 
 def check_cache(folder: Path, identity: dict) -> None:
     """Create ``folder``'s ``cache.json``, or check that the cache holds these activations."""
+    check_cache_folder(folder)
     path = folder / CACHE_FILE
     if path.is_file():
         try:
@@ -222,16 +253,17 @@ def check_cache(folder: Path, identity: dict) -> None:
             raise FieldError("activation_cache", f"{path} is not valid JSON ({err}).") from None
         if saved != identity:
             diff = sorted(k for k in {*saved, *identity} if saved.get(k) != identity.get(k))
+            # Each entry is a setting (shown as its flag), but the first row after the held out.
+            setting = {"first_row": "eval_prompts"}
+            shown = [
+                f"`{setting.get(k, k)}` {saved.get(k)!r} there, {identity.get(k)!r} here"
+                for k in diff
+            ]
             raise FieldError(
                 "activation_cache",
-                f"{folder} caches other activations ({', '.join(diff)} differ: "
-                f"{', '.join(f'{k}={saved.get(k)!r}' for k in diff)}); use another folder.",
+                f"{folder} caches other activations ({'; '.join(shown)}); use another folder.",
             )
         return
-    if folder.exists() and any(folder.iterdir()):
-        raise FieldError(
-            "activation_cache", f"{folder} is not empty and has no {CACHE_FILE}: not a cache."
-        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -162,6 +162,13 @@ class TrainConfig:
             raise FieldError(
                 "lr_decay_fraction", f"must lie in [0, 1], got {self.lr_decay_fraction}."
             )
+        if self.text.max_tokens_in_prompt < 2:
+            # Every prompt starts with BOS, which trains nothing (unless `include_bos`) and has
+            # no next token to predict for the evaluation.
+            raise FieldError(
+                "max_tokens_in_prompt",
+                f"must be at least 2 (BOS + a token), got {self.text.max_tokens_in_prompt}.",
+            )
         if self.architecture in TOPK_FAMILY and self.k > self.sae_hidden_dim:
             raise FieldError(
                 "k", f"({self.k}) must be at most `sae_hidden_dim` ({self.sae_hidden_dim})."

@@ -7,17 +7,31 @@ scaling folded in, so it takes the model's raw activations) and, for the archite
 has, ``saelens/`` (``cfg.json`` + ``sae_weights.safetensors``, loadable with
 ``sae_lens.SAE.load_from_disk``). Both load as ``--ablator-sae-release PATH`` /
 ``--reader-sae-release PATH`` in the absorption commands.
+
+A start that fails before the first checkpoint (a refused setting found once the model or the
+data is read, a cache block that cannot be read, a run that diverges) removes the run directory
+it created; a run that fails later keeps its last checkpoint. A resume that is refused or fails
+writes nothing: everything it needs is read and checked before ``run.json`` is updated.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from sae_hacking.config import to_flat
-from sae_hacking.errors import FieldError
+from sae_hacking.errors import FieldError, SettingWarning, UsageError
 from sae_hacking.runs.record import RunRecord, plan_run
+from sae_hacking.train.checks import (
+    TRAINER_CHECKPOINT,
+    all_finite,
+    check_cache_folder,
+    checkpoint_step,
+    json_safe,
+    read_trainer_state,
+)
 from sae_hacking.train.config import TrainConfig
 
 KIND = "train"
@@ -64,22 +78,39 @@ def run(config: TrainConfig) -> tuple[Path | None, dict]:
 
 
 def _run(config: TrainConfig, ranks) -> tuple[Path, dict]:
+    main = ranks is None or ranks.rank == 0
     record = _on_main(ranks, lambda: _plan(config, ranks.world if ranks else 1))
+    check_cache_folder(config.activation_cache)
     config.model.check_reachable()
     config.text.check_reachable()
+    if main:
+        warn_settings(config, ranks.world if ranks else 1)
     if record.resumed:
         return _resume(config, record, ranks)
     lm = load_model(config)
     run_dir, top = _on_main(ranks, lambda: _create(config, record.run_dir, ranks))
-    try:
-        trainer = _trainer(config, run_dir, lm, ranks)
-    except BaseException:
-        if ranks is None:
-            from sae_hacking.folders import remove_created
+    from sae_hacking.folders import removed_on_failure
 
-            remove_created(run_dir, top)
-        raise
-    return run_dir, finish(trainer)
+    # Before its first checkpoint a run has nothing to resume: a failure removes what it
+    # created, so that the corrected command starts in the same folder. Only rank 0 writes.
+    def keep() -> bool:
+        return not main or (run_dir / TRAINER_CHECKPOINT).is_file()
+
+    with removed_on_failure(run_dir, top, keep=keep):
+        return run_dir, finish(_trainer(config, run_dir, lm, ranks))
+
+
+def warn_settings(config: TrainConfig, world: int) -> None:
+    """Settings that are allowed but probably not meant."""
+    total = config.total_steps(world)
+    if config.lr_warmup_steps > total:
+        warnings.warn(
+            SettingWarning(
+                f"`lr_warmup_steps` ({config.lr_warmup_steps}) is longer than the run's {total} "
+                f"steps: the learning rate never reaches `lr` ({config.lr:g})."
+            ),
+            stacklevel=2,
+        )
 
 
 def _on_main(ranks, fn):
@@ -130,26 +161,41 @@ def _trainer(config: TrainConfig, run_dir: Path, lm, ranks=None):
 
 def _resume(config: TrainConfig, record: RunRecord, ranks) -> tuple[Path, dict]:
     run_dir = record.run_dir
-    total = config.total_steps(ranks.world if ranks else 1)
+    world = ranks.world if ranks else 1
+    total = config.total_steps(world)
     done = finished_metrics(record)
     if done is not None and done.get("step") == total:
         if ranks is None or ranks.rank == 0:
-            print(f"{run_dir} is complete (resume it with more `train_tokens` to train on).")
+            print(f"{run_dir} is complete (resume it with more training tokens to train on).")
         return run_dir, done
-    if not (run_dir / "checkpoint.trainer.pt").is_file():
+    if not (run_dir / TRAINER_CHECKPOINT).is_file():
         raise FieldError("resume", f"{run_dir} has no checkpoint yet; start the run again instead.")
+    taken = checkpoint_step(run_dir)  # the header only: no torch, no model yet
+    if taken > total:
+        raise_too_short(config, run_dir, total, taken, world)
+    state = read_trainer_state(run_dir, world)
     lm = load_model(config)
+    trainer = _trainer(config, run_dir, lm, ranks)
+    trainer.load_checkpoint(state)
+    # Only a resume that goes on records its settings (a refused or failed one writes nothing).
     updated = RunRecord.for_config(run_dir, KIND, config, OUTPUTS)
     updated.extra = record.extra
     if updated.config != record.config and (ranks is None or ranks.rank == 0):
         updated.write()
-    trainer = _trainer(config, run_dir, lm, ranks)
-    trainer.load_checkpoint()
-    if trainer.step > total:
-        raise FieldError(
-            "train_tokens", f"asks for {total} steps but {run_dir} has taken {trainer.step}."
-        )
     return run_dir, finish(trainer)
+
+
+def raise_too_short(config: TrainConfig, run_dir: Path, total: int, taken: int, world: int):
+    tokens = taken * config.batch_tokens * world
+    if config.max_step is not None:
+        raise FieldError(
+            "max_step", f"({total}) is below the {taken} steps {run_dir} has taken already."
+        )
+    raise FieldError(
+        "train_tokens",
+        f"({config.train_tokens}) asks for {total} steps of `batch_tokens`, but {run_dir} has "
+        f"taken {taken} ({tokens} tokens) already; give at least {tokens}, or drop it.",
+    )
 
 
 def finished_metrics(record: RunRecord) -> dict | None:
@@ -169,17 +215,54 @@ def finish(trainer) -> dict:
         return metrics
     config, run_dir = trainer.config, trainer.run_dir
     sae = trainer.export()
+    if not all_finite(sae.state_dict().values()):  # folding the scaling in overflowed
+        raise UsageError(
+            f"the trained SAE is not finite once its input scaling ({config.normalize}) is "
+            f"folded into its weights; {run_dir} keeps its checkpoint, nothing was exported."
+        )
     extra = {"step": trainer.step, "model_name": config.model.name, "tokens": metrics["tokens"]}
     save_sae_checkpoint(sae, run_dir / "sae.safetensors", extra)
     exported_as = export_saelens(sae, run_dir / SAELENS_FOLDER, config.model.name)
-    metrics["saelens_folder"] = exported_as
+    metrics = json_safe({**metrics, "saelens_folder": exported_as})
     atomic_write_json(run_dir / "metrics.json", metrics)
     # The summary is the result, so --quiet (no progress bar) still prints it.
     print(f"run directory: {run_dir}", file=sys.stderr)
-    for key in SUMMARY_KEYS:
-        if isinstance(metrics.get(key), float | int):
-            print(f"  {key:24s} {metrics[key]:.4f}")
+    for line in summary_lines(metrics):
+        print(line)
     return metrics
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """The final metrics, one a line, each figure that needs it explained."""
+    lines = []
+    for key in SUMMARY_KEYS:
+        if key not in metrics:
+            continue
+        value = metrics[key]
+        shown = "n/a" if value is None else f"{value:.4f}"
+        lines.append(f"  {key:24s} {shown}{summary_note(key, metrics)}")
+    return lines
+
+
+def summary_note(key: str, m: dict) -> str:
+    if key == "fvu" and m[key] is None:
+        return "  (the held-out activations do not vary)"
+    if key != "ce_loss_recovered":
+        return ""
+    clean, zero, value = m.get("ce_clean"), m.get("ce_zero_ablated"), m[key]
+    if value is None:
+        return "  (zero-ablating the hook leaves the held-out loss as it is: no scale)"
+    if clean is not None and zero is not None and zero < clean:
+        return (
+            "  (zero-ablating the hook lowers the held-out loss here, as in a random model, so "
+            "this ratio means little)"
+        )
+    if value > 1:
+        return (
+            "  (above 1: with the SAE spliced in, the loss on the held-out prompts is below "
+            "the clean model's)"
+        )
+    return ""
 
 
 def export_saelens(sae, folder: Path, model_name: str) -> str | None:

@@ -6,6 +6,10 @@ A checkpoint holds the SAE, Adam's state, the firing counters, the scaling and t
 :class:`~sae_hacking.train.activations.Position`; nothing else is random (each block's shuffle is
 a function of the seed and the block index), so a resumed run takes exactly the steps an
 uninterrupted one would.
+
+Training stops (a :class:`~sae_hacking.errors.UsageError`) as soon as the loss or the weights stop
+being finite: checked where the loss is read anyway (every `log_every` steps) and before every
+evaluation, checkpoint and export, so that no checkpoint or export ever holds a NaN.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from sae_hacking.atomic import atomic_write
-from sae_hacking.errors import FieldError
+from sae_hacking.errors import FieldError, SettingWarning, UsageError
 from sae_hacking.runs.distributed import Ranks
 from sae_hacking.runs.shards import Shard
 from sae_hacking.saes.base import SAEInfo
@@ -27,10 +32,15 @@ from sae_hacking.saes.io import load_sae_checkpoint, save_sae_checkpoint
 from sae_hacking.saes.registry import architecture_class
 from sae_hacking.saes.trainable import PARENT, TrainableSAE, train_step
 from sae_hacking.train.activations import ActivationSource, Position, shuffled_batches
+from sae_hacking.train.checks import all_finite, json_safe, read_trainer_state
 from sae_hacking.train.config import TOPK_FAMILY, TrainConfig
 from sae_hacking.train.evaluate import evaluate, held_out
 from sae_hacking.train.parallel import rank_state
 from sae_hacking.train.scaling import Scaling, exported
+
+# Training on more than this many epochs of the same tokens earns a warning (the SAE may learn
+# the few tokens there are rather than the model's features).
+REPEATS_WARNED = 10
 
 
 def architecture_options(config: TrainConfig) -> dict:
@@ -111,6 +121,8 @@ class LMTrainer:
             for name, n in self.sae.latent_banks().items()
         }
         self.position = Position(epoch=0, block=0, start_row=0)
+        self.checkpoint_step: int | None = None  # the step of the checkpoint on disk
+        self.epoch_tokens: int | None = 0  # tokens of the first epoch, while it is read
         self.held_out = None
         self.last_metrics: dict = {}
         self.eval_seconds = 0.0
@@ -119,8 +131,10 @@ class LMTrainer:
     # ----- persistence -------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         """Every rank's data position and scaling (a collective under torchrun); rank 0 writes."""
+        self.check_finite(optimizer=True)  # a checkpoint is never worse than the last one
         state = rank_state(self.position, self.scaling)
         states = self.parallel.gather(state) if self.parallel else [state]
+        self.checkpoint_step = self.step
         if not self.main:
             return
         save_sae_checkpoint(
@@ -134,26 +148,49 @@ class LMTrainer:
         }
         atomic_write(self.run_dir / "checkpoint.trainer.pt", lambda tmp: torch.save(trainer, tmp))
 
-    def load_checkpoint(self) -> None:
+    def load_checkpoint(self, trainer: dict | None = None) -> None:
+        """Continue from the run directory's checkpoint; ``trainer``: its
+        ``checkpoint.trainer.pt`` already read (:func:`read_trainer_state`)."""
+        if trainer is None:
+            trainer = read_trainer_state(self.run_dir, self.ranks.world if self.ranks else 1)
         sae = load_sae_checkpoint(self.run_dir / "checkpoint.safetensors", self.device)
         self.sae.load_state_dict(sae.state_dict())
-        trainer = torch.load(
-            self.run_dir / "checkpoint.trainer.pt", map_location=self.device, weights_only=True
-        )
+        # Adam's state follows its parameters' device (load_state_dict moves it).
         self.optimizer.load_state_dict(trainer["optimizer"])
-        self.step = trainer["step"]
-        self.since_fired = trainer["since_fired"]
-        states = json.loads(trainer["ranks"])
-        world = self.ranks.world if self.ranks else 1
-        if len(states) != world:
-            raise FieldError(
-                "resume",
-                f"{self.run_dir} was trained by {len(states)} processes, not {world}; resume it "
-                "with the same number of torchrun processes.",
-            )
-        mine = states[self.ranks.rank if self.ranks else 0]
+        self.step = self.checkpoint_step = trainer["step"]
+        self.since_fired = {k: v.to(self.device) for k, v in trainer["since_fired"].items()}
+        self.epoch_tokens = None  # the first epoch's start is not seen again
+        mine = trainer["ranks"][self.ranks.rank if self.ranks else 0]
         self.position = Position(**mine["position"])
         self.scaling.load(mine["scaling"])
+
+    def check_finite(self, loss: float | None = None, optimizer: bool = False) -> None:
+        """Stop if the loss or the weights (and, with ``optimizer``, Adam's moments) are not
+        finite. Under torchrun every rank calls it at the same steps and all stop together."""
+        tensors = list(self.sae.state_dict().values())
+        if optimizer:
+            moments = (t for s in self.optimizer.state.values() for t in s.values())
+            tensors += [t for t in moments if torch.is_tensor(t)]
+        weights_ok = all_finite(tensors)
+        loss_ok = loss is None or math.isfinite(loss)
+        bad = not (weights_ok and loss_ok)
+        if self.parallel is not None:
+            bad = self.parallel.sum_floats([float(bad)], self.device)[0] > 0
+        if not bad:
+            return
+        what = [f"its loss is {loss}"] if not loss_ok else []
+        what += [] if weights_ok else ["its weights are not finite"]
+        kept = (
+            f"nothing was exported and {self.run_dir} keeps the checkpoint of step "
+            f"{self.checkpoint_step}"
+            if self.checkpoint_step is not None
+            else "no checkpoint had been written, so nothing is kept"
+        )
+        raise UsageError(
+            f"training diverged by step {self.step}: "
+            f"{' and '.join(what) or 'another process saw a non-finite loss'}; {kept}. Try a "
+            f"smaller `lr` (it is {self.config.lr:g})."
+        )
 
     def export(self):
         """The SAE as users load it: scaling folded in, eval mode, no gradients."""
@@ -172,9 +209,9 @@ class LMTrainer:
         if not self.main:
             return
         tokens = self.step * self.step_tokens
-        record = {"split": split, "step": self.step, "tokens": tokens, **metrics}
+        record = {"split": split, "step": self.step, "tokens": tokens, **json_safe(metrics)}
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json.dumps(record, allow_nan=False) + "\n")
         for key, value in metrics.items():
             self.writer.add_scalar(f"{split}/{key}", value, self.step)
 
@@ -188,6 +225,10 @@ class LMTrainer:
                 self.scaling.scale = self.parallel.mean(self.scaling.scale, self.device)
             if block.acts_TM.shape[0] < c.batch_tokens and self.position.start_row == 0:
                 raise_no_tokens(c, block.acts_TM.shape[0])
+            if self.position.epoch == 0 and self.epoch_tokens is not None:
+                self.epoch_tokens += block.acts_TM.shape[0] // c.batch_tokens * c.batch_tokens
+                if block.ended:
+                    self.warn_repeats(self.epoch_tokens)
             shard = self.source.shard.index
             for x_BM in shuffled_batches(block, self.position, c.batch_tokens, c.seed, shard):
                 yield self.scaling.apply(x_BM)
@@ -196,6 +237,24 @@ class LMTrainer:
             else:
                 next_epoch, next_row = self.position.epoch, block.next_row
             self.position = Position(next_epoch, self.position.block + 1, next_row)
+
+    def warn_repeats(self, epoch_tokens: int) -> None:
+        """Warn when the run would read its one epoch of tokens many times over."""
+        c = self.config
+        wanted = self.total_steps * c.batch_tokens  # this process's share
+        if not self.main or wanted <= REPEATS_WARNED * epoch_tokens:
+            return
+        length = "max_step" if c.max_step is not None else "train_tokens"
+        warnings.warn(
+            SettingWarning(
+                f"the text gives only {epoch_tokens * self.world} training tokens per epoch (its "
+                f"rows after the first `eval_prompts` ({c.eval_prompts}), which are held out), so "
+                f"this run reads each about {wanted / epoch_tokens:.0f} times: the SAE may fit "
+                f"those tokens rather than the model's features; give more text (`dataset_id`, "
+                f"`n_prompts`) or a smaller `{length}`."
+            ),
+            stacklevel=2,
+        )
 
     # ----- the loop ----------------------------------------------------------------------
     def evaluate(self) -> dict:
@@ -231,7 +290,8 @@ class LMTrainer:
             dynamic_ncols=True,
             smoothing=0.05,
         )
-        self.writer  # noqa: B018 (open TensorBoard before timing: its import takes a second)
+        if self.main:
+            self.writer  # noqa: B018 (open TensorBoard before timing: its import takes a second)
         t0 = time.perf_counter()
         source_t0 = self.source.seconds
         batches = self.batches()
@@ -254,7 +314,9 @@ class LMTrainer:
             )
             self.step += 1
             if self.step % c.log_every == 0:
-                self.log("train", train_metrics(out, x_BM))
+                metrics = train_metrics(out, x_BM)
+                self.log("train", metrics)
+                self.check_finite(metrics["loss"])
             bar.update(self.step_tokens)
             if self.step % c.eval_every == 0 or self.step == total:
                 self._eval_step(bar)
@@ -289,6 +351,7 @@ class LMTrainer:
         return {**self.last_metrics, **timing}
 
     def _eval_step(self, bar) -> None:
+        self.check_finite()  # on every rank (a collective under torchrun)
         if not self.main:  # rank 0 evaluates; the others go on (DDP's next step waits for it)
             self.last_metrics = {"step": self.step, "tokens": self.step * self.step_tokens}
             return
