@@ -87,3 +87,50 @@ def test_identical_effects_rank_first_and_zero_effects_score_zero():
     pairs = dict(zip(ids, found.cosine_K.tolist(), strict=True))
     assert pairs[(int(latents[7]), int(latents[11]))] == pytest.approx(1.0)
     assert all(c == 0.0 for (a, b), c in pairs.items() if int(latents[3]) in (a, b))
+
+
+def test_a_zero_cosine_does_not_pass_the_default_rule():
+    """The default rule is cosine > 0: a latent that changed nothing has cosine 0 with every
+    latent, which is no evidence of a shared effect; a given threshold keeps ≥."""
+    from sae_hacking.absorption.configs import PairsConfig
+
+    assert PairsConfig().cosine_rule() == (0.0, True)
+    assert PairsConfig(cosine_sim_threshold=0.0).cosine_rule() == (0.0, False)
+    latents, rows, norms, activations, counts = problem(3, True)
+    loose = find_pairs(latents, rows, norms, activations, 100, counts, PairFilter(0.0, 10**6))
+    strict = find_pairs(
+        latents, rows, norms, activations, 100, counts, PairFilter(0.0, 10**6, strict=True)
+    )
+    zeros = int((loose.cosine_K == 0).sum())
+    assert zeros >= D - 1  # every pair with the latent without any effect, at least
+    assert strict.n_passing == loose.n_passing - zeros and (strict.cosine_K > 0).all()
+    assert torch.equal(strict.cosine_K, loose.cosine_K[loose.cosine_K > 0])
+
+
+def test_a_run_killed_while_writing_is_incomplete(tmp_path, monkeypatch):
+    """pairs.json, the file users and scripts look for, is written last; until it is there the
+    run's record lists a missing output."""
+    from sae_hacking.absorption import pairs_run
+    from sae_hacking.absorption.configs import PairsConfig
+    from sae_hacking.reports import pairs as report
+    from sae_hacking.runs.record import read_record
+
+    meta = {"n_compared": 2, "n_pairs_passing": 0, "n_pairs_kept": 0, "histogram": {}}
+    result = {"meta": meta, "pairs": []}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_report", killed)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        pairs_run.write_outputs(run_dir, PairsConfig(), result)
+    assert not (run_dir / "pairs.json").exists()
+    record = read_record(run_dir, "pairs")
+    assert not record.is_complete()
+    monkeypatch.undo()
+    pairs_run.write_outputs(run_dir, PairsConfig(), result)
+    assert read_record(run_dir, "pairs").is_complete()
+    written = {p.name for p in run_dir.iterdir()} - {"run.json"}
+    assert written == set(read_record(run_dir, "pairs").outputs)  # every output is listed

@@ -199,3 +199,98 @@ def test_a_rows_mode_cooccurrence_file_serves_the_latents_it_covers(runs, tmp_pa
     assert from_rows == json.loads((tmp_path / "full" / "pairs.json").read_text())["pairs"]
     assert pairs(runs, tmp_path / "bad", *rows_file) == EXIT_USAGE
     assert "count those rows too" in capsys.readouterr().err
+
+
+def copy_results(runs, tmp_path, name, change):
+    """A copy of the co-occurrence results whose metadata ``change(meta)`` alters."""
+    from sae_hacking.runs.results import ResultsFile, write_results
+
+    with ResultsFile(runs / "cooc" / "cooccurrences.safetensors.zst") as f:
+        tensors = {key: f.read(key) for key in f.keys()}
+        meta = json.loads(json.dumps(f.meta))
+    change(meta)
+    (tmp_path / name).mkdir()
+    write_results(tmp_path / name / "cooccurrences", tensors, meta)
+    return tmp_path / name
+
+
+def test_results_of_some_shards_are_refused_unless_allowed(runs, tmp_path, capsys):
+    def two_of_three(meta):
+        meta["shards"] = [{"index": 0, "count": 3}, {"index": 2, "count": 3}]
+
+    partial = str(copy_results(runs, tmp_path, "partial", two_of_three))
+    assert pairs(runs, tmp_path / "bad", "--cooccurrence-path", partial) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "shards 0/3, 2/3 only (2 of 3" in err[0], err
+    assert "--allow-partial" in err[0] and "`" not in err[0]
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "allowed"
+    assert pairs(runs, out, "--cooccurrence-path", partial, "--allow-partial") == 0
+    inputs = json.loads((out / "pairs.json").read_text())["meta"]["inputs"]
+    assert inputs["datasets"]["cooccurrences"]["partial"] is True
+    assert inputs["datasets"]["cooccurrences"]["shards_present"] == {"present": [0, 2], "of": 3}
+    # cooccurrences-show and ablate --frequencies-from (before any model loads) alike
+    capsys.readouterr()
+    assert main(["cooccurrences-show", partial, "1", "2"]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--allow-partial" in err[0], err
+    assert main(["cooccurrences-show", partial, "1", "2", "--allow-partial"]) == 0
+    capsys.readouterr()
+    with (runs / "ablate" / "run.json").open() as handle:
+        flat = json.load(handle)["config"]
+    ablate = [
+        "ablate", "--model", flat["model"], "--dataset-id", flat["dataset_id"],
+        "--ablator-sae-release", flat["ablator_sae_release"],
+        "--reader-sae-release", flat["reader_sae_release"], "--exclude-latent-threshold", "0.5",
+        "--frequencies-from", partial, "--output-dir", str(tmp_path / "ablate"),
+    ]  # fmt: skip
+    assert main(ablate) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --frequencies-from "), err
+    assert "--allow-partial" in err[0] and not (tmp_path / "ablate").exists()
+
+
+def test_cooccurrences_of_another_dataset_are_refused_unless_allowed(runs, tmp_path, capsys):
+    def other_text(meta):
+        meta["settings"]["dataset_id"] = "/elsewhere/prompts.txt"
+
+    other = str(copy_results(runs, tmp_path, "other-text", other_text))
+    assert pairs(runs, tmp_path / "bad", "--cooccurrence-path", other) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "counted on different text (dataset" in err[0], err
+    assert "/elsewhere/prompts.txt" in err[0] and "--allow-other-dataset" in err[0]
+    out = tmp_path / "allowed"
+    assert pairs(runs, out, "--cooccurrence-path", other, "--allow-other-dataset") == 0
+    meta = json.loads((out / "pairs.json").read_text())["meta"]
+    datasets = meta["inputs"]["datasets"]
+    assert datasets["cooccurrences"]["dataset_id"] == "/elsewhere/prompts.txt"
+    assert datasets["ablations"]["dataset_id"].endswith(".txt")
+    assert datasets["ablations"]["dataset_id"] != "/elsewhere/prompts.txt"
+    assert datasets["ablations"]["prompts_done"] == 30
+    assert meta["settings"]["allow_other_dataset"] is True
+
+
+def test_a_bad_explanations_file_is_one_line(runs, tmp_path, capsys):
+    notes = tmp_path / "explanations.json"
+    notes.write_text(json.dumps([{"index": 1, "description": "a"}, {"index": 48}]))
+    assert pairs(runs, tmp_path / "bad", "--explanations-file", str(notes)) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --explanations-file "), err
+    assert "record 2: index 48 is out of range" in err[0]
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_bad_device_is_refused_before_torch_loads(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from sae_hacking.cli import main\n"
+        "code = main(['pairs', '--device', 'tpu'])\n"
+        "print(code, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    err = done.stderr.strip().splitlines()
+    assert err == ["error: --device is 'tpu', expected one of auto, cpu, cuda, cuda:N, mps."]

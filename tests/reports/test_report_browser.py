@@ -85,6 +85,10 @@ def test_report_in_chromium(browser_page, tmp_path, make_pairs_result):
     assert rows.count() == 1
     page.fill("#filter-text", "43")
     assert rows.count() == 1 and rows.nth(0).locator("td").nth(1).text_content() == "43"
+    # Ids match exactly: "3" is latent 3, not 13, 23 or 43; explanations match as text
+    # ("topic 3").
+    page.fill("#filter-text", "3")
+    assert [r.locator("td").nth(0).text_content() for r in rows.all()] == ["1", "4"]
     page.fill("#filter-text", "")
     page.fill("#min-effect", "0.6")
     assert sorted(_effect_cosines(page)) == sorted(c for c in initial if c >= 0.6)
@@ -121,3 +125,27 @@ def test_many_pairs_show_a_page_at_a_time(browser_page, tmp_path, make_pairs_res
     page.click("#more")
     assert rows.count() == 1200
     assert page.locator("#more").is_hidden()
+
+
+@pytest.mark.slow
+def test_the_table_fits_1400_pixels_with_long_explanations(chromium, tmp_path, make_pairs_result):
+    result = make_pairs_result(n_pairs=8)
+    long_text = "an explanation that goes on and on " * 20
+    for k, pair in enumerate(result["pairs"]):
+        pair["ablator1"]["explanation"] = "x" * 400 if k % 2 else long_text
+        pair["ablator2"]["explanation"] = long_text
+        pair["ablator1"]["id"] = 1_048_575 - k
+        pair["ablator1"]["activation_count"] = 123_456_789
+    path = report.write_report(tmp_path, result)
+    page = chromium.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        page.goto(path.resolve().as_uri())
+        width = page.evaluate("document.getElementById('pairs-table').scrollWidth")
+        assert width <= 1400 and page.evaluate("document.documentElement.scrollWidth") <= 1400
+        assert page.evaluate("document.querySelector('.table-wrap').scrollWidth") <= 1400
+        cell = page.locator("#pairs-table tbody tr").nth(0).locator("td").nth(6)
+        assert cell.get_attribute("title") == long_text  # the whole text in the tooltip
+        shown = cell.text_content()
+        assert shown.endswith("\u2026") and len(shown) == 120 and long_text.startswith(shown[:-1])
+    finally:
+        page.close()

@@ -101,3 +101,28 @@ def test_non_finite_numbers_become_dashes(make_pairs_result):
     result["pairs"][0]["expected_cooccurrence"] = float("inf")
     result["pairs"][0]["p_no_cooccurrence"] = float("nan")
     assert _data_block(report.render_report(result))["pairs"][0][-2:] == [None, None]
+
+
+def test_an_empty_histogram_has_a_plain_axis_and_says_why(make_pairs_result):
+    result = make_pairs_result(n_pairs=0)
+    result["meta"]["histogram"] = {
+        "edges": [-1 + 0.02 * i for i in range(101)],
+        "counts": [0] * 100,
+    }
+    for log_scale in (True, False):
+        ax = report.histogram_figure(result, log_scale).axes[0]
+        assert tuple(ax.get_ylim()) == (0.0, 1.0) and ax.get_yscale() == "linear"
+        assert [t.get_text() for t in ax.texts] == ["no pairs pass the filters"]
+    ax = report.histogram_figure(make_pairs_result(), False).axes[0]
+    assert ax.get_ylim()[0] == 0.0  # counts never go below the axis
+
+
+def test_settings_are_shown_as_flags(make_pairs_result):
+    result = make_pairs_result()
+    result["meta"]["explanations"]["warning"] = (
+        "no Neuronpedia explanations: offline (a local export can be given with "
+        "`explanations_file`)."
+    )
+    page = report.render_report(result)
+    warning = re.search(r'<p class="warning" role="note">(.*?)</p>', page).group(1)
+    assert "given with --explanations-file)" in warning and "`" not in warning

@@ -172,3 +172,57 @@ def test_an_int32_sum_below_the_range_is_promoted_too(tmp_path, small_chunks):
         first = shard_tensors(0, 2, False)["signed_D"]
         assert torch.equal(f.read("signed_D"), first.long() + low.long())
         assert int(f.read("signed_D").min()) < -(2**31)
+
+
+def test_a_merge_of_some_shards_is_marked_partial_and_merges_on(tmp_path, small_chunks):
+    import json
+
+    from sae_hacking.runs.shards import check_all_shards
+
+    paths = write_shards(tmp_path)
+    _, sidecar = merge.merge_results(tmp_path / "some", [paths[0], paths[2]])
+    meta = json.loads(sidecar.read_text())
+    assert meta["partial"] is True and meta["complete"] is True
+    assert meta["shards_present"] == {"present": [0, 2], "of": 3}
+    with pytest.raises(UsageError, match=r"shards 0/3, 2/3 only \(2 of 3 .*`allow_partial`"):
+        check_all_shards(meta, sidecar)
+    check_all_shards(meta, sidecar, allow_partial=True)
+    with ResultsFile(paths[1]) as lone, pytest.raises(UsageError, match="shard 1/3 only"):
+        check_all_shards(lone.meta, paths[1])  # a lone shard is partial too
+    # The missing shard merges in: the whole run, no longer partial.
+    _, whole = merge.merge_results(tmp_path / "all", [tmp_path / "some.safetensors.zst", paths[1]])
+    meta = json.loads(whole.read_text())
+    assert meta["partial"] is False and meta["covers_all_rows"] is True
+    assert meta["shards_present"] == {"present": [0, 1, 2], "of": 3}
+    check_all_shards(meta, whole)
+
+
+def test_the_command_takes_run_directories_sidecars_and_an_output_folder(tmp_path, capsys):
+    import json
+
+    from sae_hacking.cli import main
+    from sae_hacking.errors import EXIT_USAGE
+
+    paths = write_shards(tmp_path)
+    inputs = []
+    for i, path in enumerate(paths):  # a run directory, a sidecar, a results file
+        run_dir = tmp_path / f"run{i}"
+        run_dir.mkdir()
+        for name in (path.name, path.name.replace(".safetensors.zst", ".json")):
+            (path.parent / name).rename(run_dir / name.replace(f"shard{i}", "test"))
+        inputs.append([run_dir, run_dir / "test.json", run_dir / "test.safetensors.zst"][i % 3])
+    out = tmp_path / "merged"
+    out.mkdir()
+    assert main(["merge", str(out), *map(str, inputs)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["test.json", "test.safetensors.zst"]
+    assert json.loads((out / "test.json").read_text())["partial"] is False
+    assert capsys.readouterr().out.count("\n") == 1  # the paths written, no partial note
+    # Two of three: written, with a note that the merge is partial.
+    assert main(["merge", str(tmp_path / "two"), *map(str, inputs[:2])]) == 0
+    assert "partial" in capsys.readouterr().out
+    # A folder without results, one line.
+    (tmp_path / "empty").mkdir()
+    argv = ["merge", str(tmp_path / "x"), str(inputs[0]), str(tmp_path / "empty")]
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "empty: no results file there" in err[0], err

@@ -120,14 +120,15 @@ ABLATOR_IDENTITY = ("model", "ablator_sae_release", "ablator_sae_id")
 
 
 def read_frequencies(
-    path: str | Path, settings: Mapping[str, object] | None = None
+    path: str | Path, settings: Mapping[str, object] | None = None, allow_partial: bool = False
 ) -> tuple[torch.Tensor, int]:
     """``(tokens each latent is active on, tokens counted)`` from a co-occurrence run
     (results file, sidecar or run directory; :class:`~sae_hacking.absorption.cooccurrence.
     Cooccurrences`) or from an ablate run's ``frequencies.safetensors`` (file or run directory).
 
     With ``settings`` (this run's), a co-occurrence run of another model or ablator SAE is a
-    :class:`UsageError`: its frequencies would exclude the wrong latents.
+    :class:`UsageError`: its frequencies would exclude the wrong latents. So is a co-occurrence
+    run of only some shards, unless ``allow_partial``.
     """
     from sae_hacking.absorption.cooccurrence import Cooccurrences
 
@@ -137,7 +138,7 @@ def read_frequencies(
     if path.name == FREQUENCIES_FILE:
         with ResultsFile(path) as results:
             return results.read("active_tokens_e").long(), int(results.read("n_tokens"))
-    with Cooccurrences(path) as counts:
+    with Cooccurrences(path, allow_partial) as counts:
         theirs = dict(counts.meta.get("settings", {}))
         theirs["ablator_fingerprint"] = theirs.get("sae_fingerprint")
         both_hashed = settings is not None and theirs["ablator_fingerprint"] is not None

@@ -8,6 +8,7 @@ reader, 100-token prompts in batches of 5.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +20,11 @@ from sae_hacking.config import (
     setting,
 )
 from sae_hacking.data.source import TextSource
-from sae_hacking.errors import FieldError
-from sae_hacking.lm.source import ModelSource
+from sae_hacking.errors import FieldError, UsageError
+from sae_hacking.lm.source import ModelSource, check_device_name
+from sae_hacking.runs.locate import sidecar_of
 from sae_hacking.runs.options import RunDirOptions, RunOptions
+from sae_hacking.runs.shards import check_all_shards
 from sae_hacking.saes.source import SAESource
 
 ABLATOR_RELEASE = "gemma-scope-2b-pt-mlp-canonical"
@@ -43,6 +46,30 @@ def check_latents(key: str, latents: tuple[int, ...] | None) -> None:
         negative = [i for i in latents if i < 0]
         if negative:
             raise FieldError(key, f"has negative latent index {negative[0]}.")
+
+
+def check_all_shards_early(key: str, path: str, allow_partial: bool, kind: str) -> None:
+    """Refuse, torch-free, the ``kind`` results of only some shards of a run named by setting
+    ``key`` (read from the sidecar; the reader checks the results file itself again)."""
+    sidecar = sidecar_of(path)
+    if sidecar is None:
+        return
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # the reader says what is wrong with it
+    if not isinstance(meta, dict) or meta.get("kind") != kind:
+        return  # e.g. an ablate run directory: its frequencies.safetensors is read instead
+    try:
+        check_all_shards(meta, path, allow_partial)
+    except UsageError as err:
+        raise FieldError(key, str(err)) from None
+
+
+ALLOW_PARTIAL_HELP = (
+    "use results of only some shards of a run (a lone --shard i/n run or a merge of some "
+    "shards); default: refused"
+)
 
 
 @dataclass(frozen=True)
@@ -123,6 +150,9 @@ class AblateConfig:
         "GPU); effects then depend on the batch's padding at float rounding level, so shards "
         "merge to the single run only approximately",
     )
+    allow_partial: bool = setting(
+        False, help="`frequencies_from`: " + ALLOW_PARTIAL_HELP, kind="free", recorded=False
+    )
     sums_on: str = setting(
         "auto",
         choices=SUMS_PLACES,
@@ -160,6 +190,9 @@ class AblateConfig:
             if not Path(self.frequencies_from).expanduser().exists():
                 raise FieldError("frequencies_from", f"{self.frequencies_from}: no such file.")
             set_field(self, "frequencies_from", resolved_path(self.frequencies_from))
+            check_all_shards_early(
+                "frequencies_from", self.frequencies_from, self.allow_partial, "cooccurrences"
+            )
         elif threshold is not None and self.text.n_prompts is None:
             raise FieldError(
                 "exclude_latent_threshold",
@@ -194,8 +227,11 @@ class PairsConfig:
     cooccurrence_threshold: int = setting(
         0, help="keep pairs active together on at most this many tokens"
     )
-    cosine_sim_threshold: float = setting(
-        0.0, help="keep pairs whose effect cosine is at least this, in [-1, 1]"
+    cosine_sim_threshold: float | None = setting(
+        None,
+        help="keep pairs whose effect cosine is at least this, in [-1, 1]; default: above 0 "
+        "(a cosine of exactly 0, e.g. of a latent without any effect, says nothing; give 0 to "
+        "keep those pairs too)",
     )
     skip_torch_sign: bool = setting(
         False,
@@ -240,6 +276,12 @@ class PairsConfig:
         help="a local Neuronpedia explanation export (JSON list of {index, description}) "
         "instead of fetching it",
     )
+    allow_partial: bool = setting(False, help=ALLOW_PARTIAL_HELP)
+    allow_other_dataset: bool = setting(
+        False,
+        help="compare effects and co-occurrences counted on different datasets (dataset id or "
+        "text column); default: refused",
+    )
     no_log_scale: bool = setting(False, help="linear y axis for the histogram", kind="free")
     device: str = setting("auto", help="auto, cpu, cuda, cuda:N, mps", kind="free", recorded=False)
     block_size: int = setting(
@@ -248,6 +290,7 @@ class PairsConfig:
     run: RunDirOptions = setting(default_factory=RunDirOptions, help="run", prefix="")
 
     def __post_init__(self):
+        check_device_name("device", self.device)
         for key in ("input_path", "cooccurrence_path"):
             value = getattr(self, key)
             if value and not Path(value).expanduser().exists():
@@ -256,7 +299,7 @@ class PairsConfig:
                     raise FieldError(key, f"{value}: no such file or folder.")
             if value:
                 set_field(self, key, resolved_path(value))
-        if not -1.0 <= self.cosine_sim_threshold <= 1.0:
+        if self.cosine_sim_threshold is not None and not -1.0 <= self.cosine_sim_threshold <= 1.0:
             raise FieldError(
                 "cosine_sim_threshold", f"must be in [-1, 1], got {self.cosine_sim_threshold}."
             )
@@ -279,6 +322,13 @@ class PairsConfig:
             if not Path(self.explanations_file).expanduser().is_file():
                 raise FieldError("explanations_file", f"{self.explanations_file}: no such file.")
             set_field(self, "explanations_file", resolved_path(self.explanations_file))
+
+    def cosine_rule(self) -> tuple[float, bool]:
+        """``(threshold, strict)``: a pair passes with effect cosine ≥ the given threshold, or
+        > 0 by default (a zero cosine, e.g. of a latent that changed nothing, is no evidence)."""
+        if self.cosine_sim_threshold is None:
+            return 0.0, True
+        return self.cosine_sim_threshold, False
 
     def require_inputs(self) -> None:
         """A run needs both results files (the defaults are empty so ``--help`` can show)."""

@@ -45,6 +45,7 @@ from sae_hacking.absorption.cooccurrence_kernels import (
 from sae_hacking.absorption.cooccurrence_run import KIND, RESULTS_NAME
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.runs.results import ResultsFile, StoredTensors, results_paths
+from sae_hacking.runs.shards import check_all_shards
 from sae_hacking.runs.stream import Accumulator
 
 INT32_MAX = 2**31 - 1
@@ -212,13 +213,14 @@ class Cooccurrences:
     """Read a co-occurrence results file: one count, one row, activation frequencies.
 
     ``path``: the ``.safetensors.zst`` file, its ``.json`` sidecar, or the run directory.
+    Results of only some shards of a run are refused unless ``allow_partial``.
     Nothing is loaded densely: a count reads one element (one 16 MiB zstd frame); a row of the
     full triangle reads row ``i``'s contiguous part and ``i`` scattered column entries, i.e. it
     decompresses every frame up to row ``i``'s end once (at e = 65,536: up to the whole 8.6 GB,
     streamed through 16 MiB of memory); a row of a rows-mode file reads ``e`` elements.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, allow_partial: bool = False):
         path = Path(path)
         if path.is_dir():
             run_dir, path = path, results_paths(path / RESULTS_NAME)[0]
@@ -242,6 +244,11 @@ class Cooccurrences:
                 f"{path} is the checkpoint of an unfinished run, not its results; resume the run "
                 "to the end first."
             )
+        try:
+            check_all_shards(self.meta, path, allow_partial)
+        except UsageError:
+            self.file.close()
+            raise
         self.e = self.file.shape("activations_e")[0]
         self.tokens = int(self.file.read("tokens_1")[0])
         self.rows = (

@@ -3,7 +3,7 @@ yet change the reader SAE alike — absorption candidates.
 
 Inputs are the compared latents' mean ablation effects (one row per latent over the reader's
 ``E`` latents) and a co-occurrence lookup. A pair ``(i, j)``, ``i < j`` in latent order, passes
-when its **effect cosine** is at least ``threshold``, its co-occurrence count is at most
+when its **effect cosine** is at least ``threshold`` (above it when ``strict``), its co-occurrence count is at most
 ``max_cooccurrence`` and its expected co-occurrence under independence (``a_i a_j / N``, ``a`` the
 activation counts over ``N`` tokens) is at least ``min_expected``. Effects are compared as signs
 (the seed's ``sign(mean effect)``; the dot products of sign vectors are exact integers in float32
@@ -37,6 +37,10 @@ class PairFilter:
     min_expected: float = 0.0  # minimum expected co-occurrence if independent
     max_pairs: int = 100_000
     block_size: int = 4096
+    strict: bool = False  # effect cosine > threshold instead of ≥ (pairs' default rule: > 0)
+
+    def passes(self, cosine: torch.Tensor) -> torch.Tensor:
+        return cosine > self.threshold if self.strict else cosine >= self.threshold
 
 
 @dataclass
@@ -118,7 +122,7 @@ def find_pairs(
             cosine_AB = dots_AB / (norms_D[a:a_end, None] * norms_D[None, b:b_end])
             ia = torch.arange(a, a_end, device=device)[:, None]
             ib = torch.arange(b, b_end, device=device)[None, :]
-            mask_AB = (ia < ib) & (cosine_AB >= rules.threshold)
+            mask_AB = (ia < ib) & rules.passes(cosine_AB)
             if firsts_D is not None:
                 mask_AB &= firsts_D[a:a_end].to(device)[:, None]
             if focus_D is not None:

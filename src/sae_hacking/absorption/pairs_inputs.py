@@ -4,7 +4,9 @@ of the same model, ablator SAE and hook, read without loading more than needed.
 - :func:`results_file`: a run directory, a ``.json`` sidecar, or the results path with or without
   ``.zst`` → the ``.safetensors.zst`` file.
 - :func:`check_same_ablator`: both files must describe the same model, ablator SAE (by content
-  hash when both recorded one, else by release and id) and hook.
+  hash when both recorded one, else by release and id) and hook, and hold every shard's prompts
+  (unless allowed); :func:`check_same_dataset`: the same dataset and text column (unless
+  allowed).
 - :class:`Effects`: the compared latents' effect rows, streamed from the file.
 - :class:`CooccurrenceLookup`: counts of many pairs at once, from the packed triangle or from a
   rows-mode file whose rows cover the compared latents.
@@ -22,8 +24,9 @@ from jaxtyping import Float, Int
 from sae_hacking.absorption.cooccurrence import Cooccurrences
 from sae_hacking.absorption.cooccurrence_kernels import row_starts
 from sae_hacking.errors import FieldError, UsageError
-from sae_hacking.runs.record import ZSTD_SUFFIX
+from sae_hacking.runs.locate import results_file_of
 from sae_hacking.runs.results import ResultsFile
+from sae_hacking.runs.shards import check_all_shards, coverage, partial_description, shards_of
 
 ROWS_PER_READ = 2**22  # elements of the effects matrix decompressed at a time
 
@@ -31,13 +34,7 @@ ROWS_PER_READ = 2**22  # elements of the effects matrix decompressed at a time
 def results_file(path: str | Path, name: str, key: str) -> Path:
     """The results file ``path`` names (see the module docstring); ``key`` names the setting
     for the error."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / f"{name}{ZSTD_SUFFIX}"
-    elif path.suffix == ".json":
-        path = path.with_name(path.name[: -len(".json")] + ZSTD_SUFFIX)
-    elif not path.exists() and path.name.endswith(".safetensors"):
-        path = path.with_name(path.name + ".zst")
+    path = results_file_of(path, name)
     if not path.is_file():
         raise FieldError(key, f"{path}: no {name} results there (is the run finished?).")
     return path
@@ -51,8 +48,11 @@ def _sae_identity(settings: dict[str, Any], fingerprint_key: str) -> tuple:
     )
 
 
-def check_same_ablator(ablations: dict, cooccurrences: dict, paths: tuple[Path, Path]) -> None:
-    """Refuse files of another kind, unfinished runs, or two different models, SAEs or hooks."""
+def check_same_ablator(
+    ablations: dict, cooccurrences: dict, paths: tuple[Path, Path], allow_partial: bool = False
+) -> None:
+    """Refuse files of another kind, unfinished runs, results of only some shards (unless
+    ``allow_partial``), or two different models, SAEs or hooks."""
     for meta, kind, path in (
         (ablations, "ablations", paths[0]),
         (cooccurrences, "cooccurrences", paths[1]),
@@ -61,6 +61,7 @@ def check_same_ablator(ablations: dict, cooccurrences: dict, paths: tuple[Path, 
             raise UsageError(f"{path} holds {meta.get('kind')!r} results, not {kind!r}.")
         if not meta.get("complete"):
             raise UsageError(f"{path} is the checkpoint of an unfinished run; finish it first.")
+        check_all_shards(meta, path, allow_partial)
     a, c = ablations.get("settings", {}), cooccurrences.get("settings", {})
     a_sae = _sae_identity(a, "ablator_fingerprint")
     c_sae = _sae_identity(c, "sae_fingerprint")
@@ -76,6 +77,43 @@ def check_same_ablator(ablations: dict, cooccurrences: dict, paths: tuple[Path, 
         raise UsageError(
             f"{paths[0]} and {paths[1]} describe different ablators ({'; '.join(differences)}); "
             "give the co-occurrences of the ablator SAE that was ablated."
+        )
+
+
+def dataset_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a results file was counted on: the text and how much of it (pairs.json records it
+    for both inputs)."""
+    settings = meta.get("settings", {})
+    shards = shards_of(meta)
+    present, of = coverage(shards) if shards else ([0], 1)
+    return {
+        "dataset_id": settings.get("dataset_id"),
+        "text_column": settings.get("text_column") or "text",
+        "max_tokens_in_prompt": settings.get("max_tokens_in_prompt"),
+        "n_prompts": settings.get("n_prompts"),
+        "prompts_done": meta.get("prompts_done"),
+        "tokens_done": meta.get("tokens_done"),
+        "shards_present": {"present": present, "of": of},
+        "partial": partial_description(meta) is not None,
+    }
+
+
+def check_same_dataset(
+    ablations: dict, cooccurrences: dict, paths: tuple[Path, Path], allow: bool = False
+) -> None:
+    """Refuse co-occurrences counted on another text than the ablations (another dataset or
+    text column) unless ``allow``: their zero counts would say nothing about the ablated text."""
+    a, c = dataset_of(ablations), dataset_of(cooccurrences)
+    differences = [
+        f"{name} {a[key]!r} vs {c[key]!r}"
+        for key, name in (("dataset_id", "dataset"), ("text_column", "text column"))
+        if a[key] != c[key]
+    ]
+    if differences and not allow:
+        raise UsageError(
+            f"{paths[0]} and {paths[1]} were counted on different text ({'; '.join(differences)}); "
+            "give co-occurrences of the ablated dataset, or `allow_other_dataset` to compare "
+            "them anyway."
         )
 
 

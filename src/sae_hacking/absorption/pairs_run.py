@@ -1,7 +1,8 @@
 """The ``pairs`` run (stage 3): ``run(config)`` reads an ``ablate`` and a ``cooccurrences``
 results file, finds the absorption candidates (:mod:`sae_hacking.absorption.pairs`) and writes a
-new run directory: ``pairs.json`` (``meta`` + ``pairs``, the seed's shape with more fields),
-``pairs.csv``, ``histogram.png``, ``effect_vs_decoder.png`` and ``report.html``.
+new run directory: ``pairs.csv``, ``histogram.png``, ``effect_vs_decoder.png``, ``report.html``
+and, last, ``pairs.json`` (``meta`` + ``pairs``, the seed's shape with more fields; ``meta``
+records both inputs' datasets and shards).
 
 Semantics, with the seed's defects fixed: only latents ablated at least ``min_ablations`` times
 are compared (the seed compared every row of a dense matrix, so never-ablated latents flooded
@@ -27,7 +28,15 @@ from sae_hacking.folders import check_new_folder, create_new_folder, remove_crea
 from sae_hacking.runs.record import RunRecord
 
 KIND = "pairs"
-OUTPUTS = ("pairs.json", "pairs.csv", "report.html")
+# Every file a run writes; pairs.json is written last, so a run killed while writing has no
+# pairs.json and its run.json (written first) lists files that are missing: incomplete.
+OUTPUTS = (
+    "pairs.csv",
+    "histogram.png",
+    "effect_vs_decoder.png",
+    "report.html",
+    "pairs.json",
+)
 CSV_COLUMNS = (
     "id1",
     "id2",
@@ -76,6 +85,8 @@ def find(config: PairsConfig) -> dict[str, Any]:
         CooccurrenceLookup,
         Effects,
         check_same_ablator,
+        check_same_dataset,
+        dataset_of,
         results_file,
     )
     from sae_hacking.device import resolve_device
@@ -87,10 +98,21 @@ def find(config: PairsConfig) -> dict[str, Any]:
         results_file(config.cooccurrence_path, "cooccurrences", "cooccurrence_path"),
     )
     effects = Effects.open(paths[0])
-    counts = Cooccurrences(paths[1])
     try:
-        check_same_ablator(effects.file.meta, counts.meta, paths)
+        counts = Cooccurrences(paths[1], allow_partial=config.allow_partial)
+    except BaseException:
+        effects.close()
+        raise
+    try:
+        check_same_ablator(effects.file.meta, counts.meta, paths, config.allow_partial)
+        check_same_dataset(effects.file.meta, counts.meta, paths, config.allow_other_dataset)
+        datasets = {
+            "ablations": dataset_of(effects.file.meta),
+            "cooccurrences": dataset_of(counts.meta),
+        }
         settings = effects.file.meta["settings"]
+        # Before the work: a bad explanations file is the user's error, answered at once.
+        np_id, explanations, source, warning = _explanations(config, settings, counts.e)
         order = torch.argsort(effects.latents_D)
         positions = order[effects.counts_D[order] >= config.min_ablations]
         latents_D = effects.latents_D[positions]
@@ -114,11 +136,12 @@ def find(config: PairsConfig) -> dict[str, Any]:
             max(lookup.tokens, 1),
             lookup,
             PairFilter(
-                config.cosine_sim_threshold,
+                config.cosine_rule()[0],
                 config.cooccurrence_threshold,
                 config.min_expected_cooccurrence,
                 config.max_pairs,
                 config.block_size,
+                strict=config.cosine_rule()[1],
             ),
             firsts_D,
             focus_D,
@@ -128,9 +151,9 @@ def find(config: PairsConfig) -> dict[str, Any]:
     finally:
         effects.close()
         counts.close()
+    from sae_hacking.reports.pairs import as_flags
     from sae_hacking.saes.neuronpedia import latent_url
 
-    np_id, explanations, source, warning = _explanations(config, settings)
     if warning:
         warnings.warn(SettingWarning(warning), stacklevel=2)
 
@@ -170,13 +193,14 @@ def find(config: PairsConfig) -> dict[str, Any]:
             "hook": settings.get("ablator_sae_hook"),
             "neuronpedia_id": np_id,
             "tokens": lookup.tokens,
+            "datasets": datasets,
         },
         "compare": "raw" if config.skip_torch_sign else "sign",
         "n_compared": int(latents_D.numel()),
         "n_pairs_passing": found.n_passing,
         "n_pairs_kept": len(pairs),
         "histogram": {"edges": found.histogram_edges, "counts": found.histogram_counts},
-        "explanations": {"source": source, "warning": warning},
+        "explanations": {"source": source, "warning": as_flags(warning) if warning else None},
     }
     return {"meta": meta, "pairs": pairs}
 
@@ -229,26 +253,27 @@ def _decoder_cosines(config: PairsConfig, settings: dict, first_K, second_K):
     return (W_dec_eM[first_K] * W_dec_eM[second_K]).sum(-1)
 
 
-def _explanations(config: PairsConfig, settings: dict):
+def _explanations(config: PairsConfig, settings: dict, n_latents: int):
     from sae_hacking.saes.neuronpedia import load_explanations, neuronpedia_id
 
     np_id = config.ablator_sae_neuronpedia_id or settings.get("neuronpedia_id")
     if np_id is None and config.ablator.release is None:
         np_id = neuronpedia_id(settings.get("ablator_sae_release"), settings.get("ablator_sae_id"))
-    explanations, source, warning = load_explanations(np_id, config.explanations_file)
+    explanations, source, warning = load_explanations(np_id, config.explanations_file, n_latents)
     return np_id, explanations, source, warning
 
 
 def write_outputs(run_dir: Path, config: PairsConfig, result: dict[str, Any]) -> Path:
-    """``run.json``, ``pairs.json``, ``pairs.csv``, the plots and ``report.html``."""
+    """``run.json`` (listing :data:`OUTPUTS`), then ``pairs.csv``, the plots, ``report.html``
+    and last ``pairs.json``, each atomically: the run is complete when ``pairs.json`` is there."""
     from sae_hacking.atomic import atomic_write_json, atomic_write_text
     from sae_hacking.reports.pairs import write_pair_plots, write_report
 
     RunRecord.for_config(run_dir, KIND, config, OUTPUTS).write()
-    atomic_write_json(run_dir / "pairs.json", result)
     atomic_write_text(run_dir / "pairs.csv", pairs_csv(result["pairs"]))
     write_pair_plots(run_dir, result, log_scale=not config.no_log_scale)
     report = write_report(run_dir, result)
+    atomic_write_json(run_dir / "pairs.json", result)
     meta = result["meta"]
     print(
         f"{meta['n_compared']} latents compared, {meta['n_pairs_passing']} pairs pass, "

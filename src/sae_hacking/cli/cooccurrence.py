@@ -52,7 +52,7 @@ def run_cooccurrences(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     from sae_hacking.absorption.cooccurrence import Cooccurrences
 
-    with Cooccurrences(args.file) as co:
+    with Cooccurrences(args.file, allow_partial=args.allow_partial) as co:
         settings = co.meta.get("settings", {})
         sae = " ".join(
             str(part)
@@ -122,4 +122,11 @@ def register(subparsers) -> None:
     show.add_argument(
         "--top", type=_positive_int, default=10, help="entries listed (default %(default)s)"
     )
-    show.set_defaults(func=run_show)
+    show.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="read a merge of only some of a run's shards (or one shard) all the same",
+    )
+    show_flags = Flags()
+    show_flags.add("allow_partial", "--allow-partial")
+    show.set_defaults(func=run_show, flags=show_flags)

@@ -13,9 +13,10 @@ HELP = (
     "reader SAE alike: absorption candidates. Only latents ablated at least --min-ablations "
     "times are compared; effects are mean effects (sum / ablation count), compared by sign "
     "unless --skip-torch-sign; each pair also carries its decoder cosine, expected "
-    "co-occurrence under independence (N f1 f2) and Neuronpedia explanations. Writes "
-    "pairs.json, pairs.csv, histogram.png, effect_vs_decoder.png and report.html to a new run "
-    "directory."
+    "co-occurrence under independence (N f1 f2) and Neuronpedia explanations. Inputs of only "
+    "some shards of a run, or counted on different datasets, are refused unless "
+    "--allow-partial / --allow-other-dataset. Writes pairs.csv, histogram.png, "
+    "effect_vs_decoder.png, report.html and, last, pairs.json to a new run directory."
 )
 METAVARS = {"just_these": "LATENT", "input_path": "PATH", "cooccurrence_path": "PATH"}
 TITLES = {"": "pairs", "ablator": "ablator SAE (decoder cosines)", "run": "run"}

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_hacking.atomic import atomic_write, atomic_write_text
+from sae_hacking.errors import SETTING_REFERENCE
 
 HISTOGRAM = "histogram.png"
 SCATTER = "effect_vs_decoder.png"
@@ -53,6 +54,12 @@ COLUMNS = [
     ("P(0)", "num", "sci", "chance of no co-occurrence if independent: exp(-expected)", False),
 ]
 EFFECT_COLUMN = 9
+
+
+def as_flags(text: str) -> str:
+    """``text`` with every `` `key` `` shown as the ``pairs`` flag ``--key`` (a page or a file
+    for the user names flags, never config keys)."""
+    return SETTING_REFERENCE.sub(lambda m: "--" + m.group(1).replace("_", "-"), text)
 
 
 def write_pair_plots(run_dir: str | Path, result: Mapping, log_scale: bool = True) -> list[Path]:
@@ -80,6 +87,11 @@ def _png(fig) -> bytes:
 
 
 def histogram_png(result: Mapping, log_scale: bool = True) -> bytes:
+    return _png(histogram_figure(result, log_scale))
+
+
+def histogram_figure(result: Mapping, log_scale: bool = True):
+    """The histogram's matplotlib figure (:func:`histogram_png` draws it)."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     meta = result.get("meta", {})
@@ -87,11 +99,19 @@ def histogram_png(result: Mapping, log_scale: bool = True) -> bytes:
     edges, counts = list(histogram.get("edges") or []), list(histogram.get("counts") or [])
     fig = _figure(6.4, 4.0)
     ax = fig.add_subplot()
-    if len(edges) == len(counts) + 1 and counts:
+    if len(edges) == len(counts) + 1 and counts and not any(c > 0 for c in counts):
+        # Nothing to draw: a plain 0..1 frame and why, not an autoscaled axis around zero.
+        ax.set_xlim(edges[0], edges[-1])
+        ax.set_ylim(0, 1)
+        ax.set_yticks([0, 1])
+        ax.text(0.5, 0.5, "no pairs pass the filters", ha="center", va="center",
+                transform=ax.transAxes)  # fmt: skip
+    elif len(edges) == len(counts) + 1 and counts:
         widths = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
         ax.bar(edges[:-1], counts, width=widths, align="edge", color="#2459a6", linewidth=0)
         ax.set_xlim(edges[0], edges[-1])
-        if log_scale and any(c > 0 for c in counts):
+        ax.set_ylim(bottom=0)
+        if log_scale:
             # Bars start at 0; "clip" draws them from the axis bottom instead of dropping them.
             ax.set_yscale("log", nonpositive="clip")
             ax.set_ylim(bottom=0.5)
@@ -101,10 +121,14 @@ def histogram_png(result: Mapping, log_scale: bool = True) -> bytes:
     else:
         ax.text(0.5, 0.5, "no histogram in this result", ha="center", va="center")
     total = sum(counts)
-    ax.set_title(f"Effect cosine of all {total:,} pairs passing the filters")
+    ax.set_title(
+        f"Effect cosine of all {total:,} pairs passing the filters"
+        if total
+        else "Effect cosine of the pairs passing the filters: none"
+    )
     ax.set_xlabel(f"effect cosine ({_compare_words(meta)})")
-    ax.set_ylabel("pairs" + (" (log scale)" if log_scale else ""))
-    return _png(fig)
+    ax.set_ylabel("pairs" + (" (log scale)" if log_scale and total else ""))
+    return fig
 
 
 def _compare_words(meta: Mapping) -> str:
@@ -288,7 +312,7 @@ def _facts_html(facts: list[tuple[str, Any]]) -> str:
 
 def _warnings_html(meta: Mapping) -> str:
     warning = (meta.get("explanations") or {}).get("warning")
-    return f'<p class="warning" role="note">{_e(str(warning))}</p>' if warning else ""
+    return f'<p class="warning" role="note">{_e(as_flags(str(warning)))}</p>' if warning else ""
 
 
 def _meta_dump(meta: Mapping) -> str:

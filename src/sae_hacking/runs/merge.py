@@ -6,8 +6,11 @@ length, … — every key except the ``free_settings`` such as ``batch_size``), 
 tensors (names, dtypes, shapes), agree on the ``same_tensors`` (e.g. the latent ids of a rows
 run), and come from shards that own no source row in common. Every other tensor is summed
 (integers exactly: an ``int32`` sum that would overflow is promoted to ``int64``); the
-progress counters are summed; ``shards`` lists every input shard, and ``covers_all_rows`` says
-whether they own every row (e.g. ``0/2`` and ``1/2``). Sums are computed and written chunk by
+progress counters are summed; ``shards`` lists every input shard, ``covers_all_rows`` says
+whether they own every row (e.g. ``0/2`` and ``1/2``), and ``partial`` the opposite, with
+``shards_present`` (``{"present": [0, 2], "of": 3}``) saying which: readers of results
+(``pairs``, ``cooccurrences-show``, ``ablate --frequencies-from``) refuse a partial merge unless
+given ``--allow-partial`` (:func:`sae_hacking.runs.shards.check_all_shards`). Sums are computed and written chunk by
 chunk (:data:`CHUNK` elements), so the memory does not grow with the tensors: see
 :func:`merge_results`.
 """
@@ -23,9 +26,10 @@ import torch
 
 from sae_hacking.errors import UsageError
 from sae_hacking.runs.files import provenance
-from sae_hacking.runs.record import check_merge_output
+from sae_hacking.runs.locate import results_file_of
+from sae_hacking.runs.record import check_merge_output, results_stem
 from sae_hacking.runs.results import ResultsFile, TensorStream, write_results
-from sae_hacking.runs.shards import Shard, covers_everything
+from sae_hacking.runs.shards import Shard, coverage, covers_everything
 from sae_hacking.runs.stream import RESULTS_FORMAT
 
 CHUNK = 2**24  # elements summed at a time
@@ -84,7 +88,13 @@ def merged_meta(
     for counter in PROGRESS_COUNTERS:
         meta[counter] = sum(int(m[counter]) for m in metas)
     meta["shards"] = [entry for m in metas for entry in m["shards"]]
-    meta["covers_all_rows"] = covers_everything([shard for _, shard in shards])
+    covers = covers_everything([shard for _, shard in shards])
+    meta["covers_all_rows"] = covers
+    # "complete" stays: every input run finished (a partial merge may still be merged with the
+    # missing shards); "partial" is what readers refuse without --allow-partial.
+    present, of = coverage([shard for _, shard in shards])
+    meta["partial"] = not covers
+    meta["shards_present"] = {"present": present, "of": of}
     meta["merged_from"] = [str(Path(p)) for p in paths]
     meta["provenance"] = provenance()
     return meta
@@ -100,6 +110,23 @@ def check_compatible(files: list[ResultsFile]) -> list[tuple[Path, Shard]]:
         ):
             raise UsageError(f"{f.path} and {first.path} hold different tensors.")
     return shards
+
+
+def merge_paths(out: str | Path, inputs: list[str | Path]) -> tuple[Path, list[Path]]:
+    """``(output stem, results files)`` of ``sae-hacking merge OUT INPUTS...``: each input is a
+    run directory, a ``.json`` sidecar or a results file (:func:`results_file_of`); an ``OUT``
+    that is an existing folder receives the merge under the inputs' results name
+    (``OUT/cooccurrences.safetensors.zst``). Nothing is read but names and ``run.json``."""
+    paths = []
+    for given in inputs:
+        path = results_file_of(given)
+        if not path.is_file():
+            raise UsageError(f"{given}: no results file there (is the run finished?).")
+        paths.append(path)
+    out = Path(out)
+    if out.is_dir():
+        out = out / results_stem(paths[0]).name
+    return out, paths
 
 
 class _Promote(Exception):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sae_hacking.errors import FieldError
+from sae_hacking.errors import FieldError, UsageError
 
 
 @dataclass(frozen=True)
@@ -71,3 +71,50 @@ def covers_everything(shards: list[Shard]) -> bool:
         return False
     period = math.lcm(*(s.count for s in shards))
     return sum(period // s.count for s in shards) == period
+
+
+def coverage(shards: list[Shard]) -> tuple[list[int], int]:
+    """``(present, of)``: the residues modulo ``of`` (the least common multiple of the shard
+    counts) whose rows ``shards`` own; ``present == list(range(of))`` means every row. Shards of
+    one count give their indices: ``0/3`` and ``2/3`` → ``([0, 2], 3)``."""
+    if not shards:
+        return [], 1
+    period = math.lcm(*(s.count for s in shards))
+    present = sorted({r for s in shards for r in range(s.index, period, s.count)})
+    return present, period
+
+
+def shards_of(meta: dict) -> list[Shard] | None:
+    """The shards a results file's metadata lists; ``None`` when it lists none (files written
+    before shards were recorded: nothing can be said)."""
+    entries = meta.get("shards")
+    if not isinstance(entries, list) or not entries:
+        return None
+    try:
+        return [Shard.from_json(entry) for entry in entries]
+    except (KeyError, TypeError, ValueError, FieldError):
+        return None
+
+
+def partial_description(meta: dict) -> str | None:
+    """Why the results ``meta`` describes miss part of their prompts (``None``: they do not):
+    a lone shard ``--shard i/n``, or the merge of some of a run's shards."""
+    shards = shards_of(meta)
+    if shards is None or covers_everything(shards):
+        return None
+    present, of = coverage(shards)
+    names = ", ".join(str(s) for s in shards)
+    what = f"shard {names} only" if len(shards) == 1 else f"the merge of shards {names} only"
+    prompts = meta.get("prompts_done", "?")
+    return f"holds {what} ({len(present)} of {of} shards' prompts, {prompts} prompts)"
+
+
+def check_all_shards(meta: dict, source: object, allow_partial: bool = False) -> None:
+    """Refuse (:class:`UsageError`) results that hold only some shards of a run, unless
+    ``allow_partial`` (the ``allow_partial`` setting of the reading command)."""
+    why = partial_description(meta)
+    if why is not None and not allow_partial:
+        raise UsageError(
+            f"{source} {why}; merge the missing shards into it (sae-hacking merge), or give "
+            "`allow_partial` to use part of the prompts."
+        )

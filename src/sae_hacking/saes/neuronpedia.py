@@ -39,6 +39,9 @@ DOWNLOAD_WORKERS = 8
 # A 1M-latent SAE has ~8k batches of 128; past this the listing is not what we think it is.
 MAX_BATCHES = 20_000
 
+# Fields of Neuronpedia's export rows beside index and description.
+EXPORT_FIELDS = frozenset({"modelId", "layer", "typeName", "explanationModelName"})
+
 SOURCE_EXPORT = "neuronpedia export"
 SOURCE_FILE = "file"
 SOURCE_NONE = "none"
@@ -75,14 +78,14 @@ def cache_path(np_id: str) -> Path:
 
 
 def load_explanations(
-    np_id: str | None, explanations_file: str | None = None
+    np_id: str | None, explanations_file: str | None = None, n_latents: int | None = None
 ) -> tuple[dict[int, str], str, str | None]:
-    """``(index -> description, source, warning)``: from ``explanations_file`` if given, else
-    from the cache or Neuronpedia's export for ``np_id``. ``source`` is ``"file"``,
-    ``"neuronpedia export"`` or ``"none"``; ``warning`` says why explanations are missing or
-    incomplete (``None`` when all is well)."""
+    """``(index -> description, source, warning)``: from ``explanations_file`` if given (its
+    indices checked against ``n_latents``), else from the cache or Neuronpedia's export for
+    ``np_id``. ``source`` is ``"file"``, ``"neuronpedia export"`` or ``"none"``; ``warning``
+    says why explanations are missing or incomplete (``None`` when all is well)."""
     if explanations_file:
-        return read_explanations_file(explanations_file), SOURCE_FILE, None
+        return read_explanations_file(explanations_file, n_latents), SOURCE_FILE, None
     if not np_id:
         return {}, SOURCE_NONE, _why_none("the SAE has no Neuronpedia id")
     cached = cache_path(np_id)
@@ -127,10 +130,16 @@ def _why_none(reason: str) -> str:
     )
 
 
-def read_explanations_file(path: str | os.PathLike) -> dict[int, str]:
+def read_explanations_file(path: str | os.PathLike, n_latents: int | None = None) -> dict[int, str]:
     """A local export: a JSON list of ``{"index", "description"}`` (Neuronpedia's export rows
     carry more fields, which are ignored), a JSON object ``{index: description}``, or
-    Neuronpedia's JSON-lines batches (``.jsonl``, optionally ``.gz``)."""
+    Neuronpedia's JSON-lines batches (``.jsonl``, optionally ``.gz``).
+
+    The user's file is checked record by record: an index that is missing, null, not an
+    integer, negative, not below ``n_latents`` or given twice is a :class:`FieldError` naming
+    the file, the record (counted from 1) and what is wrong. Rows of Neuronpedia's export
+    (records with its fields, :data:`EXPORT_FIELDS`) may repeat an index: the first
+    non-empty explanation is kept, as Neuronpedia's site shows the first."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FieldError("explanations_file", f"{path}: no such file.")
@@ -143,17 +152,74 @@ def read_explanations_file(path: str | os.PathLike) -> dict[int, str]:
             records = json.loads(text)
         except ValueError:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        return _parse_records(records)
-    except (OSError, EOFError, ValueError, TypeError, KeyError) as err:
+    except (OSError, EOFError, ValueError) as err:
         raise FieldError(
             "explanations_file",
             f"{path} is not a list of {{index, description}} records (JSON or JSON lines): {err}.",
         ) from None
+    if isinstance(records, dict):
+        records = [{"index": k, "description": v} for k, v in records.items()]
+    if not isinstance(records, list):
+        raise FieldError(
+            "explanations_file",
+            f"{path} holds a JSON {type(records).__name__}, not a list of {{index, description}} "
+            "records.",
+        )
+    # Neuronpedia's export rows may hold several explanations of one latent (the site shows
+    # the first); in a file of the user's own, a repeated index is a mistake.
+    export = any(isinstance(r, dict) and EXPORT_FIELDS & r.keys() for r in records)
+    out: dict[int, str] = {}
+    first_of: dict[int, int] = {}
+    for number, record in enumerate(records, start=1):
+        where = f"{path}, record {number}"
+        if not isinstance(record, dict):
+            raise FieldError(
+                "explanations_file",
+                f"{where}: is a {type(record).__name__}, not an {{index, description}} object.",
+            )
+        index = _record_index(record, where, n_latents)
+        if index in first_of and not export:
+            raise FieldError(
+                "explanations_file",
+                f"{where}: index {index} was given already (record {first_of[index]}); give one "
+                "description per latent.",
+            )
+        first_of.setdefault(index, number)
+        description = str(record.get("description") or "").strip()
+        if description and index not in out:
+            out[index] = description
+    return out
+
+
+def _record_index(record: dict, where: str, n_latents: int | None) -> int:
+    """The record's latent index (an integer, or a string of digits as Neuronpedia writes
+    it), or a :class:`FieldError` saying what is wrong with it."""
+    if "index" not in record:
+        raise FieldError("explanations_file", f"{where}: has no index.")
+    value = record["index"]
+    if value is None:
+        raise FieldError("explanations_file", f"{where}: index is null.")
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FieldError(
+            "explanations_file", f"{where}: index {value!r} is not an integer latent index."
+        )
+    if value < 0:
+        raise FieldError("explanations_file", f"{where}: index {value} is negative.")
+    if n_latents is not None and value >= n_latents:
+        raise FieldError(
+            "explanations_file",
+            f"{where}: index {value} is out of range; the ablator SAE has latents "
+            f"0..{n_latents - 1}.",
+        )
+    return value
 
 
 def _parse_records(records: Any) -> dict[int, str]:
-    """``index -> description``; an index with several explanations keeps its first non-empty
-    one, as Neuronpedia's site shows the first."""
+    """``index -> description`` of downloaded or cached export rows; an index with several
+    explanations keeps its first non-empty one, as Neuronpedia's site shows the first, and a
+    row without a usable index is skipped (the export is not the user's to fix)."""
     if isinstance(records, dict):
         records = [{"index": k, "description": v} for k, v in records.items()]
     if not isinstance(records, list):
@@ -162,9 +228,12 @@ def _parse_records(records: Any) -> dict[int, str]:
     for record in records:
         if not isinstance(record, dict):
             raise TypeError(f"expected objects, got {type(record).__name__}")
-        index = int(record["index"])
+        try:
+            index = int(record["index"])
+        except (KeyError, TypeError, ValueError):
+            continue
         description = str(record.get("description") or "").strip()
-        if description and index not in out:
+        if index >= 0 and description and index not in out:
             out[index] = description
     return out
 

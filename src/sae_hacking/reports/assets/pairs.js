@@ -23,7 +23,9 @@
     const cells = [i + 1, p[0], a.explanation, a.fires, a.ablated,
                    p[1], b.explanation, b.fires, b.ablated, p[2], p[3], p[4], p[5], p[6]];
     cells.urls = { 1: a.url, 5: b.url };
-    cells.search = (p[0] + " " + a.explanation + " " + p[1] + " " + b.explanation).toLowerCase();
+    // Latent ids match exactly ("12" is not 120 or 312); explanations match as substrings.
+    cells.ids = [String(p[0]), String(p[1])];
+    cells.search = (a.explanation + "\n" + b.explanation).toLowerCase();
     return cells;
   });
 
@@ -50,7 +52,7 @@
     const maxCooc = numberInput("max-cooc");
     const minExpected = numberInput("min-expected");
     const view = rows.filter((r) =>
-      (!text || r.search.includes(text)) &&
+      (!text || r.ids.includes(text) || r.search.includes(text)) &&
       (minEffect === null || r[9] >= minEffect) &&
       (minDecoder === null || r[10] >= minDecoder) &&
       (maxCooc === null || r[11] <= maxCooc) &&
@@ -70,10 +72,18 @@
     return view;
   }
 
+  // Longer explanations are cut (the whole text in the tooltip) so the table fits the page.
+  const SHOWN_CHARS = 120;
+
   function cell(row, col) {
     const td = document.createElement("td");
     td.className = types[col] === "num" ? "num" : "text";
-    const text = format(row[col], formats[col]);
+    let text = format(row[col], formats[col]);
+    const chars = types[col] === "num" ? [] : Array.from(text);  // whole code points
+    if (chars.length > SHOWN_CHARS) {
+      td.title = text;
+      text = chars.slice(0, SHOWN_CHARS - 1).join("") + "\u2026";
+    }
     const url = links[col] ? row.urls[col] : null;
     if (typeof url === "string" && /^https?:\/\//i.test(url)) {
       const a = document.createElement("a");
