@@ -23,14 +23,25 @@ EOF
 
 variant=""
 build_args=()
+
+die() {
+  echo "build.sh: $1" >&2
+  exit 2
+}
+
+choose() {
+  [[ -z "$variant" || "$variant" == "$1" ]] || die "--cpu and --gpu contradict each other; give one."
+  variant="$1"
+}
+
 while (($# > 0)); do
   case "$1" in
     -h | --help)
       usage
       exit 0
       ;;
-    --cpu) variant=cpu ;;
-    --gpu) variant=gpu ;;
+    --cpu) choose cpu ;;
+    --gpu) choose gpu ;;
     --)
       shift
       build_args+=("$@")

@@ -59,7 +59,9 @@ check_volume() {
 cpus="${RUN_CPUS-1}"
 cpus_given=0
 [[ -n "${RUN_CPUS+set}" ]] && cpus_given=1
+cpus_from=RUN_CPUS
 memory="${RUN_MEMORY-10g}"
+memory_from=RUN_MEMORY
 gpus=""
 docker_args=()
 command=()
@@ -76,16 +78,16 @@ while (($# > 0)); do
       ;;
     --cpus)
       need_value "$1" $#
-      cpus="$2" cpus_given=1
+      cpus="$2" cpus_given=1 cpus_from=--cpus
       shift
       ;;
-    --cpus=*) cpus="${1#*=}" cpus_given=1 ;;
+    --cpus=*) cpus="${1#*=}" cpus_given=1 cpus_from=--cpus ;;
     --memory | -m)
       need_value "$1" $#
-      memory="$2"
+      memory="$2" memory_from=--memory
       shift
       ;;
-    --memory=*) memory="${1#*=}" ;;
+    --memory=*) memory="${1#*=}" memory_from=--memory ;;
     --no-limits) cpus="" cpus_given=1 memory="" ;;
     --gpus)
       need_value "$1" $#
@@ -116,6 +118,14 @@ while (($# > 0)); do
   esac
   shift
 done
+
+# Checked here: docker's answer to a bad limit is its usage text. A fraction of a CPU is valid.
+if [[ -n "$cpus" ]] && ! [[ "$cpus" =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ && "$cpus" =~ [1-9] ]]; then
+  die "$cpus_from needs a positive number of CPUs such as 2 or 0.5, got '$cpus'."
+fi
+if [[ -n "$memory" ]] && ! [[ "$memory" =~ ^[0-9]+(\.[0-9]+)?[kKmMgGtT]?[bB]?$ && "$memory" =~ [1-9] ]]; then
+  die "$memory_from needs a size such as 10g or 512m, got '$memory'."
+fi
 
 if [[ -n "$gpus" && "$cpus_given" == 0 ]]; then
   cpus=""

@@ -92,6 +92,14 @@ def test_build_chooses_the_variant(tmp_path, args, nvidia_smi, variant):
     assert argv[-1] == "." and calls[0]["cwd"] == str(ROOT)
 
 
+def test_build_refuses_both_variants(tmp_path):
+    for args in (("--cpu", "--gpu"), ("--gpu", "--no-cache", "--cpu")):
+        proc, calls = _run(tmp_path, "build.sh", *args)
+        assert proc.returncode == 2 and calls == []
+        assert proc.stderr == "build.sh: --cpu and --gpu contradict each other; give one.\n"
+    assert _one_call(tmp_path, "build.sh", "--cpu", "--cpu")[:1] == ["build"]
+
+
 def test_build_passes_extra_args_in_order_and_honours_image(tmp_path):
     argv = _one_call(
         tmp_path, "build.sh", "--no-cache", "--cpu", "--", "--progress=plain", IMAGE="me/sae:dev"
@@ -186,6 +194,31 @@ def test_run_refuses_an_option_without_its_value(tmp_path):
     proc, calls = _run(tmp_path, "run.sh", "--cpus")
     assert proc.returncode == 2 and calls == []
     assert proc.stderr.strip() == "run.sh: --cpus needs a value."
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("--cpus", "abc"), {}, "run.sh: --cpus needs a positive number of CPUs"),
+        (("--cpus=0",), {}, "run.sh: --cpus needs a positive number of CPUs"),
+        (("--cpus", "-1"), {}, "run.sh: --cpus needs a positive number of CPUs"),
+        ((), {"RUN_CPUS": "two"}, "run.sh: RUN_CPUS needs a positive number of CPUs"),
+        (("--memory", "lots"), {}, "run.sh: --memory needs a size such as 10g"),
+        (("-m", "10 g"), {}, "run.sh: --memory needs a size such as 10g"),
+    ],
+)
+def test_run_refuses_a_bad_limit(tmp_path, args, env, message):
+    proc, calls = _run(tmp_path, "run.sh", *args, "--", "true", **env)
+    assert proc.returncode == 2 and calls == []
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message)
+
+
+def test_run_accepts_fractional_cpus_and_memory_units(tmp_path):
+    argv = _one_call(tmp_path, "run.sh", "--cpus", "0.5", "--memory", "512m")
+    assert _option(argv, "--cpus") == "0.5" and _option(argv, "--memory") == "512m"
+    argv = _one_call(tmp_path, "run.sh", "--cpus=.5", "-m", "1.5GB")
+    assert _option(argv, "--cpus") == ".5" and _option(argv, "--memory") == "1.5GB"
 
 
 @pytest.mark.parametrize("script", ["build.sh", "run.sh"])

@@ -3,9 +3,11 @@ that is empty, and a start that fails removes what it created."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sae_hacking.errors import FieldError
@@ -69,3 +71,18 @@ def remove_created(path: Path, top: Path | None) -> None:
                 shutil.rmtree(child, ignore_errors=True)
             else:
                 child.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def removed_on_failure(
+    path: Path, top: Path | None, keep: Callable[[], bool] = lambda: False
+) -> Iterator[None]:
+    """Undo :func:`create_new_folder` when the body raises (anything, Ctrl-C included), unless
+    ``keep()`` says the folder holds something to resume from (a checkpoint): a start that fails
+    leaves the folder as it found it, so the corrected command runs there."""
+    try:
+        yield
+    except BaseException:
+        if not keep():
+            remove_created(path, top)
+        raise

@@ -76,6 +76,8 @@ def test_two_ranks_equal_one_process(setup, command, name):
     job = torchrun(argv(command, setup, out))
     log = job.communicate(timeout=300)[0]
     assert job.returncode == 0, log
+    # Only the merged results' path is printed, not the ranks' shards.
+    assert f"into {out / name}.safetensors.zst" in log and f"/{RANKS_DIR}/rank-" not in log, log
     assert {p.name for p in out.iterdir()} == {
         "args.yaml",
         f"{name}.json",
@@ -132,6 +134,74 @@ def test_torchrun_refuses_shard_and_single_process_resume(setup, capsys):
     (out / "run.json").write_text('{"kind": "cooccurrences", "config": {}, "world_size": 2}')
     assert main(["cooccurrences", "--resume", str(out)]) == 2
     assert "started under torchrun with 2 ranks" in capsys.readouterr().err
+
+
+def test_a_refused_start_prints_one_line_and_ranks_exit_2(setup):
+    busy = setup["root"] / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    job = torchrun(argv("cooccurrences", setup, busy))
+    log = job.communicate(timeout=300)[0]
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: --output-dir {busy} exists and is not empty; choose a new folder."]
+    # What torchrun adds: its ChildFailedError summary, naming rank 0 as the root cause.
+    assert job.returncode == 1 and "ChildFailedError" in log
+    root_cause = log[log.index("Root Cause") :]
+    assert "rank      : 0" in root_cause and "exitcode  : 2" in root_cause, log
+    assert os.listdir(busy) == ["notes.txt"]
+
+
+def test_a_start_that_fails_on_every_rank_leaves_nothing(setup, random_sae_path):
+    narrow = random_sae_path("blocks.0.hook_mlp_out", 48, d_in=48)  # the model's width is 64
+    out = setup["root"] / "narrow" / "run"
+    job = torchrun(argv("cooccurrences", setup, out, "--ablator-sae-release", str(narrow)))
+    log = job.communicate(timeout=300)[0]
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "48-dimensional" in errors[0], log
+    assert job.returncode == 1 and not (setup["root"] / "narrow").exists()
+
+
+def _decide_for(folder: Path, resume: bool = False) -> dict:
+    from types import SimpleNamespace
+
+    from sae_hacking.runs.distributed import _decide
+
+    run = SimpleNamespace(resume=str(folder) if resume else None, output_dir=str(folder))
+    outputs = ("cooccurrences.safetensors.zst", "cooccurrences.json")
+    return _decide(SimpleNamespace(run=run), "cooccurrences", "co", outputs, 2)
+
+
+def test_torchrun_into_a_one_process_run_or_a_user_folder(tmp_path):
+    from sae_hacking.errors import FieldError
+
+    single = tmp_path / "single"  # what a one-process run leaves
+    single.mkdir()
+    for name in ("cooccurrences.safetensors.zst", "cooccurrences.json"):
+        (single / name).write_bytes(b"")
+    (single / "run.json").write_text('{"kind": "cooccurrences", "config": {}, "outputs": []}')
+    mine = tmp_path / "mine"  # the user's folder that happens to hold a ranks/ folder
+    (mine / RANKS_DIR).mkdir(parents=True)
+    for folder in (single, mine):
+        with pytest.raises(FieldError) as refused:
+            _decide_for(folder)
+        assert refused.value.field == "output_dir"
+        assert "exists and is not empty" in str(refused.value)
+    with pytest.raises(FieldError) as refused:
+        _decide_for(single, resume=True)
+    assert refused.value.field == "resume" and "not started under torchrun" in str(refused.value)
+
+
+def test_other_ranks_print_only_errors_about_their_own_files(monkeypatch):
+    from sae_hacking.runs.distributed import shown_on_this_rank
+
+    assert shown_on_this_rank("anything")  # no torchrun
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert shown_on_this_rank("anything")
+    monkeypatch.setenv("RANK", "1")
+    assert not shown_on_this_rank("--output-dir /x exists and is not empty")
+    assert shown_on_this_rank("/x/ranks/rank-1/checkpoint.safetensors is truncated")
+    assert not shown_on_this_rank("/x/ranks/rank-0/checkpoint.safetensors is truncated")
 
 
 def test_ranks_from_env():

@@ -308,3 +308,63 @@ def test_local_paths_load_by_layout(tmp_path):
     (tmp_path / "other").mkdir()
     with pytest.raises(UsageError, match="not an SAE this loader reads"):
         load_sae(str(tmp_path / "other"))
+
+
+def _own_checkpoint(tmp_path, tensors=None, metadata=None):
+    """A safetensors file in our checkpoint layout with its tensors or metadata replaced."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from sae_hacking.saes.io import METADATA_KEY, save_sae_checkpoint
+
+    good = save_sae_checkpoint(saes_of_each_kind()[0], tmp_path / "good.safetensors")
+
+    with safe_open(str(good), framework="pt") as handle:
+        state = {name: handle.get_tensor(name) for name in handle.keys()}
+        meta = handle.metadata()[METADATA_KEY]
+    path = tmp_path / "bad.safetensors"
+    save_file(
+        tensors(state) if tensors else state,
+        str(path),
+        metadata={METADATA_KEY: metadata(meta) if metadata else meta},
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("tensors", "metadata", "message"),
+    [
+        (lambda s: {k: v for k, v in s.items() if k != "W_dec_EM"}, None, "it lacks W_dec_EM"),
+        (lambda s: {**s, "W_x": s["b_dec_M"].clone()}, None, "it has unknown W_x"),
+        (lambda s: {**s, "b_dec_M": s["b_dec_M"][:3]}, None, r"b_dec_M has shape \(3,\)"),
+        (None, lambda m: "{not json", "metadata is not JSON"),
+        (None, lambda m: "[]", "has no config object"),
+        (None, lambda m: json.dumps({"config": {"d_in": 16}}), "d_sae must be a positive .* None"),
+        (None, lambda m: m.replace('"jumprelu"', '"wavelet"'), "unknown SAE architecture"),
+        (None, lambda m: m.replace('"d_sae": 40', '"d_sae": "x"'), "d_sae must be a positive"),
+        (None, lambda m: m.replace('"d_in": 16', '"d_in": 16, "color": 1'), "does not describe"),
+    ],
+)
+def test_a_malformed_own_checkpoint_is_one_sentence(tmp_path, tensors, metadata, message):
+    path = _own_checkpoint(tmp_path, tensors, metadata)
+    with pytest.raises(UsageError, match=message) as refused:
+        load_sae(path)
+    assert str(refused.value).startswith(path) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        ("{}", "gives no SAE size: d_in must be a positive integer, got None"),
+        ("[1, 2]", "holds a JSON list, not a SAELens config object"),
+        ('{"d_in": 16, "d_sae": 0}', "d_sae must be a positive integer, got 0"),
+        ('{"d_in": 16, "d_sae": 40, "metadata": 5}', "not a SAELens config this loader reads"),
+        ('{"d_in": 16, "d_sae": 40, "architecture": []}', "not a SAELens config this loader"),
+    ],
+)
+def test_a_malformed_saelens_config_is_one_sentence(tmp_path, cfg, message):
+    save_saelens_folder(saes_of_each_kind()[2], tmp_path / "lens")
+    (tmp_path / "lens" / "cfg.json").write_text(cfg)
+    with pytest.raises(UsageError, match=message) as refused:
+        load_sae(str(tmp_path / "lens"))
+    assert str(refused.value).startswith(str(tmp_path / "lens" / "cfg.json"))

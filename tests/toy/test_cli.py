@@ -185,3 +185,16 @@ def test_help_starts_without_heavy_imports():
     proc = run([sys.executable, "-c", code])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def test_toy_compare_failing_start_leaves_no_folder(tmp_path, monkeypatch):
+    from sae_hacking.toy import compare
+
+    def fail(job):
+        raise KeyboardInterrupt  # Ctrl-C in the first run
+
+    monkeypatch.setattr(compare, "_train_one", fail)
+    out = tmp_path / "cmp"
+    argv = ["toy-compare", "--seeds", "1", "--max-step", "5", "--jobs", "1", "--quiet"]
+    assert main([*argv, "--output-dir", str(out)]) == 130
+    assert not out.exists()  # so the same command runs again

@@ -43,6 +43,7 @@ def run_one(config: AblateConfig) -> Path:
         exclusion_mask,
         read_frequencies,
     )
+    from sae_hacking.runs.distributed import wrote
     from sae_hacking.runs.stream import StreamRun
     from sae_hacking.saes.fingerprint import sae_fingerprint
 
@@ -75,27 +76,30 @@ def run_one(config: AblateConfig) -> Path:
     frequencies = None
     if config.frequencies_from is not None:
         frequencies = (
-            *read_frequencies(config.frequencies_from, identity | _ablator_names(config)),
+            *read_frequencies(
+                config.frequencies_from, identity | _ablator_names(config), config.allow_partial
+            ),
             config.frequencies_from,
         )
     state = run.start_or_resume(identity)
-    if config.exclude_latent_threshold is not None:
-        if frequencies is None:
-            frequencies = _first_pass_frequencies(config, run, lm, ablator, setup.ablator_hook)
-        setup.excluded_e = exclusion_mask(
-            *frequencies[:2], config.exclude_latent_threshold, ablator.d_sae, frequencies[2]
-        ).to(lm.device)
-        print(
-            f"excluding {int(setup.excluded_e.sum())} of {ablator.d_sae} ablator latents active "
-            f"on more than {config.exclude_latent_threshold:g} of tokens"
-        )
-    accumulator = AblationAccumulator(setup, config.method, config.sums_on)
-    print(f"effect sums on {accumulator.sums.device}")
-    path = run.run_prompts(accumulator, lm.tokenizer, state)
+    with run.removed_if_failing():
+        if config.exclude_latent_threshold is not None:
+            if frequencies is None:
+                frequencies = _first_pass_frequencies(config, run, lm, ablator, setup.ablator_hook)
+            setup.excluded_e = exclusion_mask(
+                *frequencies[:2], config.exclude_latent_threshold, ablator.d_sae, frequencies[2]
+            ).to(lm.device)
+            print(
+                f"excluding {int(setup.excluded_e.sum())} of {ablator.d_sae} ablator latents active "
+                f"on more than {config.exclude_latent_threshold:g} of tokens"
+            )
+        accumulator = AblationAccumulator(setup, config.method, config.sums_on)
+        print(f"effect sums on {accumulator.sums.device}")
+        path = run.run_prompts(accumulator, lm.tokenizer, state)
     sums = accumulator.sums
     print(
         f"{sums.n_prompts} of {sums.n_prompts_seen} prompts used; {len(sums.row_of)} ablator "
-        f"latents ablated; wrote {path}"
+        f"latents ablated{wrote(path)}"
     )
     return path
 

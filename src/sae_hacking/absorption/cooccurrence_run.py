@@ -33,6 +33,7 @@ def run_one(config: CooccurrenceConfig) -> Path:
     config.model.check_reachable()
     config.text.check_reachable()
     from sae_hacking.absorption.cooccurrence import CooccurrenceAccumulator
+    from sae_hacking.runs.distributed import wrote
     from sae_hacking.runs.stream import StreamRun
     from sae_hacking.saes.fingerprint import sae_fingerprint
     from sae_hacking.saes.splice import check_sae_fits
@@ -52,7 +53,8 @@ def run_one(config: CooccurrenceConfig) -> Path:
         "sae_fingerprint": sae_fingerprint(sae),
     }
     state = run.start_or_resume(identity)
-    path = run.run_prompts(accumulator, lm.tokenizer, state)
+    with run.removed_if_failing():
+        path = run.run_prompts(accumulator, lm.tokenizer, state)
     p = run.progress
-    print(f"counted {p.tokens_done} tokens of {p.prompts_done} prompts; wrote {path}")
+    print(f"counted {p.tokens_done} tokens of {p.prompts_done} prompts{wrote(path)}")
     return path

@@ -75,7 +75,11 @@ class ValidateConfig:
             if getattr(self, key) is None:
                 set_field(self, key, value)
             check_positive(key, getattr(self, key))
-        check_positive("max_tokens_in_prompt", self.max_tokens_in_prompt)
+        if self.max_tokens_in_prompt < 2:  # as the tokenizer would, but before the model
+            raise FieldError(
+                "max_tokens_in_prompt",
+                f"must be at least 2 (BOS + a token), got {self.max_tokens_in_prompt}.",
+            )
         check_positive("n_planted", self.n_planted)
         if self.n_controls < 0:
             raise FieldError("n_controls", f"must not be negative, got {self.n_controls}.")
@@ -267,19 +271,17 @@ def format_evaluation(ev: Evaluation) -> str:
 def run(config: ValidateConfig, slug: str = KIND) -> tuple[Path, Evaluation]:
     """Build the tiny model and the SAEs, run the three stages, check the pairs (module
     docstring); returns the run directory and the evaluation."""
-    from sae_hacking.folders import check_new_folder, create_new_folder, remove_created
+    from sae_hacking.folders import check_new_folder, create_new_folder, removed_on_failure
     from sae_hacking.runs.files import default_run_dir
 
     run_dir = check_new_folder(config.output_dir or default_run_dir(slug), "output_dir")
     run_dir, top = create_new_folder(run_dir, "output_dir")
     from sae_hacking.absorption.planted import build_inputs
 
-    try:
+    # Nothing here resumes: a run that fails at any stage leaves nothing, and runs again.
+    with removed_on_failure(run_dir, top):
         inputs = build_inputs(config, run_dir)
-    except BaseException:
-        remove_created(run_dir, top)
-        raise
-    return run_dir, _search_and_check(config, run_dir, inputs)
+        return run_dir, _search_and_check(config, run_dir, inputs)
 
 
 def _search_and_check(config: ValidateConfig, run_dir: Path, inputs) -> Evaluation:

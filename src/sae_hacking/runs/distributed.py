@@ -31,6 +31,7 @@ from typing import Any
 
 from sae_hacking.config import replace_flat
 from sae_hacking.errors import FieldError, UsageError
+from sae_hacking.folders import removed_on_failure
 from sae_hacking.runs.record import RUN_FILE, RunRecord, read_record, results_paths
 
 RANKS_DIR = "ranks"
@@ -135,19 +136,49 @@ def _decide(config: Any, kind: str, slug: str, outputs: tuple[str, ...], world: 
         check_new_folder(top, "output_dir")
         return {"top": str(top), "state": "new"}
     # The same command run again (same --output-dir), or --resume: continue that run.
-    record = read_record(top, kind)
-    saved_world = record.extra.get("world_size")
+    try:
+        record = read_record(top, kind)
+    except FieldError:
+        if config.run.resume is not None:
+            raise
+        record = None
+    saved_world = None if record is None else record.extra.get("world_size")
     if saved_world is None:
-        raise FieldError("resume", f"{top} was not started under torchrun.")
+        if config.run.resume is None:  # a one-process run or the user's folder: not ours
+            check_new_folder(top, "output_dir")
+            raise FieldError("output_dir", f"{top} is not a torchrun run; choose a new folder.")
+        raise FieldError(
+            "resume", f"{top} was not started under torchrun; resume it without torchrun."
+        )
     if saved_world != world:
         raise FieldError(
-            "resume",
+            "resume" if config.run.resume is not None else "output_dir",
             f"{top} was started with {saved_world} ranks, not {world}; resume it with "
             f"--nproc-per-node (times nodes) = {saved_world}.",
         )
     if record.is_complete():
         return {"top": str(top), "state": "complete"}
     return {"top": str(top), "state": "resume"}
+
+
+def shown_on_this_rank(message: str) -> bool:
+    """Whether this process prints an error line: outside torchrun always; under it rank 0,
+    and another rank only for an error about its own files (``ranks/rank-R``). Every other error
+    is rank 0's too (the same command line, model, SAEs and text, or rank 0's decision), so one
+    line reaches the terminal, not one per rank."""
+    try:
+        ranks = ranks_from_env()
+    except (KeyError, ValueError):  # not torchrun's environment: this process is on its own
+        return True
+    if ranks is None or ranks.rank == 0:
+        return True
+    return f"{RANKS_DIR}/rank-{ranks.rank}" in message
+
+
+def wrote(path: Path) -> str:
+    """``"; wrote PATH"`` for a run's summary line, or nothing for one rank's shard (torchrun
+    prints only the merged results' path)."""
+    return "" if ranks_from_env() is not None else f"; wrote {path}"
 
 
 def run_streamed(
@@ -195,8 +226,9 @@ def run_distributed(
             if ranks.rank == 0:
                 print(f"{results} is already complete; nothing to do.")
             return results
+        created = None
         if ranks.rank == 0 and decision["state"] == "new":
-            _create_top(config, kind, top, outputs, ranks.world)
+            created = _create_top(config, kind, top, outputs, ranks.world)
         dist.barrier()
         mine = rank_dir(top, ranks.rank)
         changes = {
@@ -207,7 +239,11 @@ def run_distributed(
         }
         if ranks.rank != 0:
             changes["quiet"] = True  # one progress bar per job
-        run_one(replace_flat(config, changes))
+        if created is None:
+            run_one(replace_flat(config, changes))
+        else:  # a start that fails before any rank has begun its run leaves nothing
+            with removed_on_failure(*created, keep=lambda: _a_rank_began(top)):
+                run_one(replace_flat(config, changes))
         dist.barrier()
         if ranks.rank == 0:
             paths = [results_paths(rank_dir(top, r) / results_name)[0] for r in range(ranks.world)]
@@ -221,14 +257,23 @@ def run_distributed(
         return results
 
 
-def _create_top(config: Any, kind: str, top: Path, outputs: tuple[str, ...], world: int) -> None:
+def _a_rank_began(top: Path) -> bool:
+    return (top / RANKS_DIR).is_dir() and any((top / RANKS_DIR).iterdir())
+
+
+def _create_top(
+    config: Any, kind: str, top: Path, outputs: tuple[str, ...], world: int
+) -> tuple[Path, Path | None]:
+    """The job's run directory, with its record; returns what :func:`create_new_folder` did."""
     from sae_hacking.config import to_flat
     from sae_hacking.folders import create_new_folder
     from sae_hacking.runs.files import write_args_yaml
 
-    top, _ = create_new_folder(top, "output_dir")
-    (top / RANKS_DIR).mkdir()
-    record = RunRecord.for_config(top, kind, config, outputs)
-    record.extra = {"world_size": world}
-    record.write()
-    write_args_yaml(top, {**to_flat(config), "run_dir": str(top), "world_size": world})
+    top, topmost = create_new_folder(top, "output_dir")
+    with removed_on_failure(top, topmost):
+        (top / RANKS_DIR).mkdir()
+        record = RunRecord.for_config(top, kind, config, outputs)
+        record.extra = {"world_size": world}
+        record.write()
+        write_args_yaml(top, {**to_flat(config), "run_dir": str(top), "world_size": world})
+    return top, topmost

@@ -8,7 +8,8 @@ worked example)::
     if run.complete: return run.results_path           # a finished run: nothing to do
     ...load the model and SAEs, build the accumulator...
     state = run.start_or_resume(identity)     # creates the run, or checks it is the same one
-    run.run_prompts(accumulator, tokenizer, state)    # resumes, checkpoints, writes results
+    with run.removed_if_failing():            # a new run failing before a checkpoint: removed
+        run.run_prompts(accumulator, tokenizer, state)    # resumes, checkpoints, writes results
 
 ``config`` is the command's typed config (:mod:`sae_hacking.config`) with ``text``
 (:class:`~sae_hacking.data.source.TextSource`) and ``run``
@@ -20,7 +21,8 @@ A run directory holds ``run.json`` (:mod:`sae_hacking.runs.record`), ``args.yaml
 a kill at any moment leaves the previous checkpoint intact), and at the end the results
 ``NAME.safetensors.zst`` + ``NAME.json`` (:mod:`sae_hacking.runs.results`); the checkpoint is
 then deleted. A new run never writes into a folder that holds anything; a start that fails
-removes what it created.
+removes what it created; a resume refused or failed before its checkpoint is restored writes
+nothing.
 
 Exactness of resume: checkpoints are taken between batches and hold the shard-row count
 consumed; batches are cut from the stream the same way whether or not the run was interrupted,
@@ -31,6 +33,7 @@ ends with identical tensors.
 from __future__ import annotations
 
 import abc
+import contextlib
 import itertools
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -43,7 +46,7 @@ import torch
 from sae_hacking.config import free_keys, json_value, leaf_map, recorded_settings, to_flat
 from sae_hacking.data.text import TokenBatch, batch_prompts, open_text_stream
 from sae_hacking.errors import UsageError
-from sae_hacking.folders import create_new_folder, remove_created
+from sae_hacking.folders import create_new_folder, removed_on_failure
 from sae_hacking.runs.files import provenance, write_args_yaml
 from sae_hacking.runs.record import (
     RUN_FILE,
@@ -108,6 +111,11 @@ class Accumulator(abc.ABC):
     def describe(self) -> dict[str, str]:
         """One line per result tensor: what it holds (stored in the results' metadata)."""
         return {}
+
+
+def _but_resume(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat config without ``resume`` (set by every resume, no change of the run)."""
+    return {k: v for k, v in flat.items() if k != "resume"}
 
 
 def _strip(settings: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
@@ -176,6 +184,8 @@ class StreamRun:
         self.resumed = record.resumed
         self.shard = config.run.shard_spec
         self.progress = Progress()
+        self._created: tuple[Path, Path | None] | None = None  # by a new run's start
+        self._changed_settings: dict[str, Any] | None = None  # by a resume, written once it runs
 
     @property
     def run_dir(self) -> Path:
@@ -205,18 +215,18 @@ class StreamRun:
     def start_or_resume(self, identity: Mapping[str, Any]) -> Mapping[str, torch.Tensor] | None:
         """Create the run (``run.json``, ``args.yaml``), or check that the resumed run is the
         same computation (``identity``: what was resolved at start, e.g. the SAE's hook and
-        content hash) and record the settings a resume changed; return the last checkpoint's
-        tensors, if any (``self.progress`` is set from it)."""
+        content hash) and that its checkpoint can be read; return the last checkpoint's tensors,
+        if any (``self.progress`` is set from it). A resume writes nothing until
+        :meth:`run_prompts` has restored the checkpoint: one refused or failed before then
+        leaves the run directory as it was."""
         settings = {**recorded_settings(self.config), **json_value(dict(identity))}
         if not self.resumed:
             run_dir, top = create_new_folder(self.run_dir, "output_dir")
-            try:
+            with removed_on_failure(run_dir, top):
                 self.record.run_dir = run_dir
                 self._write(settings)
                 write_args_yaml(run_dir, {**to_flat(self.config), "run_dir": str(run_dir)})
-            except BaseException:
-                remove_created(run_dir, top)
-                raise
+            self._created = (run_dir, top)
             return None
         saved = self.record.settings
         for key, value in identity.items():
@@ -225,14 +235,24 @@ class StreamRun:
                     f"{self.run_dir} was run with {key} = {saved[key]!r}, but what is loaded "
                     f"now has {json_value(value)!r}; resume it with the same model and SAEs."
                 )
-        if {**to_flat(self.config), "output_dir": str(self.run_dir)} != self.record.config or (
-            settings != saved
-        ):
-            self._write(settings)
         state = self.load_checkpoint()
+        now = {**to_flat(self.config), "output_dir": str(self.run_dir)}
+        if _but_resume(now) != _but_resume(self.record.config) or settings != saved:
+            self._changed_settings = settings
         if state is not None:
             print(f"resuming after {self.progress.rows_done} prompts of shard {self.shard}")
         return state
+
+    @contextlib.contextmanager
+    def removed_if_failing(self) -> Iterator[None]:
+        """Around what follows :meth:`start_or_resume`: a new run that fails before its first
+        checkpoint (a refused setting found late, a bad row of text, Ctrl-C) is removed, so the
+        corrected command runs in the same folder; a run with a checkpoint is kept to resume."""
+        if self._created is None:
+            yield
+            return
+        with removed_on_failure(*self._created, keep=self.checkpoint_path.is_file):
+            yield
 
     def _write(self, settings: dict[str, Any]) -> None:
         self.record.config = {**to_flat(self.config), "output_dir": str(self.run_dir)}
@@ -311,6 +331,9 @@ class StreamRun:
         ``accumulator`` from ``state`` (what :meth:`start_or_resume` returned)."""
         if state is not None:
             accumulator.load_state(state)
+        if self._changed_settings is not None:  # the checkpoint was good: record the resume
+            self._write(self._changed_settings)
+            self._changed_settings = None
         text, options = self.config.text, self.config.run
         batches = shard_batches(
             text.dataset_id,

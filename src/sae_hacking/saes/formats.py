@@ -29,6 +29,7 @@ import torch
 from sae_hacking.errors import UsageError
 from sae_hacking.saes import registry
 from sae_hacking.saes.base import SAE, SAEInfo
+from sae_hacking.saes.io import check_sae_size
 from sae_hacking.saes.processing import fold_norm_scaling_factor, input_transform
 
 SAELENS_CFG = "cfg.json"
@@ -122,12 +123,28 @@ def load_gemma_scope_npz(
 
 
 def _saelens_config(folder: Path, overrides: dict | None = None) -> dict:
+    """``cfg.json`` as the settings this loader needs; a file that does not give them (not a
+    JSON object, no sizes, values of the wrong type) is a :class:`UsageError` naming it."""
+    path = folder / SAELENS_CFG
     try:
-        cfg = json.loads((folder / SAELENS_CFG).read_text(encoding="utf-8"))
+        cfg = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise UsageError(f"{folder / SAELENS_CFG} cannot be read as JSON ({err}).") from err
+        raise UsageError(f"{path} cannot be read as JSON ({err}).") from err
+    if not isinstance(cfg, dict):
+        raise UsageError(f"{path} holds a JSON {type(cfg).__name__}, not a SAELens config object.")
     # A release's registry overrides replace cfg.json's values, as in SAELens.
     cfg = {**cfg, **(overrides or {})}
+    for key in ("d_in", "d_sae"):
+        check_sae_size(path, key, cfg.get(key))
+    try:
+        return _saelens_settings(folder, cfg, overrides)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise UsageError(
+            f"{path} is not a SAELens config this loader reads ({type(err).__name__}: {err})."
+        ) from None
+
+
+def _saelens_settings(folder: Path, cfg: dict, overrides: dict | None) -> dict:
     meta = {k: v for k, v in (cfg.get("metadata") or {}).items() if k not in (overrides or {})}
 
     def get(key, default=None):

@@ -23,7 +23,7 @@ from pathlib import Path
 from sae_hacking.atomic import atomic_write, atomic_write_json, atomic_write_text
 from sae_hacking.config import to_flat
 from sae_hacking.device import resolve_device
-from sae_hacking.folders import check_new_folder, create_new_folder
+from sae_hacking.folders import check_new_folder, create_new_folder, removed_on_failure
 from sae_hacking.runs.files import default_run_dir, write_args_yaml
 from sae_hacking.runs.options import RunDirOptions
 from sae_hacking.toy.config import ToyCompareConfig, ToyConfig
@@ -144,17 +144,20 @@ def run_comparison(config: ToyCompareConfig) -> dict:
     resolve_device(base.device)
     path = Path(base.run.output_dir or default_run_dir(f"toy-compare-E{base.sae_hidden_dim}"))
     check_new_folder(path, "output_dir")
-    out_dir, _ = create_new_folder(path, "output_dir")
-    write_args_yaml(out_dir, to_flat(config))
-    jobs = [(c.to_dict(), str(out_dir / f"{a}-seed{s}")) for (a, s), c in configs.items()]
-    if config.jobs == 1:
-        from tqdm import tqdm
+    out_dir, top = create_new_folder(path, "output_dir")
+    # A failed start leaves no folder behind; one with finished runs in it is kept (no resume
+    # here, but their metrics and SAEs are results).
+    with removed_on_failure(out_dir, top, keep=lambda: any(out_dir.glob("*/metrics.json"))):
+        write_args_yaml(out_dir, to_flat(config))
+        jobs = [(c.to_dict(), str(out_dir / f"{a}-seed{s}")) for (a, s), c in configs.items()]
+        if config.jobs == 1:
+            from tqdm import tqdm
 
-        outputs = [_train_one(job) for job in tqdm(jobs, unit="run", disable=base.run.quiet)]
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(config.jobs, mp_context=ctx) as pool:
-            outputs = list(pool.map(_train_one, jobs))
+            outputs = [_train_one(job) for job in tqdm(jobs, unit="run", disable=base.run.quiet)]
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(config.jobs, mp_context=ctx) as pool:
+                outputs = list(pool.map(_train_one, jobs))
     results: dict[str, list[dict[str, float | int]]] = {arch: [] for arch in ARCH_ORDER}
     for (arch, _seed), metrics in zip(configs, outputs, strict=True):
         results[arch].append(metrics)

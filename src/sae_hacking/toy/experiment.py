@@ -9,12 +9,13 @@ allowed to change.
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 from pathlib import Path
 
 from sae_hacking.config import to_flat
-from sae_hacking.errors import FieldError
-from sae_hacking.folders import check_new_folder, create_new_folder, remove_created
+from sae_hacking.errors import FieldError, UsageError
+from sae_hacking.folders import check_new_folder, create_new_folder, removed_on_failure
 from sae_hacking.runs.files import default_run_dir, write_args_yaml
 from sae_hacking.runs.record import (
     RunRecord,
@@ -24,6 +25,7 @@ from sae_hacking.toy.config import ToyConfig
 
 KIND = "toy"
 OUTPUTS = ("metrics.json", "sae.safetensors")
+CHECKPOINT = "checkpoint.safetensors"
 SUMMARY_KEYS = (
     "pair_detection_rate",
     "single_feature_detection_rate",
@@ -87,16 +89,14 @@ def run(config: ToyConfig) -> tuple[Path, dict[str, float | int]]:
 
     resolve_device(config.device)  # a missing GPU is reported before anything is written
     run_dir, top = create_new_folder(path, "output_dir")
-    try:
+    # Before its first checkpoint a run has nothing to resume from: if it fails, it goes.
+    with removed_on_failure(run_dir, top, keep=(run_dir / CHECKPOINT).is_file):
         record_of(run_dir, config).write()
         write_args_yaml(run_dir, to_flat(config))
         use_few_threads(config)
         trainer = ToyTrainer(config, run_dir, quiet=config.run.quiet)
         trainer.save_dataset()
-    except BaseException:
-        remove_created(run_dir, top)
-        raise
-    return run_dir, finish(trainer)
+        return run_dir, finish(trainer)
 
 
 def _resume(config: ToyConfig) -> tuple[Path, dict[str, float | int]]:
@@ -109,11 +109,21 @@ def _resume(config: ToyConfig) -> tuple[Path, dict[str, float | int]]:
     if record.is_complete() and to_flat(config)["max_step"] == record.config["max_step"]:
         print(f"{run_dir} is complete (resume it with more steps to train on).", file=sys.stderr)
         return run_dir, json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    if not (run_dir / "checkpoint.safetensors").is_file():
+    if not (run_dir / CHECKPOINT).is_file():
         raise FieldError("resume", f"{run_dir} has no checkpoint yet; start the run again instead.")
-    if record_of(run_dir, config).config != record.config:
-        record_of(run_dir, config).write()
     use_few_threads(config)
     trainer = ToyTrainer(config, run_dir, quiet=config.run.quiet)
-    trainer.load_checkpoint()
+    try:
+        trainer.load_checkpoint()
+    except UsageError:
+        raise
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as err:
+        raise FieldError(
+            "resume",
+            f"{run_dir}: its checkpoint cannot be read ({type(err).__name__}: {err}); the run "
+            "cannot continue from it.",
+        ) from None
+    # Only a resume that can go on records its settings: a refused or failed one writes nothing.
+    if record_of(run_dir, config).config != record.config:
+        record_of(run_dir, config).write()
     return run_dir, finish(trainer)
