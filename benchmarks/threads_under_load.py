@@ -26,7 +26,7 @@ from _common import parse_args, write_json
 
 from sae_hacking.threads import available_cpus
 
-QUICK = {"tokens": 2048, "width": 256}
+QUICK = {"tokens": 512, "width": 64, "settings": ["all_cores", "auto"], "eval_prompts": 4}
 BUSY = "import time\nend = time.monotonic() + 600\nwhile time.monotonic() < end: pass\n"
 
 
@@ -38,7 +38,7 @@ def train(model: Path, out: Path, threads: int, args) -> float:
         "--dataset-id", str(model / "prompts.txt"), "--hook", "blocks.1.hook_resid_post",
         "--device", "cpu", "--batch-tokens", "256", "--buffer-tokens", "1024",
         "--train-tokens", str(args.tokens), "--sae-hidden-dim", str(args.width), "--k", "8",
-        "--eval-every", "1000000", "--threads", str(threads), "--output-dir", str(out),
+        "--eval-every", "1000000", "--eval-prompts", str(args.eval_prompts), "--threads", str(threads), "--output-dir", str(out),
         "--quiet",
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
@@ -49,7 +49,8 @@ def train(model: Path, out: Path, threads: int, args) -> float:
 
 def measure(model: Path, folder: Path, label: str, cpus: int, args) -> dict[str, float]:
     rates = {}
-    for name, threads in (("all_cores", cpus), ("one", 1), ("auto", 0)):
+    for name in args.settings:
+        threads = {"all_cores": cpus, "one": 1, "auto": 0}[name]
         rates[name] = train(model, folder / f"{label}-{name}", threads, args)
         print(f"{label:>5}  threads {name:<9} {rates[name]:>10,.0f} tokens/s", flush=True)
     return rates
@@ -60,6 +61,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40_960, help="training tokens per run")
     parser.add_argument("--width", type=int, default=1024, help="SAE latents")
     parser.add_argument("--load-procs", type=int, default=1, help="busy processes beside it")
+    parser.add_argument(
+        "--settings", nargs="+", default=["all_cores", "one", "auto"],
+        choices=["all_cores", "one", "auto"], help="thread settings to measure",
+    )  # fmt: skip
+    parser.add_argument("--eval-prompts", type=int, default=32, help="held-out prompts")
     args = parse_args(parser, QUICK)
     from sae_hacking.lm.tiny import make_tiny_model
 
@@ -78,12 +84,10 @@ def main() -> None:
                 proc.wait()
     for label in ("idle", "loaded"):
         rates = results[label]
-        results[f"{label}_auto_vs_all_cores"] = rates["auto"] / rates["all_cores"]
-        results[f"{label}_auto_vs_one"] = rates["auto"] / rates["one"]
-        print(
-            f"{label}: auto / all cores {results[f'{label}_auto_vs_all_cores']:.2f}x, "
-            f"auto / one thread {results[f'{label}_auto_vs_one']:.2f}x"
-        )
+        for other in ("all_cores", "one"):
+            if "auto" in rates and other in rates:
+                ratio = results[f"{label}_auto_vs_{other}"] = rates["auto"] / rates[other]
+                print(f"{label}: auto / {other.replace('_', ' ')} {ratio:.2f}x")
     write_json(args, results)
 
 
