@@ -153,7 +153,7 @@ def test_usage_errors_are_one_line():
 
 def _config_classes():
     from sae_hacking.absorption.configs import PairsConfig
-    from sae_hacking.absorption.validate import ValidateConfig
+    from sae_hacking.absorption.planted.run import ValidateConfig
     from sae_hacking.toy.config import ToyCompareConfig
     from sae_hacking.train.config import TrainConfig
 
@@ -222,3 +222,24 @@ def test_resume_compares_paths_as_the_config_resolves_them(tmp_path, monkeypatch
 def test_a_prompt_needs_bos_and_a_token():
     with pytest.raises(FieldError, match="at least 2"):
         from_flat(CooccurrenceConfig, {"max_tokens_in_prompt": 1})
+
+
+def test_toy_settings_need_neither_torch_nor_the_lm_layer():
+    code = (
+        "import sys, sae_hacking.cli.toy, sae_hacking.device;"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('sae_hacking.lm')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_the_public_api_loads_on_first_use():
+    code = (
+        "import sys, sae_hacking; assert 'torch' not in sys.modules; "
+        "from sae_hacking import HookedLM, ZeroLatents, load_sae, make_tiny_model, splice; "
+        "from sae_hacking.lm.hooked import HookedLM as H; assert HookedLM is H; "
+        "assert set(sae_hacking.__all__) == set(sae_hacking._PUBLIC) | {'__version__'}"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -23,4 +23,34 @@ Dimension letters used in tensor names (Shazeer typing), shared by the whole pac
 - ``V``: vocabulary
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+# The public API, loaded on first use: `import sae_hacking` stays torch-free, so the command line
+# answers usage errors before any heavy import.
+_PUBLIC = {
+    "HookedLM": "sae_hacking.lm.hooked",
+    "load_sae": "sae_hacking.saes.releases",
+    "splice": "sae_hacking.saes.splice",
+    "ZeroLatents": "sae_hacking.saes.splice",
+    "make_tiny_model": "sae_hacking.lm.tiny",
+}
+__all__ = ["HookedLM", "ZeroLatents", "__version__", "load_sae", "make_tiny_model", "splice"]
+
+if TYPE_CHECKING:
+    from sae_hacking.lm.hooked import HookedLM
+    from sae_hacking.lm.tiny import make_tiny_model
+    from sae_hacking.saes.releases import load_sae
+    from sae_hacking.saes.splice import ZeroLatents, splice
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sae_hacking' has no attribute {name!r}")

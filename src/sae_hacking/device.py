@@ -1,10 +1,23 @@
-"""Choosing the torch device from a ``device`` setting."""
+"""The ``device`` setting: its spelling (torch-free, checked with the other settings) and the
+torch device it names on this machine."""
 
 from __future__ import annotations
 
-import torch
+import re
+from typing import TYPE_CHECKING
 
 from sae_hacking.errors import FieldError
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device_name(field: str, name: str) -> None:
+    """The device's spelling (whether it exists is checked when torch is loaded)."""
+    if not DEVICE_PATTERN.match(str(name)):
+        raise FieldError(field, f"is {name!r}, expected one of auto, cpu, cuda, cuda:N, mps.")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -13,6 +26,8 @@ def resolve_device(name: str) -> torch.device:
     ``auto`` prefers CUDA, then MPS, then CPU. Asking for a device that is missing is a
     :class:`FieldError` rather than a crash deep inside the first ``.to()``.
     """
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

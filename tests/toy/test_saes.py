@@ -8,8 +8,9 @@ from sae_hacking.saes.hierarchical import (
     parent_child_cosine_loss,
 )
 from sae_hacking.saes.io import load_sae_checkpoint, save_sae_checkpoint
+from sae_hacking.saes.losses import auxk_loss
 from sae_hacking.saes.matryoshka import MatryoshkaBatchTopKSAE
-from sae_hacking.saes.topk import TopKSAE, auxk_loss
+from sae_hacking.saes.topk import TopKSAE
 from sae_hacking.toy.handcode import handcode
 from sae_hacking.toy.metrics import evaluate
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sae_hacking.config import check_choice, check_non_negative, resolved_path, set_field, setting
-from sae_hacking.errors import FieldError
+from sae_hacking.device import check_device_name
 from sae_hacking.lm.loading import (
     DTYPE_CHOICES,
     check_model_folder,
@@ -15,13 +14,6 @@ from sae_hacking.lm.loading import (
 )
 
 DEFAULT_MODEL = "google/gemma-2-2b"
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-def check_device_name(field: str, name: str) -> None:
-    """The device's spelling (whether it exists is checked when torch is loaded)."""
-    if not DEVICE_PATTERN.match(str(name)):
-        raise FieldError(field, f"is {name!r}, expected one of auto, cpu, cuda, cuda:N, mps.")
 
 
 @dataclass(frozen=True)

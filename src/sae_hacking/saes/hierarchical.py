@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 
 from sae_hacking.saes.base import SAEInfo, unit_rows
-from sae_hacking.saes.topk import auxk_loss, check_k, fired_mask, sparse_decode
+from sae_hacking.saes.losses import auxk_loss, fired_mask, sparse_decode
+from sae_hacking.saes.topk import check_k
 from sae_hacking.saes.trainable import (
     PARENT,
     Resampled,

@@ -32,7 +32,7 @@ from jaxtyping import Bool, Float, Int
 
 from sae_hacking.errors import FieldError
 from sae_hacking.saes.base import LinearSAE, SAEInfo
-from sae_hacking.saes.topk import penalised_output
+from sae_hacking.saes.losses import penalised_output
 from sae_hacking.saes.trainable import PARENT, Resampled, TrainableSAE, TrainOutput
 
 

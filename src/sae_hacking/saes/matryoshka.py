@@ -20,7 +20,8 @@ from jaxtyping import Bool, Float
 
 from sae_hacking.errors import FieldError
 from sae_hacking.saes.base import LinearSAE, SAEInfo
-from sae_hacking.saes.topk import auxk_loss, check_k
+from sae_hacking.saes.losses import auxk_loss
+from sae_hacking.saes.topk import check_k
 from sae_hacking.saes.trainable import (
     PARENT,
     TrainableSAE,

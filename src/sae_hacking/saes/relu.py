@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Bool, Float
 
 from sae_hacking.saes.base import LinearSAE, SAEInfo
-from sae_hacking.saes.topk import penalised_output
+from sae_hacking.saes.losses import penalised_output
 from sae_hacking.saes.trainable import PARENT, TrainableSAE, TrainOutput
 
 

@@ -111,13 +111,11 @@ def csv_table(table: dict[str, dict[str, tuple]]) -> str:
 
 
 def comparison_plot(table: dict[str, dict[str, tuple]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
 
     cols = [c for c in COLUMNS if c not in ("l0",)]
-    fig, ax = plt.subplots(figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5), layout="tight")
+    ax = fig.subplots()
     width = 0.8 / len(table)
     for i, (arch, row) in enumerate(table.items()):
         xs = [j + (i - (len(table) - 1) / 2) * width for j in range(len(cols))]
@@ -129,9 +127,7 @@ def comparison_plot(table: dict[str, dict[str, tuple]], path: Path) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_title("Toy hierarchical features: flat vs hierarchical vs Matryoshka (mean ± std)")
     ax.legend()
-    fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
-    plt.close(fig)
 
 
 def run_comparison(config: ToyCompareConfig) -> dict:

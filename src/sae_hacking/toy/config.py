@@ -14,10 +14,12 @@ from sae_hacking.config import (
     to_flat,
 )
 from sae_hacking.data.toy_config import ToyDatasetConfig
+from sae_hacking.device import check_device_name
 from sae_hacking.errors import FieldError
-from sae_hacking.lm.source import check_device_name
 from sae_hacking.runs.options import RunDirOptions
 
+# A toy run's kind (run.json), here (torch-free) so the CLI needs not import the experiment.
+KIND = "toy"
 # The trainable architectures the toy experiment compares (the LM trainer has more).
 ARCHITECTURES = ("topk", "hierarchical", "matryoshka")
 # The seed README's example run of train_topk_sae_toy.py, as ToyConfig fields (benchmarks).

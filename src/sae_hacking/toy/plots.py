@@ -16,15 +16,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from sae_hacking.data.toy import ToyDataset  # noqa: E402
-from sae_hacking.saes.trainable import PARENT, TrainableSAE  # noqa: E402
-from sae_hacking.toy.metrics import (  # noqa: E402
+from sae_hacking.data.toy import ToyDataset
+from sae_hacking.saes.trainable import PARENT, TrainableSAE
+from sae_hacking.toy.metrics import (
     cosine_matrix,
     effective_vectors,
     pair_success_E,
@@ -38,7 +35,8 @@ def _heatmap(matrix: torch.Tensor, path: Path, title: str, xlabel: str, ylabel: 
     rows, cols = matrix.shape
     width = min(16.0, 3.0 + 0.12 * cols)
     height = min(24.0, 2.5 + 0.12 * rows)
-    fig, ax = plt.subplots(figsize=(width, height))
+    fig = Figure(figsize=(width, height), layout="tight")
+    ax = fig.subplots()
     image = ax.imshow(
         matrix.cpu().numpy(), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest"
     )
@@ -51,9 +49,7 @@ def _heatmap(matrix: torch.Tensor, path: Path, title: str, xlabel: str, ylabel: 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     fig.colorbar(image, ax=ax, fraction=0.03, label="cosine similarity")
-    fig.tight_layout()
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
 
 
 def decoder_rows(sae: TrainableSAE) -> tuple[torch.Tensor, int]:
@@ -132,7 +128,8 @@ def save_all_plots(
 
 
 def _decoder_norms(sae: TrainableSAE, dataset: ToyDataset, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * sae.W_dec.shape[0] ** 0.9), 4))
+    fig = Figure(figsize=(max(6.0, 0.25 * sae.W_dec.shape[0] ** 0.9), 4), layout="tight")
+    ax = fig.subplots()
     C = sae.children_per_parent
     if C:
         E = sae.levels()[PARENT]
@@ -156,9 +153,7 @@ def _decoder_norms(sae: TrainableSAE, dataset: ToyDataset, path: Path) -> None:
         ax.set_title("Decoder norms")
         ax.set_xlabel("latent")
     ax.set_ylabel("L2 norm")
-    fig.tight_layout()
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
 
 
 def _curves(metrics_jsonl: Path, path: Path) -> None:
@@ -178,7 +173,8 @@ def _curves(metrics_jsonl: Path, path: Path) -> None:
         )
         if k in records[0]
     ]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
+    fig = Figure(figsize=(3.2 * len(keys), 3), layout="tight")
+    axes = fig.subplots(1, len(keys), squeeze=False)
     steps = [r["step"] for r in records]
     for ax, key in zip(axes[0], keys, strict=True):
         ax.plot(steps, [r[key] for r in records])
@@ -186,6 +182,4 @@ def _curves(metrics_jsonl: Path, path: Path) -> None:
         ax.set_xlabel("step")
         if key in ("fvu", "lr"):
             ax.set_yscale("log")
-    fig.tight_layout()
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
