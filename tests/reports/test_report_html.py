@@ -4,9 +4,9 @@ import json
 import re
 
 import pytest
-from pairs_fixture import HOSTILE, QUOTES
 
 from sae_hacking.reports import pairs as report
+from tests.reports.pairs_fixture import HOSTILE, QUOTES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -41,7 +41,8 @@ def test_plots_of_a_run_without_pairs(tmp_path, make_pairs_result):
     for path in report.write_pair_plots(tmp_path, result):
         assert path.read_bytes().startswith(PNG_MAGIC)
     page = report.write_report(tmp_path, result).read_text(encoding="utf-8")
-    assert _data_block(page) == {"latents": {}, "pairs": []}
+    data = _data_block(page)
+    assert (data["latents"], data["pairs"]) == ({}, [])
 
 
 def test_hostile_text_is_escaped_everywhere(tmp_path, make_pairs_result):

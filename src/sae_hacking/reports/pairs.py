@@ -1,7 +1,7 @@
 """The pair finder's figures and its ``report.html``.
 
 Both read ``result``, the dict written as ``pairs.json`` (``{"meta": ..., "pairs": [...]}``; see
-``absorption/pairs_run.py``):
+``absorption/pairs/run.py``):
 
 - ``histogram.png``: effect cosines of all pairs that passed the filters (the bin counts in
   ``meta.histogram``), log y unless ``log_scale`` is off;
@@ -36,24 +36,37 @@ SCATTER = "effect_vs_decoder.png"
 REPORT = "report.html"
 DPI = 120
 
-# (label, type, format, tooltip, link): the table's columns, in the order pairs.js builds rows.
+# (key, label, type, format, tooltip, link): the table's columns; pairs.js reads each row's
+# cells by these keys (a row object built from the fields below), never by position.
 COLUMNS = [
-    ("#", "num", "int", "rank in pairs.json (effect cosine, descending)", False),
-    ("Latent 1", "num", "int", "ablator latent index (link: Neuronpedia)", True),
-    ("Explanation 1", "text", "", "Neuronpedia explanation of latent 1", False),
-    ("Fires 1", "num", "int", "tokens on which latent 1 fired (activation count)", False),
-    ("Ablated 1", "num", "int", "times latent 1 was ablated", False),
-    ("Latent 2", "num", "int", "ablator latent index (link: Neuronpedia)", True),
-    ("Explanation 2", "text", "", "Neuronpedia explanation of latent 2", False),
-    ("Fires 2", "num", "int", "tokens on which latent 2 fired (activation count)", False),
-    ("Ablated 2", "num", "int", "times latent 2 was ablated", False),
-    ("Effect cos", "num", "cos", "cosine of the two latents' mean ablation effects", False),
-    ("Decoder cos", "num", "cos", "cosine of the two latents' decoder rows", False),
-    ("Co-occ.", "num", "int", "tokens on which both fired", False),
-    ("Expected", "num", "sci", "co-occurrences expected if independent: N f1 f2", False),
-    ("P(0)", "num", "sci", "chance of no co-occurrence if independent: exp(-expected)", False),
-]
-EFFECT_COLUMN = 9
+    ("rank", "#", "num", "int", "rank in pairs.json (effect cosine, descending)", False),
+    ("latent1", "Latent 1", "num", "int", "ablator latent index (link: Neuronpedia)", True),
+    ("explanation1", "Explanation 1", "text", "", "Neuronpedia explanation of latent 1", False),
+    ("fires1", "Fires 1", "num", "int", "tokens on which latent 1 fired (activation count)", False),
+    ("ablated1", "Ablated 1", "num", "int", "times latent 1 was ablated", False),
+    ("latent2", "Latent 2", "num", "int", "ablator latent index (link: Neuronpedia)", True),
+    ("explanation2", "Explanation 2", "text", "", "Neuronpedia explanation of latent 2", False),
+    ("fires2", "Fires 2", "num", "int", "tokens on which latent 2 fired (activation count)", False),
+    ("ablated2", "Ablated 2", "num", "int", "times latent 2 was ablated", False),
+    ("effect_cosine", "Effect cos", "num", "cos", "cosine of the two latents' mean ablation effects", False),
+    ("decoder_cosine", "Decoder cos", "num", "cos", "cosine of the two latents' decoder rows", False),
+    ("cooccurrence", "Co-occ.", "num", "int", "tokens on which both fired", False),
+    ("expected", "Expected", "num", "sci", "co-occurrences expected if independent: N f1 f2", False),
+    ("p_zero", "P(0)", "num", "sci", "chance of no co-occurrence if independent: exp(-expected)", False),
+]  # fmt: skip
+SORT_KEY = "effect_cosine"
+# The compact table data: a pair is an array of PAIR_FIELDS (pairs.json key in brackets), a
+# latent's text and counts are stored once, as an array of LATENT_FIELDS.
+PAIR_FIELDS = {
+    "latent1": None,
+    "latent2": None,
+    "effect_cosine": "cosine_similarity",
+    "decoder_cosine": "decoder_cosine",
+    "cooccurrence": "cooccurrence_count",
+    "expected": "expected_cooccurrence",
+    "p_zero": "p_no_cooccurrence",
+}
+LATENT_FIELDS = ("explanation", "url", "fires", "ablated")
 
 
 def as_flags(text: str) -> str:
@@ -222,7 +235,7 @@ def render_report(result: Mapping, run_dir: str | Path | None = None) -> str:
         "warnings": _warnings_html(meta),
         "summary": _facts_html(_summary(meta)),
         "plots": "\n".join(plots),
-        "sort_col": str(EFFECT_COLUMN),
+        "sort_key": SORT_KEY,
         "headers": "".join(_header_html(i, col) for i, col in enumerate(COLUMNS)),
         "provenance": _facts_html(list((meta.get("provenance") or {}).items())),
         "meta_json": _e(_meta_dump(meta)),
@@ -257,10 +270,11 @@ def _figure_html(png: bytes, name: str, caption: str) -> str:
 
 
 def _header_html(index: int, column: tuple) -> str:
-    label, kind, fmt, tooltip, link = column
+    key, label, kind, fmt, tooltip, link = column
     link_attr = ' data-link="1"' if link else ""
     return (
-        f'<th scope="col" data-col="{index}" data-type="{kind}" data-format="{fmt}"{link_attr}'
+        f'<th scope="col" data-col="{index}" data-key="{key}" data-type="{kind}" '
+        f'data-format="{fmt}"{link_attr}'
         f' title="{_e(tooltip)}" aria-sort="none">'
         f'<button type="button">{_e(label)}</button></th>'
     )
@@ -338,20 +352,13 @@ def _table_data(result: Mapping) -> dict:
                     _number(latent.get("ablation_count")),
                 ],
             )
-        pairs.append(
-            ids
-            + [
-                _number(pair.get(name))
-                for name in (
-                    "cosine_similarity",
-                    "decoder_cosine",
-                    "cooccurrence_count",
-                    "expected_cooccurrence",
-                    "p_no_cooccurrence",
-                )
-            ]
-        )
-    return {"latents": latents, "pairs": pairs}
+        pairs.append(ids + [_number(pair.get(name)) for name in PAIR_FIELDS.values() if name])
+    return {
+        "pair_fields": list(PAIR_FIELDS),
+        "latent_fields": list(LATENT_FIELDS),
+        "latents": latents,
+        "pairs": pairs,
+    }
 
 
 def _script_json(obj: Any) -> str:

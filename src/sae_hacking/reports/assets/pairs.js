@@ -7,29 +7,40 @@
   const table = document.getElementById("pairs-table");
   const body = table.tBodies[0];
   const headers = Array.from(table.tHead.rows[0].cells);
+  const keys = headers.map((th) => th.dataset.key);
   const types = headers.map((th) => th.dataset.type);
   const formats = headers.map((th) => th.dataset.format);
   const links = headers.map((th) => th.dataset.link);
 
-  function latent(id) {
-    const info = data.latents[String(id)] || ["", null, null, null];
-    return { explanation: info[0], url: info[1], fires: info[2], ablated: info[3] };
+  // The data's arrays named by its field lists (PAIR_FIELDS, LATENT_FIELDS in reports/pairs.py).
+  function named(fields, values) {
+    return Object.fromEntries(fields.map((field, j) => [field, values ? values[j] : null]));
   }
 
-  // One flat array per pair, in the header's column order (see COLUMNS in reports/pairs.py).
+  function latent(id) {
+    const info = named(data.latent_fields, data.latents[String(id)]);
+    info.explanation = info.explanation || "";
+    return info;
+  }
+
+  // One object per pair, keyed as the header's columns (data-key, COLUMNS in reports/pairs.py).
   const rows = data.pairs.map((p, i) => {
-    const a = latent(p[0]);
-    const b = latent(p[1]);
-    const cells = [i + 1, p[0], a.explanation, a.fires, a.ablated,
-                   p[1], b.explanation, b.fires, b.ablated, p[2], p[3], p[4], p[5], p[6]];
-    cells.urls = { 1: a.url, 5: b.url };
+    const row = named(data.pair_fields, p);
+    const a = latent(row.latent1);
+    const b = latent(row.latent2);
+    Object.assign(row, {
+      rank: i + 1,
+      explanation1: a.explanation, fires1: a.fires, ablated1: a.ablated,
+      explanation2: b.explanation, fires2: b.fires, ablated2: b.ablated,
+    });
+    row.urls = { latent1: a.url, latent2: b.url };
     // Latent ids match exactly ("12" is not 120 or 312); explanations match as substrings.
-    cells.ids = [String(p[0]), String(p[1])];
-    cells.search = (a.explanation + "\n" + b.explanation).toLowerCase();
-    return cells;
+    row.ids = [String(row.latent1), String(row.latent2)];
+    row.search = (a.explanation + "\n" + b.explanation).toLowerCase();
+    return row;
   });
 
-  const sortState = { col: Number(table.dataset.sortCol), dir: table.dataset.sortDir };
+  const sortState = { key: table.dataset.sortKey, dir: table.dataset.sortDir };
   let shown = PAGE;
 
   function format(value, kind) {
@@ -53,21 +64,21 @@
     const minExpected = numberInput("min-expected");
     const view = rows.filter((r) =>
       (!text || r.ids.includes(text) || r.search.includes(text)) &&
-      (minEffect === null || r[9] >= minEffect) &&
-      (minDecoder === null || r[10] >= minDecoder) &&
-      (maxCooc === null || r[11] <= maxCooc) &&
-      (minExpected === null || r[12] >= minExpected));
-    const { col, dir } = sortState;
+      (minEffect === null || r.effect_cosine >= minEffect) &&
+      (minDecoder === null || r.decoder_cosine >= minDecoder) &&
+      (maxCooc === null || r.cooccurrence <= maxCooc) &&
+      (minExpected === null || r.expected >= minExpected));
+    const { key, dir } = sortState;
     const sign = dir === "asc" ? 1 : -1;
-    const numeric = types[col] === "num";
+    const numeric = types[keys.indexOf(key)] === "num";
     view.sort((x, y) => {
-      const a = x[col], b = y[col];
+      const a = x[key], b = y[key];
       if (a === null || a === undefined || b === null || b === undefined) {
-        if (a === b || (a == null && b == null)) return x[0] - y[0];
+        if (a === b || (a == null && b == null)) return x.rank - y.rank;
         return a == null ? 1 : -1;  // missing values last in both directions
       }
       const order = numeric ? a - b : String(a).localeCompare(String(b));
-      return order !== 0 ? sign * order : x[0] - y[0];
+      return order !== 0 ? sign * order : x.rank - y.rank;
     });
     return view;
   }
@@ -78,13 +89,13 @@
   function cell(row, col) {
     const td = document.createElement("td");
     td.className = types[col] === "num" ? "num" : "text";
-    let text = format(row[col], formats[col]);
+    let text = format(row[keys[col]], formats[col]);
     const chars = types[col] === "num" ? [] : Array.from(text);  // whole code points
     if (chars.length > SHOWN_CHARS) {
       td.title = text;
       text = chars.slice(0, SHOWN_CHARS - 1).join("") + "\u2026";
     }
-    const url = links[col] ? row.urls[col] : null;
+    const url = links[col] ? row.urls[keys[col]] : null;
     if (typeof url === "string" && /^https?:\/\//i.test(url)) {
       const a = document.createElement("a");
       a.href = url;
@@ -108,7 +119,7 @@
     }
     body.replaceChildren(fragment);
     headers.forEach((th, col) => {
-      const state = col === sortState.col ? (sortState.dir === "asc" ? "ascending" : "descending") : "none";
+      const state = keys[col] === sortState.key ? (sortState.dir === "asc" ? "ascending" : "descending") : "none";
       th.setAttribute("aria-sort", state);
     });
     const n = Math.min(shown, view.length);
@@ -119,10 +130,10 @@
 
   headers.forEach((th, col) => {
     th.addEventListener("click", () => {
-      if (sortState.col === col) {
+      if (sortState.key === keys[col]) {
         sortState.dir = sortState.dir === "asc" ? "desc" : "asc";
       } else {
-        sortState.col = col;
+        sortState.key = keys[col];
         sortState.dir = "asc";
       }
       render();
