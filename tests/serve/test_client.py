@@ -10,7 +10,7 @@ import pytest
 
 from sae_hacking.cli import main
 from sae_hacking.errors import EXIT_USAGE
-from sae_hacking.serve.client import HighlightConfig, render_page, write_page
+from sae_hacking.serve.client import HighlightConfig, heat_rgb, render_page, write_page
 
 SEED_CLIENT = Path(__file__).parents[2] / "src" / "sae_hacking" / "prompt_client.py"
 RESULT = {
@@ -59,7 +59,9 @@ def test_the_page_escapes_tokens_and_explanations(tmp_path):
     assert "javascript:" not in page  # only http(s) links
     assert page.count('class="tok"') == 4
     # Intensity follows the activation: the strongest token is fully coloured.
-    assert "rgba(230, 80, 20, 1.000)" in page and "rgba(230, 80, 20, 0.500)" in page
+    # in the web page's one highlight colour (app.css's --heat).
+    assert heat_rgb() == "234, 88, 12"
+    assert "rgba(234, 88, 12, 1.000)" in page and "rgba(234, 88, 12, 0.500)" in page
     path = write_page(config, RESULT)
     assert path.parent == tmp_path and path.read_text(encoding="utf-8") == page
 
@@ -131,6 +133,9 @@ class FakeServer:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        # A client that gave up (the timeout tests) leaves a broken pipe to a delayed answer;
+        # socketserver would print its traceback into whichever test captures stderr next.
+        self.server.handle_error = lambda request, client_address: None
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -14,6 +14,8 @@ import urllib.request
 
 import pytest
 
+from sae_hacking.serve.client import heat_rgb
+
 HOOK = "blocks.1.hook_resid_post"
 D_SAE = 24
 PROMPT = "The cat sat on the mat.\nThe dog  ran\tfast."
@@ -110,6 +112,8 @@ def alphas(page) -> list[float]:
     )
     found = [RGBA.fullmatch(c) for c in colours]
     assert all(found), colours
+    # The client's pages use the same colour (heat_rgb reads it from app.css).
+    assert {", ".join(m.groups()[:3]) for m in found} <= {heat_rgb(), "0, 0, 0"}, colours
     return [float(m.group(4)) if m.group(4) is not None else 1.0 for m in found]
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sae_hacking.config import check_positive, set_field, setting
 from sae_hacking.errors import FieldError, UsageError
-from sae_hacking.saes.source import looks_like_path
+from sae_hacking.saes.names import looks_like_path
 
 if TYPE_CHECKING:
     from sae_hacking.serve.schema import ActivationsResponse
@@ -273,6 +273,15 @@ def write_page(config: HighlightConfig, result: ActivationsResponse | dict[str, 
         ) from None
 
 
+def heat_rgb() -> str:
+    """The highlight colour, ``"R, G, B"``: the web page's ``--heat`` (assets/app.css), so the
+    client's page and the server's colour a token alike."""
+    from importlib import resources
+
+    css = resources.files("sae_hacking.serve").joinpath("assets", "app.css").read_text("utf-8")
+    return re.search(r"--heat:\s*([0-9]+,\s*[0-9]+,\s*[0-9]+)\s*;", css).group(1)
+
+
 def _intensity(value: float, top: float) -> float:
     return max(0.0, min(1.0, value / top)) if top > 0 else 0.0
 
@@ -292,12 +301,13 @@ def render_page(config: HighlightConfig, result: ActivationsResponse | dict[str,
     if values is None:  # no latent chosen: the strongest latent at each token
         values = [max((t.value for t in top), default=0.0) for top in per_token]
     top = answer.max_activation
+    heat = heat_rgb()
     spans = []
     for token, value, latents in zip(answer.tokens, values, per_token, strict=True):
         alpha = _intensity(value, top)
         tip = _num(value) + "".join(f"\n#{t.index}: {_num(t.value)}" for t in latents)
         spans.append(
-            f'<span class="tok" style="background: rgba(230, 80, 20, {alpha:.3f})" '
+            f'<span class="tok" style="background: rgba({heat}, {alpha:.3f})" '
             f'title="{e(tip)}">{e(token)}</span>'
         )
     rows = []
@@ -333,7 +343,7 @@ body {{ font: 15px/1.5 system-ui, sans-serif; margin: 2em auto; max-width: 60em;
   border: 1px solid #ddd; border-radius: 6px; }}
 .tok {{ border-radius: 3px; }}
 .legend {{ display: inline-block; width: 12em; height: 0.9em; vertical-align: middle;
-  background: linear-gradient(to right, rgba(230,80,20,0), rgba(230,80,20,1)); }}
+  background: linear-gradient(to right, rgba({heat}, 0), rgba({heat}, 1)); }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 0.2em 0.8em; text-align: left; }}
 .muted {{ color: #666; font-size: 0.9em; }}
 .quiet {{ font-weight: 600; }}

@@ -4,7 +4,8 @@
 
 (function () {
   const $ = (id) => document.getElementById(id);
-  const HEAT = "234, 88, 12"; // keep in step with --heat in app.css
+  // The one highlight colour is app.css's --heat (the highlight client reads it there too).
+  const HEAT = getComputedStyle(document.documentElement).getPropertyValue("--heat").trim();
 
   // ---- pure helpers ----
   function intensity(value, max) {
