@@ -29,10 +29,10 @@ import psutil
 import torch
 from _common import parse_args, write_json
 
-from sae_hacking.absorption import ablation_effects
-from sae_hacking.absorption.ablation import PromptEffects, fast_effects, make_setup
-from sae_hacking.absorption.ablation_effects import BLOCK_ROWS, EffectSums, chunk_rows
-from sae_hacking.absorption.cooccurrence_kernels import PAIRS_PER_CHUNK, packed_size
+from sae_hacking.absorption.ablation import effects as ablation_effects
+from sae_hacking.absorption.ablation.core import PromptEffects, fast_effects, make_setup
+from sae_hacking.absorption.ablation.effects import BLOCK_ROWS, EffectSums, chunk_rows
+from sae_hacking.absorption.cooccurrence.kernels import PAIRS_PER_CHUNK, packed_size
 from sae_hacking.lm.hooked import HookedLM
 from sae_hacking.lm.tiny import generate_texts, tiny_model_once
 from sae_hacking.runs.results import ResultsFile, StoredTensors, write_results, write_safetensors

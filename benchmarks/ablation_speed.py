@@ -20,8 +20,8 @@ import time
 import torch
 from _common import parse_args, write_json
 
-from sae_hacking.absorption.ablation import fast_effects, make_setup, naive_effects
-from sae_hacking.absorption.ablation_cost import GEMMA_2_2B, GEMMA_2_2B_LAYERS, block_passes
+from sae_hacking.absorption.ablation.core import fast_effects, make_setup, naive_effects
+from sae_hacking.absorption.ablation.cost import GEMMA_2_2B, GEMMA_2_2B_LAYERS, block_passes
 from sae_hacking.lm.arch import parse_hook
 from sae_hacking.lm.hooked import HookedLM
 from sae_hacking.lm.tiny import generate_texts, tiny_model_once

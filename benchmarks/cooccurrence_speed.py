@@ -6,8 +6,8 @@ stream, each in a child process (so each peak RSS is its own):
 
 - seed: per prompt, a sparse binary A [100, e], ``torch.sparse.mm(Aᵀ, A)`` added into a dense
   float32 e × e matrix.
-- ours: :class:`sae_hacking.absorption.cooccurrence.PairCounter` (packed int32 upper triangle,
-  compiled pair loop), fed batches of ``--batch-prompts`` prompts; ``--kernel torch`` times the
+- ours: :class:`sae_hacking.absorption.cooccurrence.accumulator.PairCounter` (packed int32
+  upper triangle, compiled pair loop), fed batches of ``--batch-prompts`` prompts; ``--kernel torch`` times the
   index_add_ kernel instead (the one used on CUDA).
 
 The parent checks the two results are exactly equal and prints tokens/s, the ratio, peak RSS and
@@ -72,7 +72,7 @@ class SeedCounter:
         self.count_s = 0.0
 
     def add(self, lm, sae, hook: str, batch, timing: bool = True) -> None:
-        from sae_hacking.absorption.cooccurrence_kernels import active_lists
+        from sae_hacking.absorption.cooccurrence.kernels import active_lists
 
         x_BSM = lm.read(batch.input_ids_BS, batch.attention_mask_BS, [hook])[hook]
         with torch.inference_mode():
@@ -127,7 +127,7 @@ def run_seed(stream: torch.Tensor, e: int) -> np.ndarray:
 
 
 def run_ours(stream: torch.Tensor, e: int, batch_prompts: int, kernel: str):
-    from sae_hacking.absorption.cooccurrence import PairCounter
+    from sae_hacking.absorption.cooccurrence.accumulator import PairCounter
 
     counter = PairCounter(e, kernel=kernel)
     tokens, l0 = stream.shape[1], stream.shape[2]

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from _common import parse_args, write_json
 
-from sae_hacking.absorption.ablation import fast_effects, make_setup, naive_effects
+from sae_hacking.absorption.ablation.core import fast_effects, make_setup, naive_effects
 from sae_hacking.data.text import TokenBatch
 from sae_hacking.lm.hooked import HookedLM
 from sae_hacking.saes.base import SAEInfo
@@ -145,7 +145,7 @@ def pairs_on_device(d: int, e: int, device: torch.device) -> dict:
     sign effects over ``e`` readers (half zero), threshold 0, pairs that never co-occur kept."""
     from pairs_speed import make_input
 
-    from sae_hacking.absorption.pairs import PairFilter, comparable_rows, find_pairs
+    from sae_hacking.absorption.pairs.search import PairFilter, comparable_rows, find_pairs
 
     latents_D, effects_DE, activations_D, count_pairs = make_input(d, e, 0, 0.01)
     rows_DE, norms_D = comparable_rows(effects_DE.to(device), sign=True)

@@ -62,9 +62,20 @@ from gpu_ablation import (  # noqa: E402
 )
 from pairs_speed import make_input, per_row_loop  # noqa: E402
 
-from sae_hacking.absorption.ablation import fast_effects, make_setup, naive_effects  # noqa: E402
-from sae_hacking.absorption.cooccurrence import CooccurrenceAccumulator, PairCounter  # noqa: E402
-from sae_hacking.absorption.pairs import PairFilter, comparable_rows, find_pairs  # noqa: E402
+from sae_hacking.absorption.ablation.core import (  # noqa: E402
+    fast_effects,
+    make_setup,
+    naive_effects,
+)
+from sae_hacking.absorption.cooccurrence.accumulator import (  # noqa: E402
+    CooccurrenceAccumulator,
+    PairCounter,
+)
+from sae_hacking.absorption.pairs.search import (  # noqa: E402
+    PairFilter,
+    comparable_rows,
+    find_pairs,
+)
 
 # fast == naive: the CPU tests' tolerance (1e-4 of the largest naive effect) in float32. In
 # bfloat16 (8 significant bits, u = 2^-8) the two methods run layers 20-21 with different batch

@@ -5,7 +5,7 @@ the entries zero, so sign vectors tie often), a co-occurrence lookup where a sma
 pairs never co-occur, random activation counts. Both methods run the same filters (effect
 cosine ≥ threshold, co-occurrence count ≤ 0) and keep the same best ``max_pairs``.
 
-- ours: :func:`sae_hacking.absorption.pairs.find_pairs` (``block × block`` matrix products);
+- ours: :func:`sae_hacking.absorption.pairs.search.find_pairs` (``block × block`` matrix products);
 - the seed's method: one matrix-vector product per latent against every other latent, then that
   row's filters (:func:`sae_hacking.testing.find_pairs_reference` is the per-pair oracle of the
   tests; here the per-row loop is vectorised within a row, which favours the seed).
@@ -27,7 +27,7 @@ import time
 import torch
 from _common import parse_args, write_json
 
-from sae_hacking.absorption.pairs import PairFilter, comparable_rows, find_pairs
+from sae_hacking.absorption.pairs.search import PairFilter, comparable_rows, find_pairs
 from sae_hacking.device import resolve_device
 
 QUICK = {"d": 256, "e": 512, "rows": 64, "block": 64}

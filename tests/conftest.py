@@ -165,21 +165,23 @@ def unreachable_hub(monkeypatch):
     return ("127.0.0.1", 9)
 
 
-CHROMIUM = "/usr/bin/chromium"
-
-
 @pytest.fixture(scope="session")
 def chromium():
-    """Debian's chromium driven by playwright (never ``playwright install``): a browser for the
-    session. Missing is a failure, not a skip: ``.ci/run`` installs it."""
-    from pathlib import Path
+    """A Chromium driven by playwright for the session, the one :func:`tests.browser.find_chromium`
+    finds (never ``playwright install``). None found: the browser tests skip with the install
+    hint, or fail under CI (``.ci/run`` installs Debian's)."""
+    from tests.browser import browser_missing, find_chromium
 
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        browser_missing("the playwright package is missing (`uv sync` installs the dev group)")
     with sync_api.sync_playwright() as playwright:
+        path = find_chromium(bundled=lambda: playwright.chromium.executable_path)
+        if path is None:
+            browser_missing("no Chromium found ($CHROMIUM, PATH or playwright's own)")
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+            executable_path=path, args=["--headless", "--no-sandbox", "--disable-gpu"]
         )
         try:
             yield browser

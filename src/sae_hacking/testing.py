@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
-from sae_hacking.absorption.cooccurrence_kernels import row_starts
+from sae_hacking.absorption.cooccurrence.kernels import row_starts
 from sae_hacking.saes.base import SAE, SAEInfo
 from sae_hacking.saes.jumprelu import JumpReLUSAE
 from sae_hacking.saes.relu import ReLUSAE
@@ -122,9 +122,10 @@ def find_pairs_reference(
     firsts_D=None,
     focus_D=None,
 ):
-    """The seed's per-row loop, as the oracle of :func:`sae_hacking.absorption.pairs.find_pairs`:
-    one matrix-vector product per latent, then every later latent checked one by one."""
-    from sae_hacking.absorption.pairs import HISTOGRAM_BINS, FoundPairs, histogram_bins
+    """The seed's per-row loop, as the oracle of
+    :func:`sae_hacking.absorption.pairs.search.find_pairs`: one matrix-vector product per latent,
+    then every later latent checked one by one."""
+    from sae_hacking.absorption.pairs.search import HISTOGRAM_BINS, FoundPairs, histogram_bins
 
     found = []
     hist = [0] * HISTOGRAM_BINS

@@ -2,7 +2,21 @@
 
 import pytest
 import torch
-from ablation_testkit import (
+
+from sae_hacking.absorption.ablation.core import (
+    ablation_variants,
+    choose_ablations,
+    fast_effects,
+    last_real_index,
+    make_setup,
+    naive_effects,
+)
+from sae_hacking.absorption.ablation.cost import block_passes
+from sae_hacking.absorption.ablation.effects import EffectSums, to_fixed
+from sae_hacking.errors import FieldError, UsageError
+from sae_hacking.saes.splice import ZeroLatents, splice_patch
+from sae_hacking.testing import random_sae
+from tests.absorption.ablation_testkit import (
     ABLATOR_HOOK,
     D_ABLATOR,
     D_READER,
@@ -11,20 +25,6 @@ from ablation_testkit import (
     PROMPTS,
     READER_HOOK,
 )
-
-from sae_hacking.absorption.ablation import (
-    ablation_variants,
-    choose_ablations,
-    fast_effects,
-    last_real_index,
-    make_setup,
-    naive_effects,
-)
-from sae_hacking.absorption.ablation_cost import block_passes
-from sae_hacking.absorption.ablation_effects import EffectSums, to_fixed
-from sae_hacking.errors import FieldError, UsageError
-from sae_hacking.saes.splice import ZeroLatents, splice_patch
-from sae_hacking.testing import random_sae
 
 
 # GPT-2's layout (plain sequential blocks) is Gemma-2's without the extra norms; NeoX is the
@@ -152,6 +152,8 @@ def test_selected_features_skip_prompts_without_them(gemma_lm):
 def test_excluded_latents_are_never_ablated(lm, batch):
     ablator, reader = random_sae(ABLATOR_HOOK, D_ABLATOR, 0), random_sae(READER_HOOK, D_READER, 1)
     top = fast_effects(make_setup(lm, ablator, reader, 2), batch)
+    # Prompt 0's top 2 are what gets excluded: were it unused, nothing would be excluded.
+    assert top[0].used and len(top[0].latents_D) == 2, "prompt 0 must ablate 2 latents"
     excluded_e = torch.zeros(D_ABLATOR, dtype=torch.bool)
     excluded_e[top[0].latents_D] = True
     setup = make_setup(lm, ablator, reader, 2, excluded_e=excluded_e)

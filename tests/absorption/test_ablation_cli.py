@@ -9,18 +9,24 @@ from pathlib import Path
 
 import pytest
 import torch
-from ablation_testkit import ABLATOR_HOOK, D_ABLATOR, D_READER, N_LAYERS, READER_HOOK
 
-from sae_hacking.absorption.ablation import fast_effects, make_setup
-from sae_hacking.absorption.ablation_effects import EffectSums
-from sae_hacking.absorption.ablation_run import FREQUENCIES_FILE
-from sae_hacking.absorption.ablation_stream import count_frequencies
+from sae_hacking.absorption.ablation.core import fast_effects, make_setup
+from sae_hacking.absorption.ablation.effects import EffectSums
+from sae_hacking.absorption.ablation.run import FREQUENCIES_FILE
+from sae_hacking.absorption.ablation.stream import count_frequencies
 from sae_hacking.cli import main
 from sae_hacking.errors import EXIT_USAGE
 from sae_hacking.lm.tiny import generate_texts
 from sae_hacking.runs.results import ResultsFile, read_meta
 from sae_hacking.saes.io import save_sae_checkpoint
 from sae_hacking.testing import random_sae
+from tests.absorption.ablation_testkit import (
+    ABLATOR_HOOK,
+    D_ABLATOR,
+    D_READER,
+    N_LAYERS,
+    READER_HOOK,
+)
 
 N_PROMPTS = 24
 SCRIPT = Path(__file__).parents[2] / "src" / "sae_hacking" / "gemma_selective_ablate.py"

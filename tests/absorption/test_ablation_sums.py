@@ -4,10 +4,10 @@ streaming; the host never holds the ``D x E`` matrix. Synthetic effects, no mode
 import pytest
 import torch
 
-from sae_hacking.absorption import ablation_effects
-from sae_hacking.absorption.ablation import PromptEffects
-from sae_hacking.absorption.ablation_effects import EffectSums, from_fixed, to_fixed
-from sae_hacking.absorption.ablation_stream import merge_ablations
+from sae_hacking.absorption.ablation import effects as ablation_effects
+from sae_hacking.absorption.ablation.core import PromptEffects
+from sae_hacking.absorption.ablation.effects import EffectSums, from_fixed, to_fixed
+from sae_hacking.absorption.ablation.stream import merge_ablations
 from sae_hacking.errors import UsageError
 from sae_hacking.runs.results import (
     ResultsFile,
@@ -211,7 +211,7 @@ def test_non_finite_effects_are_refused_before_anything_is_added():
 
 
 def test_sums_live_on_the_gpu_only_where_they_fit(monkeypatch):
-    from sae_hacking.absorption.ablation_effects import sums_device
+    from sae_hacking.absorption.ablation.effects import sums_device
 
     gpu, cpu = torch.device("cuda:0"), torch.device("cpu")
     gib = 2**30

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from sae_hacking.absorption.cooccurrence import Cooccurrences
+from sae_hacking.absorption.cooccurrence.accumulator import Cooccurrences
 from sae_hacking.cli import main
 from sae_hacking.data.text import tokenize_prompts
 from sae_hacking.lm.hooked import HookedLM

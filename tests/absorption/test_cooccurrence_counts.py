@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-import sae_hacking.absorption.cooccurrence_kernels as kernels
-from sae_hacking.absorption.cooccurrence import (
+import sae_hacking.absorption.cooccurrence.kernels as kernels
+from sae_hacking.absorption.cooccurrence.accumulator import (
     CooccurrenceAccumulator,
     Cooccurrences,
     PairCounter,
 )
-from sae_hacking.absorption.cooccurrence_kernels import active_lists, pair_index
+from sae_hacking.absorption.cooccurrence.kernels import active_lists, pair_index
 from sae_hacking.data.text import tokenize_prompts
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.lm.tiny import generate_texts
@@ -69,7 +69,7 @@ def test_bad_rows_are_usage_errors():
 
 
 def test_int32_is_promoted_before_it_could_overflow(monkeypatch):
-    import sae_hacking.absorption.cooccurrence as co
+    import sae_hacking.absorption.cooccurrence.accumulator as co
 
     monkeypatch.setattr(co, "INT32_MAX", 30)
     counter = PairCounter(5)

@@ -4,8 +4,8 @@ tensor a chunk at a time (the host never holds the triangle), exactly, in either
 import pytest
 import torch
 
-import sae_hacking.absorption.cooccurrence as co
-from sae_hacking.absorption.cooccurrence import PairCounter
+import sae_hacking.absorption.cooccurrence.accumulator as co
+from sae_hacking.absorption.cooccurrence.accumulator import PairCounter
 from sae_hacking.errors import UsageError
 from sae_hacking.runs import results
 from sae_hacking.runs.results import ResultsFile, StoredTensors, write_safetensors

@@ -4,7 +4,7 @@ filters, focus latents, a first-latent limit, a bounded number of kept pairs and
 import pytest
 import torch
 
-from sae_hacking.absorption.pairs import PairFilter, comparable_rows, find_pairs
+from sae_hacking.absorption.pairs.search import PairFilter, comparable_rows, find_pairs
 from sae_hacking.testing import find_pairs_reference
 
 D, E, LATENTS = 40, 30, 200
@@ -110,8 +110,8 @@ def test_a_zero_cosine_does_not_pass_the_default_rule():
 def test_a_run_killed_while_writing_is_incomplete(tmp_path, monkeypatch):
     """pairs.json, the file users and scripts look for, is written last; until it is there the
     run's record lists a missing output."""
-    from sae_hacking.absorption import pairs_run
     from sae_hacking.absorption.configs import PairsConfig
+    from sae_hacking.absorption.pairs import run as pairs_run
     from sae_hacking.reports import pairs as report
     from sae_hacking.runs.record import read_record
 

@@ -3,6 +3,7 @@ the outputs, the semantics (only ablated latents, mean effects, the filters) and
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -154,9 +155,11 @@ def test_seed_script_path(runs, tmp_path):
     help_text = subprocess.run(
         [sys.executable, str(script), "--help"], capture_output=True, text=True, check=True
     ).stdout
+    # Whole flags: a substring test would find a flag inside a longer one ("--lr" in "--min-lr").
+    flags = set(re.findall(r"--[\w-]+", help_text))
     for flag in ("--input-path", "--cooccurrence-path", "--cooccurrence-threshold", "--cosine-sim-threshold",
                  "--ablator-sae-neuronpedia-id", "--just-these", "--skip-torch-sign", "--max-steps", "--no-log-scale"):  # fmt: skip
-        assert flag in help_text, flag
+        assert flag in flags, flag
 
 
 def test_explanations_from_a_file_reach_the_pairs_and_the_report(runs, tmp_path):

@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from sae_hacking.absorption.planted import (
+from sae_hacking.absorption.planted.run import ValidateConfig, evaluate, format_evaluation
+from sae_hacking.absorption.planted.saes import (
     ABLATOR_HOOK,
     PlantedPlan,
     decoder_cosines,
     planted_sae,
     tilted_pair,
 )
-from sae_hacking.absorption.validate import ValidateConfig, evaluate, format_evaluation
 from sae_hacking.cli import main
 from sae_hacking.config import from_flat
 from sae_hacking.errors import FieldError

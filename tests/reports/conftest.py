@@ -1,5 +1,6 @@
 import pytest
-from pairs_fixture import build_pairs_result
+
+from tests.reports.pairs_fixture import build_pairs_result
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""``build_pairs_result``: a pairs.json dict of the documented shape (see absorption/pairs_run.py),
+"""``build_pairs_result``: a pairs.json dict of the documented shape (see absorption/pairs/run.py),
 built by hand so the report is tested without running the pair finder."""
 
 import math

@@ -1,12 +1,12 @@
-"""report.html in a real browser: Debian's chromium driven by playwright (CI installs it; never
-``playwright install``). Every request other than the page itself is refused and recorded."""
+"""report.html in a real browser: a Chromium driven by playwright (see tests/browser.py; CI
+installs Debian's). Every request other than the page itself is refused and recorded."""
 
 import os
 
 import pytest
-from pairs_fixture import HOSTILE, QUOTES
 
 from sae_hacking.reports import pairs as report
+from tests.reports.pairs_fixture import HOSTILE, QUOTES
 
 EFFECT = 'th[data-col="9"]'
 

@@ -157,7 +157,7 @@ def test_validate_refuses_a_prompt_without_room_before_torch(tmp_path, command):
 
 @pytest.mark.slow
 def test_a_validate_run_that_fails_late_leaves_nothing(tmp_path, monkeypatch, capsys):
-    from sae_hacking.absorption import pairs_run
+    from sae_hacking.absorption.pairs import run as pairs_run
 
     def refused(config):
         raise UsageError("refused at the pairs stage")

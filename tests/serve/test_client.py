@@ -70,7 +70,7 @@ def test_the_page_escapes_tokens_and_explanations(tmp_path):
 def test_the_seed_client_against_a_running_server(tiny_model_path, tmp_path, random_sae_path):
     """The seed's prompt_client.py command line, against `sae-hacking serve` in a subprocess:
     the page lands on the client's side and holds the server's activations."""
-    from test_load import Server, post, serve_command
+    from tests.serve.test_load import Server, post, serve_command
 
     sae = random_sae_path("blocks.1.hook_resid_post", 32, seed=4)
     port = free_port()

@@ -1,6 +1,6 @@
 """The page at ``GET /`` in a real browser: the real server (uvicorn in a thread, tiny model, tiny SAE
-loaded by path under ``--sae-dir``) and Debian's chromium driven by playwright (CI installs it; never
-``playwright install``). Every request that would leave the server's loopback address is refused and
+loaded by path under ``--sae-dir``) and a Chromium driven by playwright (see tests/browser.py; CI
+installs Debian's). Every request that would leave the server's loopback address is refused and
 recorded."""
 
 import json

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import pytest
-from train_testkit import HOOK
 
 from sae_hacking.config import from_flat
 from sae_hacking.train.config import TrainConfig
+from tests.train.train_testkit import HOOK
 
 
 @pytest.fixture

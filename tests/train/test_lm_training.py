@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_testkit import HOOK, records
 
 from sae_hacking.config import replace_flat
 from sae_hacking.errors import FieldError
@@ -16,6 +15,7 @@ from sae_hacking.saes.releases import load_sae
 from sae_hacking.train import trainer as trainer_module
 from sae_hacking.train.config import TrainConfig
 from sae_hacking.train.run import run
+from tests.train.train_testkit import HOOK, records
 
 
 def raw_acts(lm, config: TrainConfig, n: int = 8) -> torch.Tensor:

@@ -1,4 +1,6 @@
-"""Feature-absorption search on language models: latent co-occurrence counts
-(:mod:`~sae_hacking.absorption.cooccurrence_run`) and selective ablation effects
-(:mod:`~sae_hacking.absorption.ablation_run`), with their settings in
+"""Feature-absorption search on language models, a subpackage per stage: latent co-occurrence
+counts (:mod:`~sae_hacking.absorption.cooccurrence`), selective ablation effects
+(:mod:`~sae_hacking.absorption.ablation`), absorption candidates
+(:mod:`~sae_hacking.absorption.pairs`) and their validation on planted absorption
+(:mod:`~sae_hacking.absorption.planted`); the stages' settings are in
 :mod:`~sae_hacking.absorption.configs`."""

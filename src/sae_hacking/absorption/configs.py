@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from sae_hacking.absorption.ablation.identity import METHODS, SUMS_PLACES
 from sae_hacking.config import (
     check_choice,
     check_positive,
@@ -31,8 +32,6 @@ ABLATOR_RELEASE = "gemma-scope-2b-pt-mlp-canonical"
 ABLATOR_ID = "layer_20/width_65k/canonical"
 READER_RELEASE = "gemma-scope-2b-pt-res-canonical"
 READER_ID = "layer_21/width_65k/canonical"
-METHODS = ("fast", "naive")
-SUMS_PLACES = ("auto", "device", "host")  # == absorption.ablation_effects.SUMS_PLACES
 
 
 def seed_text() -> TextSource:

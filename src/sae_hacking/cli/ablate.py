@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from sae_hacking.absorption.ablation_run import KIND
+from sae_hacking.absorption.ablation.identity import KIND
 from sae_hacking.absorption.configs import AblateConfig
 from sae_hacking.cli.configargs import Flags, OneLineParser, add_config_args, config_from
 from sae_hacking.cli.cooccurrence import ALIASES, METAVARS, TITLES
@@ -34,7 +34,7 @@ def add_ablate_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def ablate_command(args: argparse.Namespace) -> int:
-    from sae_hacking.absorption.ablation_run import run
+    from sae_hacking.absorption.ablation.run import run
 
     run(config_from(args, AblateConfig, KIND))
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from sae_hacking.absorption.configs import CooccurrenceConfig
-from sae_hacking.absorption.cooccurrence_run import KIND
+from sae_hacking.absorption.cooccurrence.identity import KIND
 from sae_hacking.cli.configargs import Flags, OneLineParser, add_config_args, config_from
 
 # The seed's spelling, and the section titles of --help; shared with `ablate`.
@@ -43,14 +43,14 @@ def add_cooccurrence_args(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 
 def run_cooccurrences(args: argparse.Namespace) -> int:
-    from sae_hacking.absorption.cooccurrence_run import run
+    from sae_hacking.absorption.cooccurrence.run import run
 
     run(config_from(args, CooccurrenceConfig, KIND))
     return 0
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from sae_hacking.absorption.cooccurrence import Cooccurrences
+    from sae_hacking.absorption.cooccurrence.accumulator import Cooccurrences
 
     with Cooccurrences(args.file, allow_partial=args.allow_partial) as co:
         settings = co.meta.get("settings", {})

@@ -18,6 +18,7 @@ HELP = (
 
 
 def run_merge(args: argparse.Namespace) -> int:
+    from sae_hacking.absorption.mergers import merger_of
     from sae_hacking.runs.merge import merge_paths
     from sae_hacking.runs.record import check_merge_output
     from sae_hacking.runs.results import read_meta
@@ -26,12 +27,7 @@ def run_merge(args: argparse.Namespace) -> int:
     out, files = merge_paths(args.out, args.files)
     check_merge_output(out, files)  # before anything is read
 
-    # Kinds whose rows are keyed by latent merge with their own function; the rest sum.
-    if read_meta(files[0]).get("kind") == "ablations":
-        from sae_hacking.absorption.ablation_stream import merge_ablations as merge
-    else:
-        from sae_hacking.runs.merge import merge_results as merge
-    data, sidecar = merge(out, files)
+    data, sidecar = merger_of(read_meta(files[0]).get("kind"))(out, files)
     print(f"wrote {data} and {sidecar}")
     partial = partial_description(read_meta(sidecar))
     if partial is not None:

@@ -30,7 +30,7 @@ def add_pairs_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def pairs_command(args: argparse.Namespace) -> int:
-    from sae_hacking.absorption.pairs_run import run
+    from sae_hacking.absorption.pairs.run import run
     from sae_hacking.config import from_flat
 
     run(from_flat(PairsConfig, given(args, PairsConfig)))

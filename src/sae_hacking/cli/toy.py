@@ -11,9 +11,8 @@ import argparse
 
 from sae_hacking.cli.configargs import Flags, OneLineParser, add_config_args, config_from, given
 from sae_hacking.errors import FieldError
-from sae_hacking.toy.config import ToyCompareConfig, ToyConfig
+from sae_hacking.toy.config import KIND, ToyCompareConfig, ToyConfig
 
-KIND = "toy"  # == sae_hacking.toy.experiment.KIND (that module imports more)
 ALIASES = {"perturbation_size": ["--perturbation_size"]}
 METAVARS = {"magnitude_range": ("LO", "HI"), "resume": "RUN_DIR", "seeds": "SEED"}
 TITLES = {"": "toy dataset, SAE and training", "run": "run", "base": "toy dataset, SAE, training"}

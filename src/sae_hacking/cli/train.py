@@ -14,9 +14,8 @@ import argparse
 from sae_hacking.cli.configargs import Flags, OneLineParser, add_config_args, config_from
 from sae_hacking.cli.toy import add_seed_aliases, apply_seed_aliases
 from sae_hacking.errors import UsageError
-from sae_hacking.train.config import TrainConfig
+from sae_hacking.train.config import KIND, TrainConfig
 
-KIND = "train"  # == sae_hacking.train.run.KIND (that module imports more)
 ALIASES = {
     "sae_hidden_dim": ["--sae_hidden_dim"],
     "max_step": ["--max_step"],

@@ -1,12 +1,12 @@
 """``sae-hacking validate-absorption`` and ``sae-hacking demo``: the absorption search, end to
 end, on a tiny model whose ablator SAE has planted absorption pairs
-(:mod:`sae_hacking.absorption.validate`)."""
+(:mod:`sae_hacking.absorption.planted.run`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from sae_hacking.absorption.validate import ValidateConfig
+from sae_hacking.absorption.planted.run import ValidateConfig
 from sae_hacking.cli.configargs import Flags, add_config_args, given
 
 EXIT_FAIL = 1  # the check failed (2 stays "bad input", as everywhere)
@@ -41,7 +41,7 @@ def add_validate_args(parser: argparse.ArgumentParser, demo: bool) -> argparse.A
 
 
 def _run(args: argparse.Namespace, slug: str):
-    from sae_hacking.absorption.validate import format_evaluation, run
+    from sae_hacking.absorption.planted.run import format_evaluation, run
     from sae_hacking.config import from_flat
 
     run_dir, evaluation = run(from_flat(ValidateConfig, given(args, ValidateConfig)), slug)

@@ -1,6 +1,6 @@
 """Long runs over a text stream: accumulate tensors prompt batch by batch, checkpoint, resume.
 
-The one path every streamed command takes (``sae_hacking.absorption.cooccurrence_run`` is the
+The one path every streamed command takes (``sae_hacking.absorption.cooccurrence.run`` is the
 worked example)::
 
     record = plan_run(config, kind, slug, outputs)     # torch-free: before the model loads

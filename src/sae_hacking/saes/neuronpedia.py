@@ -50,8 +50,8 @@ SOURCE_NONE = "none"
 def neuronpedia_id(release: str | None, sae_id: str | None) -> str | None:
     """The Neuronpedia id (``model/sae``) the SAELens registry gives ``release`` / ``sae_id``;
     ``None`` for local paths, unknown names and entries without one."""
+    from sae_hacking.saes.names import looks_like_path
     from sae_hacking.saes.releases import resolve_release
-    from sae_hacking.saes.source import looks_like_path
 
     if not release or not sae_id or looks_like_path(release):
         return None

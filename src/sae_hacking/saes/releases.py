@@ -28,8 +28,8 @@ from sae_hacking.saes.formats import (
     load_gemma_scope_npz,
     load_saelens_folder,
 )
+from sae_hacking.saes.names import looks_like_path
 from sae_hacking.saes.processing import CENTRE_FLAG, input_transform, model_processing_centres
-from sae_hacking.saes.source import looks_like_path
 
 # Registry "conversion_func" values whose files this package reads.
 GEMMA_SCOPE_LAYOUT = "gemma_2"

@@ -7,15 +7,7 @@ from pathlib import Path
 
 from sae_hacking.config import resolved_path, set_field, setting
 from sae_hacking.errors import FieldError
-
-
-def looks_like_path(name: str) -> bool:
-    """Whether an SAE name is a local path rather than a SAELens release name."""
-    return (
-        Path(name).expanduser().exists()
-        or name.startswith((".", "/", "~"))
-        or name.endswith((".npz", ".safetensors"))
-    )
+from sae_hacking.saes.names import looks_like_path
 
 
 @dataclass(frozen=True)

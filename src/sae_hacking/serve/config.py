@@ -9,7 +9,7 @@ from pathlib import Path
 from sae_hacking.config import check_positive, set_field, setting
 from sae_hacking.errors import FieldError
 from sae_hacking.lm.source import ModelSource
-from sae_hacking.saes.source import looks_like_path
+from sae_hacking.saes.names import looks_like_path
 
 LOOPBACK_NAMES = ("localhost",)
 # Host headers a loopback server answers to (any port): a web page that rebinds its own name to

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 
 from sae_hacking.errors import UsageError
 from sae_hacking.saes.base import SAE
-from sae_hacking.saes.source import looks_like_path
+from sae_hacking.saes.names import looks_like_path
 
 
 class SAENotFound(UsageError):

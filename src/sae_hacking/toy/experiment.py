@@ -21,9 +21,8 @@ from sae_hacking.runs.record import (
     RunRecord,
     read_record,
 )
-from sae_hacking.toy.config import ToyConfig
+from sae_hacking.toy.config import KIND, ToyConfig
 
-KIND = "toy"
 OUTPUTS = ("metrics.json", "sae.safetensors")
 CHECKPOINT = "checkpoint.safetensors"
 SUMMARY_KEYS = (

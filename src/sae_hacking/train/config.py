@@ -22,6 +22,8 @@ from sae_hacking.lm.hook_names import parse_hook, supported_templates
 from sae_hacking.lm.source import ModelSource
 from sae_hacking.runs.options import RunDirOptions
 
+# An LM training run's kind (run.json), here (torch-free) so the CLI needs not import the run.
+KIND = "train"
 SEED_MODEL = "roneneldan/TinyStories-33M"
 SEED_DATASET = "roneneldan/TinyStories"
 SEED_HOOK = "blocks.1.hook_resid_post"

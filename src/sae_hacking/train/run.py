@@ -32,9 +32,8 @@ from sae_hacking.train.checks import (
     json_safe,
     read_trainer_state,
 )
-from sae_hacking.train.config import TrainConfig
+from sae_hacking.train.config import KIND, TrainConfig
 
-KIND = "train"
 OUTPUTS = ("metrics.json", "sae.safetensors")
 SAELENS_FOLDER = "saelens"
 SUMMARY_KEYS = (

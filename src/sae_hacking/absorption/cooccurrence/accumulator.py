@@ -4,8 +4,8 @@ For every real token (no padding, no BOS), the *active* latents are those with a
 from the SAE encoding the model's activation at the SAE's hook. Counted exactly, as integers:
 
 - ``cooccurrences_P`` (full mode): for every pair ``i ≤ j``, the tokens where both are active,
-  the packed upper triangle of :mod:`sae_hacking.absorption.cooccurrence_kernels` (length ``e(e+1)/2``); the
-  diagonal is each latent's activation count.
+  the packed upper triangle of :mod:`sae_hacking.absorption.cooccurrence.kernels` (length
+  ``e(e+1)/2``); the diagonal is each latent's activation count.
 - ``cooccurrences_De`` + ``rows_D`` (rows mode, ``--rows``): the full rows of the selected
   latents, ``[D, e]`` (``cooccurrences_De[d, j]``: tokens where ``rows_D[d]`` and ``j`` are active).
 - ``activations_e`` (int64): tokens where each latent is active; ``tokens_1``: tokens counted.
@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 from jaxtyping import Bool
 
-from sae_hacking.absorption.cooccurrence_kernels import (
+from sae_hacking.absorption.cooccurrence.identity import KIND, RESULTS_NAME
+from sae_hacking.absorption.cooccurrence.kernels import (
     active_lists,
     add_pairs_numba,
     add_pairs_torch,
@@ -42,7 +43,6 @@ from sae_hacking.absorption.cooccurrence_kernels import (
     pair_index,
     row_starts,
 )
-from sae_hacking.absorption.cooccurrence_run import KIND, RESULTS_NAME
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.runs.results import ResultsFile, StoredTensors, results_paths
 from sae_hacking.runs.shards import check_all_shards

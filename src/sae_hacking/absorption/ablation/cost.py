@@ -3,8 +3,8 @@
 A decoder layer is an attention block and an MLP block (see :mod:`sae_hacking.lm.arch`).
 :func:`block_passes` counts, per prompt that ablates ``k`` latents, the attention blocks run
 over the whole prompt, the MLP blocks run over the whole prompt, and the MLP blocks run on the
-last real token only, exactly as :func:`sae_hacking.absorption.ablation.fast_effects` and
-:func:`~sae_hacking.absorption.ablation.naive_effects` call them (the tests check the counts
+last real token only, exactly as :func:`sae_hacking.absorption.ablation.core.fast_effects` and
+:func:`~sae_hacking.absorption.ablation.core.naive_effects` call them (the tests check the counts
 against hooks on a real model's modules). :meth:`BlockPasses.layer_equivalents` weighs the
 blocks by their FLOPs to give a number of whole decoder-layer forward passes.
 """

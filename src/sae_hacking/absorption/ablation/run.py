@@ -3,42 +3,40 @@
 :func:`run` is the whole command below the CLI (this module imports nothing heavy until it runs,
 so a bad output folder or resume directory fails before torch loads). It uses the run machinery
 of :mod:`sae_hacking.runs.stream` (checkpoint every N prompts, resume, shards) with the
-accumulator of :mod:`sae_hacking.absorption.ablation_stream`.
+accumulator of :mod:`sae_hacking.absorption.ablation.stream`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from sae_hacking.absorption.ablation.identity import (
+    FREQUENCIES_FILE,
+    KIND,
+    OUTPUTS,
+    RESULTS_NAME,
+    SLUG,
+)
 from sae_hacking.absorption.configs import AblateConfig
-from sae_hacking.runs.record import plan_run, results_paths
-
-KIND = "ablations"
-RESULTS_NAME = "ablations"
-OUTPUTS = tuple(p.name for p in results_paths(RESULTS_NAME))
-FREQUENCIES_FILE = "frequencies.safetensors"
+from sae_hacking.runs.record import plan_run
 
 
 def run(config: AblateConfig) -> Path:
     """The command: one process, or under ``torchrun`` this rank's shard of the run, merged
     by rank 0 (:mod:`sae_hacking.runs.distributed`). Returns the results path."""
+    from sae_hacking.absorption.mergers import merger_of
     from sae_hacking.runs.distributed import run_streamed
 
-    def merger():
-        from sae_hacking.absorption.ablation_stream import merge_ablations
-
-        return merge_ablations
-
-    return run_streamed(config, KIND, "ablate", RESULTS_NAME, run_one, merger)
+    return run_streamed(config, KIND, SLUG, RESULTS_NAME, run_one, lambda: merger_of(KIND))
 
 
 def run_one(config: AblateConfig) -> Path:
     """Ablate (or continue ablating) and write ``ablations.safetensors.zst``; returns it."""
-    record = plan_run(config, KIND, "ablate", OUTPUTS)
+    record = plan_run(config, KIND, SLUG, OUTPUTS)
     config.model.check_reachable()
     config.text.check_reachable()
-    from sae_hacking.absorption.ablation import make_setup
-    from sae_hacking.absorption.ablation_stream import (
+    from sae_hacking.absorption.ablation.core import make_setup
+    from sae_hacking.absorption.ablation.stream import (
         AblationAccumulator,
         exclusion_mask,
         read_frequencies,
@@ -115,7 +113,7 @@ def _ablator_names(config: AblateConfig) -> dict[str, object]:
 def _first_pass_frequencies(config: AblateConfig, run, lm, ablator, hook: str):
     """Latent frequencies over all ``n_prompts`` prompts (every shard counts the same ones,
     so all shards exclude the same latents), saved in the run directory for resuming."""
-    from sae_hacking.absorption.ablation_stream import (
+    from sae_hacking.absorption.ablation.stream import (
         count_frequencies,
         read_frequencies,
         save_frequencies,

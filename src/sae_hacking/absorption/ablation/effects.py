@@ -39,7 +39,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import torch
 from jaxtyping import Float, Int
 
-from sae_hacking.absorption.ablation import PromptEffects
+from sae_hacking.absorption.ablation.core import PromptEffects
 from sae_hacking.errors import UsageError
 from sae_hacking.runs.results import StoredTensors, TensorStream
 
@@ -73,9 +73,6 @@ def from_fixed(fixed_DE: Int[torch.Tensor, "D E"]) -> Float[torch.Tensor, "D E"]
 def to_host(tensor: torch.Tensor) -> torch.Tensor:
     """Copy one chunk of sums to the host (the only place sums leave the device)."""
     return tensor.cpu()
-
-
-SUMS_PLACES = ("auto", "device", "host")
 
 
 def sums_device(

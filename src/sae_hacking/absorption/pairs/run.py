@@ -1,6 +1,6 @@
 """The ``pairs`` run (stage 3): ``run(config)`` reads an ``ablate`` and a ``cooccurrences``
-results file, finds the absorption candidates (:mod:`sae_hacking.absorption.pairs`) and writes a
-new run directory: ``pairs.csv``, ``histogram.png``, ``effect_vs_decoder.png``, ``report.html``
+results file, finds the absorption candidates (:mod:`sae_hacking.absorption.pairs.search`) and
+writes a new run directory: ``pairs.csv``, ``histogram.png``, ``effect_vs_decoder.png``, ``report.html``
 and, last, ``pairs.json`` (``meta`` + ``pairs``, the seed's shape with more fields; ``meta``
 records both inputs' datasets and shards).
 
@@ -22,21 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from sae_hacking.absorption.configs import PairsConfig
+from sae_hacking.absorption.pairs.identity import KIND, OUTPUTS
 from sae_hacking.config import to_flat
 from sae_hacking.errors import FieldError, SettingWarning, UsageError
 from sae_hacking.folders import check_new_folder, create_new_folder, remove_created
 from sae_hacking.runs.record import RunRecord
 
-KIND = "pairs"
-# Every file a run writes; pairs.json is written last, so a run killed while writing has no
-# pairs.json and its run.json (written first) lists files that are missing: incomplete.
-OUTPUTS = (
-    "pairs.csv",
-    "histogram.png",
-    "effect_vs_decoder.png",
-    "report.html",
-    "pairs.json",
-)
 CSV_COLUMNS = (
     "id1",
     "id2",
@@ -63,7 +54,7 @@ def run(config: PairsConfig) -> Path:
     config.require_inputs()
     if config.run.resume is not None:
         raise FieldError("resume", "does not apply: a pairs run is quick and does not resume.")
-    path = Path(config.run.output_dir or default_run_dir("pairs"))
+    path = Path(config.run.output_dir or default_run_dir(KIND))
     check_new_folder(path, "output_dir")
     result = find(config)
     run_dir, top = create_new_folder(path, "output_dir")
@@ -79,9 +70,8 @@ def find(config: PairsConfig) -> dict[str, Any]:
     """The pairs.json document of ``config`` (nothing is written)."""
     import torch
 
-    from sae_hacking.absorption.cooccurrence import Cooccurrences
-    from sae_hacking.absorption.pairs import PairFilter, comparable_rows, find_pairs
-    from sae_hacking.absorption.pairs_inputs import (
+    from sae_hacking.absorption.cooccurrence.accumulator import Cooccurrences
+    from sae_hacking.absorption.pairs.inputs import (
         CooccurrenceLookup,
         Effects,
         check_same_ablator,
@@ -89,6 +79,7 @@ def find(config: PairsConfig) -> dict[str, Any]:
         dataset_of,
         results_file,
     )
+    from sae_hacking.absorption.pairs.search import PairFilter, comparable_rows, find_pairs
     from sae_hacking.device import resolve_device
     from sae_hacking.runs.files import provenance
 

@@ -7,32 +7,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from sae_hacking.absorption.configs import CooccurrenceConfig
-from sae_hacking.runs.record import plan_run, results_paths
-
-KIND = "cooccurrences"
-RESULTS_NAME = "cooccurrences"
-OUTPUTS = tuple(p.name for p in results_paths(RESULTS_NAME))
+from sae_hacking.absorption.cooccurrence.identity import KIND, OUTPUTS, RESULTS_NAME, SLUG
+from sae_hacking.runs.record import plan_run
 
 
 def run(config: CooccurrenceConfig) -> Path:
     """The command: one process, or under ``torchrun`` this rank's shard of the run, merged
     by rank 0 (:mod:`sae_hacking.runs.distributed`). Returns the results path."""
+    from sae_hacking.absorption.mergers import merger_of
     from sae_hacking.runs.distributed import run_streamed
 
-    def merger():
-        from sae_hacking.runs.merge import merge_results
-
-        return merge_results
-
-    return run_streamed(config, KIND, "cooccurrences", RESULTS_NAME, run_one, merger)
+    return run_streamed(config, KIND, SLUG, RESULTS_NAME, run_one, lambda: merger_of(KIND))
 
 
 def run_one(config: CooccurrenceConfig) -> Path:
     """Count (or continue counting) and write ``cooccurrences.safetensors.zst``; returns it."""
-    record = plan_run(config, KIND, "cooccurrences", OUTPUTS)
+    record = plan_run(config, KIND, SLUG, OUTPUTS)
     config.model.check_reachable()
     config.text.check_reachable()
-    from sae_hacking.absorption.cooccurrence import CooccurrenceAccumulator
+    from sae_hacking.absorption.cooccurrence.accumulator import CooccurrenceAccumulator
     from sae_hacking.runs.distributed import wrote
     from sae_hacking.runs.stream import StreamRun
     from sae_hacking.saes.fingerprint import sae_fingerprint

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 
-from sae_hacking.absorption.cooccurrence import Cooccurrences
-from sae_hacking.absorption.cooccurrence_kernels import row_starts
+from sae_hacking.absorption.cooccurrence.accumulator import Cooccurrences
+from sae_hacking.absorption.cooccurrence.kernels import row_starts
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.runs.locate import results_file_of
 from sae_hacking.runs.results import ResultsFile

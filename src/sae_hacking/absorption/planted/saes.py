@@ -197,7 +197,7 @@ class PlantedInputs:
 def build_inputs(config, run_dir: Path) -> PlantedInputs:
     """The tiny model (``model/`` with ``prompts.txt``), the planted ablator SAE, the reader SAE,
     ``plan.json`` and ``explanations.json`` (the plan as latent descriptions, for the report) in
-    ``run_dir``, for a :class:`sae_hacking.absorption.validate.ValidateConfig`."""
+    ``run_dir``, for a :class:`sae_hacking.absorption.planted.run.ValidateConfig`."""
     from sae_hacking.atomic import atomic_write_json
     from sae_hacking.lm.hooked import HookedLM
     from sae_hacking.lm.tiny import make_tiny_model

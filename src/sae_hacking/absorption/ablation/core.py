@@ -23,7 +23,7 @@ Two implementations of the same semantics:
   :func:`sae_hacking.saes.splice.splice` and the prompt alone (no padding).
 
 Both return :class:`PromptEffects`, one per prompt of the batch, accumulated by
-:class:`sae_hacking.absorption.ablation_effects.EffectSums`.
+:class:`sae_hacking.absorption.ablation.effects.EffectSums`.
 """
 
 from __future__ import annotations
@@ -34,13 +34,12 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Bool, Float, Int
 
+from sae_hacking.absorption.ablation.identity import METHODS
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.lm.hooked import HookedLM, RunContext
 from sae_hacking.saes.base import SAE
 from sae_hacking.saes.processing import InputTransform
 from sae_hacking.saes.splice import ZeroLatents, check_sae_fits, splice
-
-METHODS = ("fast", "naive")
 
 
 @dataclass

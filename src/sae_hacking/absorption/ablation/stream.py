@@ -1,15 +1,15 @@
 """What an ``ablate`` run accumulates and reads: the effect sums of a text stream
 (:class:`AblationAccumulator`), latent frequencies for ``exclude_latent_threshold``, and the
-exact merge of shards. The run itself is :func:`sae_hacking.absorption.ablation_run.run`; the
+exact merge of shards. The run itself is :func:`sae_hacking.absorption.ablation.run.run`; the
 results are ``ablations.safetensors.zst`` + ``ablations.json``, with the tensors of
-:data:`sae_hacking.absorption.ablation_effects.RESULT_KEYS`.
+:data:`sae_hacking.absorption.ablation.effects.RESULT_KEYS`.
 
 Shards of an ablation run hold effect rows for different sets of latents, so they are merged
 by :func:`merge_ablations` (rows matched by latent id), not by the elementwise
 :func:`sae_hacking.runs.merge.merge_results`.
 
 Memory: the sums live on the device the effects are computed on (see
-:mod:`sae_hacking.absorption.ablation_effects`); checkpoints and results are written, and
+:mod:`sae_hacking.absorption.ablation.effects`); checkpoints and results are written, and
 checkpoints loaded, one chunk of rows at a time; the merge streams the shards' rows into the
 output chunk by chunk. The host never holds a ``D x E`` matrix.
 """
@@ -22,15 +22,15 @@ from pathlib import Path
 import torch
 from jaxtyping import Bool, Int
 
-from sae_hacking.absorption.ablation import AblationSetup, method_function
-from sae_hacking.absorption.ablation_effects import (
+from sae_hacking.absorption.ablation.core import AblationSetup, method_function
+from sae_hacking.absorption.ablation.effects import (
     RESULT_KEYS,
     EffectSums,
     chunk_rows,
     from_fixed,
     sums_device,
 )
-from sae_hacking.absorption.ablation_run import FREQUENCIES_FILE, KIND
+from sae_hacking.absorption.ablation.identity import FREQUENCIES_FILE, KIND
 from sae_hacking.data.text import TokenBatch
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.runs.files import provenance
@@ -123,14 +123,14 @@ def read_frequencies(
     path: str | Path, settings: Mapping[str, object] | None = None, allow_partial: bool = False
 ) -> tuple[torch.Tensor, int]:
     """``(tokens each latent is active on, tokens counted)`` from a co-occurrence run
-    (results file, sidecar or run directory; :class:`~sae_hacking.absorption.cooccurrence.
-    Cooccurrences`) or from an ablate run's ``frequencies.safetensors`` (file or run directory).
+    (results file, sidecar or run directory;
+    :class:`~sae_hacking.absorption.cooccurrence.accumulator.Cooccurrences`) or from an ablate run's ``frequencies.safetensors`` (file or run directory).
 
     With ``settings`` (this run's), a co-occurrence run of another model or ablator SAE is a
     :class:`UsageError`: its frequencies would exclude the wrong latents. So is a co-occurrence
     run of only some shards, unless ``allow_partial``.
     """
-    from sae_hacking.absorption.cooccurrence import Cooccurrences
+    from sae_hacking.absorption.cooccurrence.accumulator import Cooccurrences
 
     path = Path(path)
     if path.is_dir() and (path / FREQUENCIES_FILE).is_file():

@@ -1,6 +1,6 @@
 """Proof on planted absorption: the whole search (``cooccurrences`` -> ``ablate`` -> ``pairs``)
 on a tiny model whose ablator SAE has planted absorption pairs and controls
-(:mod:`sae_hacking.absorption.planted`), then a check of what the search found.
+(:mod:`sae_hacking.absorption.planted.saes`), then a check of what the search found.
 
 :func:`run` builds everything in one new run directory (``model/`` the tiny model and its
 prompts, ``ablator.safetensors``, ``reader.safetensors``, ``plan.json``, ``explanations.json``,
@@ -276,7 +276,7 @@ def run(config: ValidateConfig, slug: str = KIND) -> tuple[Path, Evaluation]:
 
     run_dir = check_new_folder(config.output_dir or default_run_dir(slug), "output_dir")
     run_dir, top = create_new_folder(run_dir, "output_dir")
-    from sae_hacking.absorption.planted import build_inputs
+    from sae_hacking.absorption.planted.saes import build_inputs
 
     # Nothing here resumes: a run that fails at any stage leaves nothing, and runs again.
     with removed_on_failure(run_dir, top):
@@ -287,8 +287,10 @@ def run(config: ValidateConfig, slug: str = KIND) -> tuple[Path, Evaluation]:
 def _search_and_check(config: ValidateConfig, run_dir: Path, inputs) -> Evaluation:
     import json
 
-    from sae_hacking.absorption import ablation_run, cooccurrence_run, pairs_run
+    from sae_hacking.absorption.ablation import run as ablation_run
     from sae_hacking.absorption.configs import AblateConfig, CooccurrenceConfig, PairsConfig
+    from sae_hacking.absorption.cooccurrence import run as cooccurrence_run
+    from sae_hacking.absorption.pairs import run as pairs_run
     from sae_hacking.atomic import atomic_write_json
     from sae_hacking.config import from_flat, recorded_settings, to_flat
     from sae_hacking.runs.record import RunRecord
