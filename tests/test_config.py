@@ -224,6 +224,7 @@ def test_a_prompt_needs_bos_and_a_token():
         from_flat(CooccurrenceConfig, {"max_tokens_in_prompt": 1})
 
 
+@pytest.mark.slow
 def test_toy_settings_need_neither_torch_nor_the_lm_layer():
     code = (
         "import sys, sae_hacking.cli.toy, sae_hacking.device;"
@@ -234,6 +235,7 @@ def test_toy_settings_need_neither_torch_nor_the_lm_layer():
     assert proc.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_the_public_api_loads_on_first_use():
     code = (
         "import sys, sae_hacking; assert 'torch' not in sys.modules; "

@@ -21,8 +21,9 @@ from sae_hacking.config import (
     setting,
 )
 from sae_hacking.data.source import TextSource
+from sae_hacking.device import check_device_name
 from sae_hacking.errors import FieldError, UsageError
-from sae_hacking.lm.source import ModelSource, check_device_name
+from sae_hacking.lm.source import ModelSource
 from sae_hacking.runs.locate import sidecar_of
 from sae_hacking.runs.options import RunDirOptions, RunOptions
 from sae_hacking.runs.shards import check_all_shards
