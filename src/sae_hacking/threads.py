@@ -2,8 +2,9 @@
 
 torch's default is one intra-op thread per core. That is right on an idle machine and very
 wrong on a busy one: OpenMP threads that wait for a peer descheduled by another process make
-every operation as slow as its slowest core (measured on 2 cores with one core busy elsewhere:
-``train`` at 1,151 tokens/s with 2 threads against 41,878 with one). So the automatic choice
+every operation as slow as its slowest core (``benchmarks/threads_under_load.py`` on 2 cores with
+one busy process beside it: ``train`` at 15,429 tokens/s with 2 threads, 35,921 with one and
+40,910 with this rule; idle, 46,506 / 40,700 / 51,110). So the automatic choice
 (``threads`` 0) takes the cores this process may use (its affinity mask, capped by a cgroup CPU
 quota such as ``docker run --cpus``) less those other processes keep busy, measured over a short
 window from ``/proc/stat`` (the load average elsewhere), and never fewer than one. An explicit
