@@ -6,6 +6,10 @@
   measurements; ``.ci/run`` uses it as a smoke test.
 - ``--json PATH``: also write the measured figures (rates, ratios, equality flags) and the
   configuration to ``PATH``, atomically.
+
+Importing it also puts the repository root on ``sys.path`` (a script run as
+``python benchmarks/NAME.py`` sees only ``benchmarks/``), so the benchmarks import the tests'
+helpers (``tests.random_saes``) as the tests do; import it before them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from sae_hacking.atomic import atomic_write_json
+
+# Ahead of site-packages, as pytest's `pythonpath = ["."]` puts it: `tests` is then the
+# repository's, never a same-named package that some dependency installed.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(1, _ROOT)
 
 
 def parse_args(

@@ -108,6 +108,7 @@ def ours_profile(timers: Timers):
     from sae_hacking.train import trainer
     from sae_hacking.train.activations import ActivationSource
     from sae_hacking.train.scaling import Scaling
+    from sae_hacking.training import engine
 
     def positions(source, batch) -> int:
         return batch.input_ids_BS.numel()
@@ -121,12 +122,12 @@ def ours_profile(timers: Timers):
             (ActivationSource, "read", "real tokens", None, real),
             (ActivationSource, "block", "block", None, None),
             (Scaling, "apply", "scale", None, None),
-            (trainer, "train_step", "train step", None, None),
+            (engine, "train_step", "train step", None, None),
             (TopKSAE, "train_forward", "sae forward", None, None),
             (torch.optim.Adam, "step", "adam", None, None),
-            (trainer, "train_metrics", "train metrics", None, None),
-            (trainer.LMTrainer, "log", "log", None, None),
-            (trainer.LMTrainer, "_eval_step", "eval", "eval", None),
+            (engine, "train_metrics", "train metrics", None, None),
+            (engine.Engine, "log", "log", None, None),
+            (engine.Engine, "_eval_step", "eval", "eval", None),
         ):
             stack.enter_context(timers.wrap(owner, attribute, name, phase, count=count))
         stack.enter_context(timers.wrap(trainer, "shuffled_batches", "shuffle", generator=True))

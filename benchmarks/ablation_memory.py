@@ -38,7 +38,7 @@ from sae_hacking.lm.tiny import generate_texts, tiny_model_once
 from sae_hacking.runs.results import ResultsFile, StoredTensors, write_results, write_safetensors
 from sae_hacking.runs.zstd_frames import FRAME_BYTES
 from sae_hacking.saes.tiny import calibrated_random_sae
-from sae_hacking.testing import random_sae
+from tests.random_saes import random_sae
 
 ABLATOR_HOOK = "blocks.1.hook_mlp_out"
 READER_HOOK = "blocks.2.hook_resid_post"

@@ -1,4 +1,4 @@
-"""Selective ablation speed: the batched partial forward (``fast``) against the seed's K + 2
+"""Selective ablation speed: the batched partial forward (``fast``) against the legacy K + 2
 full forwards per prompt (``naive``), on the same prompts; run by hand:
 
     uv run python benchmarks/ablation_speed.py [--prompts 6] [--k 100] [--threads 2] [--quick] [--json PATH]

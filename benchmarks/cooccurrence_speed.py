@@ -1,11 +1,11 @@
-"""Co-occurrence counting speed: the seed's method against ours, on one synthetic stream.
+"""Co-occurrence counting speed: the legacy method against ours, on one synthetic stream.
 
 The stream: prompts of 100 tokens; every token has exactly L0 = 70 distinct active latents out of
 e = 16,384, drawn with Zipf-like popularity (p_i ∝ (i + 1)^-s). Both methods count the same
 stream, each in a child process (so each peak RSS is its own):
 
-- seed: per prompt, a sparse binary A [100, e], ``torch.sparse.mm(Aᵀ, A)`` added into a dense
-  float32 e × e matrix.
+- legacy (``seed`` in the JSON, as in earlier results files): per prompt, a sparse binary
+  A [100, e], ``torch.sparse.mm(Aᵀ, A)`` added into a dense float32 e × e matrix.
 - ours: :class:`sae_hacking.absorption.cooccurrence.accumulator.PairCounter` (packed int32
   upper triangle, compiled pair loop), fed batches of ``--batch-prompts`` prompts; ``--kernel torch`` times the
   index_add_ kernel instead (the one used on CUDA).
@@ -49,8 +49,8 @@ def make_stream(n_prompts: int, e: int, l0: int, tokens: int, zipf: float, seed:
     return torch.stack(prompts)
 
 
-def seed_add(counts_ee: torch.Tensor, rows_N: torch.Tensor, latents_N: torch.Tensor, tokens: int):
-    """The seed's update for one prompt: its sparse binary ``A [tokens, e]`` (a one at each
+def legacy_add(counts_ee: torch.Tensor, rows_N: torch.Tensor, latents_N: torch.Tensor, tokens: int):
+    """The legacy update for one prompt: its sparse binary ``A [tokens, e]`` (a one at each
     token's active latents: ``A[rows_N[n], latents_N[n]]``), ``counts_ee += AᵀA`` by
     ``torch.sparse.mm``, on ``counts_ee``'s device."""
     ones = torch.ones(latents_N.shape[0], device=counts_ee.device)
@@ -60,9 +60,9 @@ def seed_add(counts_ee: torch.Tensor, rows_N: torch.Tensor, latents_N: torch.Ten
     counts_ee += torch.sparse.mm(A.t(), A)
 
 
-class SeedCounter:
-    """The seed's method end to end on a model's device, one batch at a time: the forward to the
-    SAE's hook, the encoding of the real tokens, then per prompt :func:`seed_add` into a dense
+class LegacyCounter:
+    """The legacy method end to end on a model's device, one batch at a time: the forward to the
+    SAE's hook, the encoding of the real tokens, then per prompt :func:`legacy_add` into a dense
     float32 ``e × e``. Keeps each batch's active lists (``recorded``, to count them again) and the
     seconds spent counting (``count_s``, the device synchronised around it)."""
 
@@ -86,17 +86,17 @@ class SeedCounter:
         for length in batch.real_token_mask_BS.sum(1).tolist():  # one prompt at a time
             t1 = t0 + length
             rows_N = torch.arange(length, device=device).repeat_interleave(active_T[t0:t1])
-            seed_add(self.counts_ee, rows_N, latents_N[offsets[t0] : offsets[t1]], length)
+            legacy_add(self.counts_ee, rows_N, latents_N[offsets[t0] : offsets[t1]], length)
             t0 = t1
         sync()
         self.count_s += (time.perf_counter() - start) * timing
 
 
 def dense_equals_packed(counts_ee: torch.Tensor, packed_P: torch.Tensor, block: int = 1024):
-    """Whether the seed's dense ``e × e`` float32 counts hold exactly our packed upper triangle
+    """Whether the legacy dense ``e × e`` float32 counts hold exactly our packed upper triangle
     (row ``i`` holds pairs ``(i, i..e-1)``), ``block`` rows at a time on ``counts_ee``'s device, so
     no second ``e × e`` matrix or index list is ever made. float32 holds counts exactly up to
-    2^24, as far as the seed's accumulator itself is exact."""
+    2^24, as far as the legacy accumulator itself is exact."""
     e = counts_ee.shape[0]
     if packed_P.numel() != e * (e + 1) // 2:
         return False
@@ -114,13 +114,13 @@ def dense_equals_packed(counts_ee: torch.Tensor, packed_P: torch.Tensor, block: 
     return True
 
 
-def run_seed(stream: torch.Tensor, e: int) -> np.ndarray:
+def run_legacy(stream: torch.Tensor, e: int) -> np.ndarray:
     counts_ee = torch.zeros((e, e), dtype=torch.float32)
     tokens, l0 = stream.shape[1], stream.shape[2]
     rows = torch.arange(tokens).repeat_interleave(l0)
     start = time.perf_counter()
     for prompt in stream:
-        seed_add(counts_ee, rows, prompt.reshape(-1), tokens)
+        legacy_add(counts_ee, rows, prompt.reshape(-1), tokens)
     elapsed = time.perf_counter() - start
     i, j = torch.triu_indices(e, e)
     return counts_ee[i, j].to(torch.int32).numpy(), elapsed
@@ -146,8 +146,8 @@ def child(args) -> None:
     torch.set_num_threads(args.threads)
     stream = make_stream(args.prompts, args.e, args.l0, args.tokens, args.zipf, args.seed)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if args.method == "seed":
-        packed, elapsed = run_seed(stream, args.e)
+    if args.method == "legacy":
+        packed, elapsed = run_legacy(stream, args.e)
     else:
         packed, elapsed = run_ours(stream, args.e, args.batch_prompts, args.kernel)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--kernel", choices=("numba", "torch"), default="numba")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--method", choices=("seed", "ours"), help=argparse.SUPPRESS)
+    parser.add_argument("--method", choices=("legacy", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parse_args(parser, QUICK)
     if args.method:
@@ -184,40 +184,40 @@ def main() -> None:
         return
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for method in ("seed", "ours"):
+        for method in ("legacy", "ours"):
             out = str(Path(tmp) / f"{method}.npy")
             argv = [a for a in sys.argv[1:]] + ["--method", method, "--out", out]
             done = subprocess.run(
                 [sys.executable, __file__, *argv], capture_output=True, text=True, check=True
             )
             results[method] = json.loads(done.stdout.strip().splitlines()[-1])
-        seed_counts = np.load(Path(tmp) / "seed.npy", mmap_mode="r")
+        legacy_counts = np.load(Path(tmp) / "legacy.npy", mmap_mode="r")
         our_counts = np.load(Path(tmp) / "ours.npy", mmap_mode="r")
-        equal = bool(np.array_equal(seed_counts, our_counts))
+        equal = bool(np.array_equal(legacy_counts, our_counts))
     e = args.e
     print(
         f"stream: {args.prompts} prompts x {args.tokens} tokens, e = {e}, L0 = {args.l0}, "
         f"Zipf s = {args.zipf}; ours: {args.kernel} kernel, {args.batch_prompts} prompts per call"
     )
-    for method in ("seed", "ours"):
+    for method in ("legacy", "ours"):
         r = results[method]
         print(
-            f"{method:>5}: {r['tokens_per_s']:>10,.0f} tokens/s ({r['seconds']:.2f} s), "
+            f"{method:>6}: {r['tokens_per_s']:>10,.0f} tokens/s ({r['seconds']:.2f} s), "
             f"peak RSS {r['peak_rss_gb']:.2f} GB"
         )
-    ratio = results["ours"]["tokens_per_s"] / results["seed"]["tokens_per_s"]
+    ratio = results["ours"]["tokens_per_s"] / results["legacy"]["tokens_per_s"]
     print(f"speed-up: {ratio:.1f}x; counts exactly equal: {equal}")
     for width in (e, 65_536):
         dense = width * width * 4
         packed = width * (width + 1) // 2 * 4
         print(
-            f"accumulator at e = {width:,}: seed dense float32 {dense / 1e9:.3f} GB, ours packed "
-            f"int32 {packed / 1e9:.3f} GB ({packed / dense:.6f} of the seed's)"
+            f"accumulator at e = {width:,}: legacy dense float32 {dense / 1e9:.3f} GB, ours packed "
+            f"int32 {packed / 1e9:.3f} GB ({packed / dense:.6f} of the legacy one)"
         )
     write_json(
         args,
         {
-            "seed": results["seed"],
+            "seed": results["legacy"],  # keys as earlier results files name them
             "ours": results["ours"],
             "speedup": ratio,
             "counts_equal": equal,

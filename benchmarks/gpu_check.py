@@ -10,13 +10,13 @@ peak GPU memory (``max_memory_allocated`` after a reset):
 
 - setup: the model and the SAEs; check: L0 of both SAEs on another prompt within 2x of ``--l0``.
 - cooccurrences: ``CooccurrenceAccumulator`` (what ``sae-hacking cooccurrences`` runs: forward,
-  encode, packed int32 counts on the GPU) against the seed's method (the same forward and encode,
+  encode, packed int32 counts on the GPU) against the legacy method (the same forward and encode,
   then per prompt a sparse binary A and ``AᵀA`` into a dense float32 e × e on the GPU), end to end
-  and counting alone (both count the active lists the seed's run recorded); checks: those
+  and counting alone (both count the active lists the legacy run recorded); checks: those
   counts are equal exactly, and equal to the accumulator's own (so the forward is deterministic).
 - ablation, bfloat16 and float32 model: fast against naive prompts/s (naive on the first
   prompts, within a time cap) and fast == naive on them (see :func:`effects_agree`).
-- pairs: the blocked pair finder against the seed's per-row loop on the GPU over the first
+- pairs: the blocked pair finder against the legacy per-row loop on the GPU over the first
   ``--pairs-rows`` latents (identical pairs required), then all ``--pairs-d`` latents.
 - training: ``sae-hacking train``'s trainer, a 65,536-latent TopK SAE on the model's
   activations (tokens/s; check: finite metrics, L0 <= k).
@@ -47,7 +47,7 @@ os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFL
 
 import torch  # noqa: E402
 from _common import parse_args, write_json  # noqa: E402
-from cooccurrence_speed import SeedCounter, dense_equals_packed  # noqa: E402
+from cooccurrence_speed import LegacyCounter, dense_equals_packed  # noqa: E402
 from gpu_ablation import (  # noqa: E402
     ABLATOR_HOOK,
     GEMMA_2_2B,
@@ -157,18 +157,18 @@ def stage_cooccurrences(c) -> list:
     ours_counts, ours_tokens, acc = acc.counter.counts.cpu(), acc.counter.tokens, None
     free(dev)  # each method's peak: the model, the SAEs and its own accumulator
 
-    seed = SeedCounter(sae.d_sae, dev)
-    seed.add(lm, sae, ABLATOR_HOOK, batches[0], timing=False)
-    _, seed_s, seed_peak = timed(
-        dev, lambda: [seed.add(lm, sae, ABLATOR_HOOK, b) for b in batches[1:]]
+    legacy = LegacyCounter(sae.d_sae, dev)
+    legacy.add(lm, sae, ABLATOR_HOOK, batches[0], timing=False)
+    _, legacy_s, legacy_peak = timed(
+        dev, lambda: [legacy.add(lm, sae, ABLATOR_HOOK, b) for b in batches[1:]]
     )
     base = torch.cuda.memory_allocated(dev) / 2**30 if c.cuda else float("nan")
     # The torch kernel, as on a GPU; on the CPU the run above used the numba one.
     counter = PairCounter(sae.d_sae, device=dev if c.cuda else "cpu", kernel="torch")
-    counter.add(*seed.recorded[0])
-    _, count_s, count_peak = timed(dev, lambda: [counter.add(*r) for r in seed.recorded[1:]])
-    same_tokens = dense_equals_packed(seed.counts_ee, counter.counts)
-    seed_count_s, seed = seed.count_s, None
+    counter.add(*legacy.recorded[0])
+    _, count_s, count_peak = timed(dev, lambda: [counter.add(*r) for r in legacy.recorded[1:]])
+    same_tokens = dense_equals_packed(legacy.counts_ee, counter.counts)
+    legacy_count_s, legacy = legacy.count_s, None
     free(dev)
     recount = counter.tokens == ours_tokens and torch.equal(
         counter.counts, ours_counts.to(counter.counts.device)
@@ -177,18 +177,18 @@ def stage_cooccurrences(c) -> list:
     return [
         row(
             f"cooccurrences {e}: forward+SAE+count (tokens/s)",
-            f"{timed_tokens / ours_s:,.0f}", f"{timed_tokens / seed_s:,.0f}",
-            seed_s / ours_s, gib(ours_peak, seed_peak),
+            f"{timed_tokens / ours_s:,.0f}", f"{timed_tokens / legacy_s:,.0f}",
+            legacy_s / ours_s, gib(ours_peak, legacy_peak),
             "ok" if recount else "FAIL: counts from the run != recount of its tokens",
-            tokens=timed_tokens, ours_s=ours_s, seed_s=seed_s, ours_peak_gib=ours_peak,
-            seed_peak_gib=seed_peak, recount_equal=recount,
+            tokens=timed_tokens, ours_s=ours_s, seed_s=legacy_s, ours_peak_gib=ours_peak,
+            seed_peak_gib=legacy_peak, recount_equal=recount,
         ),
         row(
             f"cooccurrences {e}: counting only (tokens/s)",
-            f"{timed_tokens / count_s:,.0f}", f"{timed_tokens / seed_count_s:,.0f}",
-            seed_count_s / count_s, gib(count_peak - base) + " (ours, added)" * c.cuda,
-            "ok" if same_tokens else "FAIL: counts != seed's AᵀA",
-            ours_s=count_s, seed_s=seed_count_s, peak_gib=count_peak,
+            f"{timed_tokens / count_s:,.0f}", f"{timed_tokens / legacy_count_s:,.0f}",
+            legacy_count_s / count_s, gib(count_peak - base) + " (ours, added)" * c.cuda,
+            "ok" if same_tokens else "FAIL: counts != legacy AᵀA",
+            ours_s=count_s, seed_s=legacy_count_s, peak_gib=count_peak,
             counts_equal=same_tokens,
         ),
     ]  # fmt: skip

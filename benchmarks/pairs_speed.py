@@ -1,4 +1,4 @@
-"""Pair finding (stage 3): our blocked all-pairs vs the seed's per-row loop, same input, one run.
+"""Pair finding (stage 3): our blocked all-pairs vs the legacy per-row loop, same input, one run.
 
 Input: D ablated latents with random sign-structured mean effects over E reader latents (half
 the entries zero, so sign vectors tie often), a co-occurrence lookup where a small fraction of
@@ -6,9 +6,9 @@ pairs never co-occur, random activation counts. Both methods run the same filter
 cosine ≥ threshold, co-occurrence count ≤ 0) and keep the same best ``max_pairs``.
 
 - ours: :func:`sae_hacking.absorption.pairs.search.find_pairs` (``block × block`` matrix products);
-- the seed's method: one matrix-vector product per latent against every other latent, then that
-  row's filters (:func:`sae_hacking.testing.find_pairs_reference` is the per-pair oracle of the
-  tests; here the per-row loop is vectorised within a row, which favours the seed).
+- the legacy method: one matrix-vector product per latent against every other latent, then that
+  row's filters (:func:`tests.oracles.find_pairs_reference` is the per-pair oracle of the
+  tests; here the per-row loop is vectorised within a row, which favours the legacy method).
 
 The per-row loop reads the whole effects matrix once per latent, so the comparison runs over the
 first ``--rows`` latents as the first member of each pair (both methods, identical work and
@@ -50,7 +50,7 @@ def make_input(d: int, e: int, seed: int, zero_fraction: float):
 
 
 def per_row_loop(latents_D, rows_DE, norms_D, activations_D, tokens, count_pairs, rules, n_rows):
-    """The seed's method: for each latent, one matrix-vector product against all latents."""
+    """The legacy method: for each latent, one matrix-vector product against all latents."""
     firsts, seconds, cosines = [], [], []
     d = rows_DE.shape[0]
     for i in range(n_rows):
@@ -156,7 +156,7 @@ def main() -> None:
         f"{args.threshold}, {args.zero_fraction:.0%} of pairs never co-occur; device {device}"
     )
     print(f"first {args.rows} latents as first member (identical work for both):")
-    print(f"  seed's per-row loop: {loop_rows_s:8.2f} s")
+    print(f"  legacy per-row loop: {loop_rows_s:8.2f} s")
     print(f"  ours (blocked):      {ours_rows_s:8.2f} s   -> {speedup_rows:.1f}x faster")
     print(f"  identical pair set, order and cosines: {identical} ({n_loop} passing pairs)")
     print(

@@ -2,8 +2,8 @@
 
     uv run python benchmarks/toy_dead_latents.py [--steps 5000] [--seeds 1 2 3] [--quick] [--json PATH]
 
-Trains the hierarchical SAE on the seed's example configuration (E = A = 30, M = 50, batch
-100, rho = 0.4, lr 1e-4) with the seed's ``nn.Linear`` initialisation and with ours (unit
+Trains the hierarchical SAE on the legacy example configuration (E = A = 30, M = 50, batch
+100, rho = 0.4, lr 1e-4) with the legacy ``nn.Linear`` initialisation and with ours (unit
 decoder rows, encoder = decoder transpose), each with and without dead-latent resampling and the
 auxiliary-k loss, and prints pair detection and dead fractions per seed.
 """
@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from _common import parse_args, write_json
 
-from sae_hacking.toy.config import SEED_EXAMPLE, ToyConfig
+from sae_hacking.toy.config import LEGACY_EXAMPLE, ToyConfig
 from sae_hacking.toy.train import ToyTrainer
 
-SETTINGS = {**SEED_EXAMPLE, "plots": False, "device": "cpu"}
+SETTINGS = {**LEGACY_EXAMPLE, "plots": False, "device": "cpu"}
 QUICK = {"steps": 60, "seeds": [1], "resample_every": 30}
 
 

@@ -1,10 +1,10 @@
-"""Toy training speed on the seed's example configuration (hierarchical, E = A = 30, M = 50,
+"""Toy training speed on the legacy example configuration (hierarchical, E = A = 30, M = 50,
 batch 100, rho = 0.4, lr 1e-4), with the default logging cadence; run by hand:
 
     uv run python benchmarks/toy_speed.py [--steps 10000] [--device cpu] [--quick] [--json PATH]
 
 Prints steps/s of the real trainer, then where a step's time goes (each phase timed in
-isolation over the same number of steps), and the cost of the seed's logging cadence (metrics
+isolation over the same number of steps), and the cost of the legacy logging cadence (metrics
 every 10 steps, TensorBoard scalars every step) for comparison.
 """
 
@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from _common import parse_args, write_json
 
-from sae_hacking.toy.config import SEED_EXAMPLE, ToyConfig
+from sae_hacking.toy.config import LEGACY_EXAMPLE, ToyConfig
 from sae_hacking.toy.experiment import use_few_threads
 from sae_hacking.toy.train import CHUNK_STEPS, ToyTrainer
 
-SETTINGS = {**SEED_EXAMPLE, "plots": False}
+SETTINGS = {**LEGACY_EXAMPLE, "plots": False}
 QUICK = {"steps": 100, "seed_cadence_steps": 100}
 
 
@@ -49,14 +49,14 @@ def phase_breakdown(config: ToyConfig, steps: int) -> dict[str, float]:
                 xs = tr.chunk(step // CHUNK_STEPS)
             x = xs[step % CHUNK_STEPS]
             t1 = time.perf_counter()
-            out = sae.train_forward(x, tr.state.since_fired["parent"] >= config.dead_steps, 0)
+            out = sae.train_forward(x, tr.engine.since_fired["parent"] >= config.dead_steps, 0)
             t2 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             t3 = time.perf_counter()
             opt.step()
             t4 = time.perf_counter()
-            since = tr.state.since_fired
+            since = tr.engine.since_fired
             for bank, fired in out.fired.items():
                 since[bank] = torch.where(fired, 0, since[bank] + 1)
             sae.after_step(out)
@@ -76,19 +76,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--seed-cadence-steps", type=int, help="steps of the seed-cadence run (max(1000, steps/10))"
+        "--seed-cadence-steps",
+        type=int,
+        help="steps of the legacy-cadence run (max(1000, steps/10))",
     )
     args = parse_args(parser, QUICK)
     config = ToyConfig(max_step=args.steps, device=args.device, **SETTINGS)
     use_few_threads(config)
     ours, metrics = trainer_speed(config)
-    seed_cadence = dataclasses.replace(
+    legacy_cadence = dataclasses.replace(
         config,
         eval_every=10,
         log_every=1,
         max_step=args.seed_cadence_steps or max(1000, args.steps // 10),
     )
-    seedlike, _ = trainer_speed(seed_cadence)
+    legacy, _ = trainer_speed(legacy_cadence)
     phases = phase_breakdown(config, min(args.steps, 5000))
     total = sum(phases.values())
     print(f"device {args.device}, torch threads {torch.get_num_threads()}")
@@ -97,8 +99,8 @@ def main() -> None:
         f"{config.log_every}): {ours:8.0f} steps/s"
     )
     print(
-        f"trainer, the seed's cadence (eval every 10, TensorBoard every step): "
-        f"{seedlike:8.0f} steps/s  (ours / seed-cadence = {ours / seedlike:.1f}x)"
+        f"trainer, the legacy cadence (eval every 10, TensorBoard every step): "
+        f"{legacy:8.0f} steps/s  (ours / legacy cadence = {ours / legacy:.1f}x)"
     )
     print(
         f"final pair detection {metrics['pair_detection_rate']:.3f}, "
@@ -111,8 +113,8 @@ def main() -> None:
         args,
         {
             "steps_per_s": ours,
-            "seed_cadence_steps_per_s": seedlike,
-            "ratio_ours_over_seed_cadence": ours / seedlike,
+            "seed_cadence_steps_per_s": legacy,  # keys as earlier results files name them
+            "ratio_ours_over_seed_cadence": ours / legacy,
             "final_metrics": {
                 k: metrics[k] for k in ("pair_detection_rate", "fvu", "dead_parent_frac")
             },
@@ -120,7 +122,7 @@ def main() -> None:
         },
         torch_threads=torch.get_num_threads(),
         toy_config=config.to_dict(),
-        seed_cadence_steps=seed_cadence.max_step,
+        seed_cadence_steps=legacy_cadence.max_step,
     )
 
 

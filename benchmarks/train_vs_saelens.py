@@ -195,7 +195,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.set_num_threads(args.threads)
     from sae_hacking.lm.hooked import HookedLM
-    from sae_hacking.train.evaluate import reconstruction_metrics
+    from sae_hacking.training.metrics import reconstruction_metrics
 
     hook = f"blocks.{args.layer}.hook_resid_post"
     with tempfile.TemporaryDirectory() as tmp:

@@ -49,3 +49,22 @@ def browser_missing(what: str) -> None:
     if under_ci():
         pytest.fail(f"{message} (CI is set, so the browser tests must run)", pytrace=False)
     pytest.skip(message)
+
+
+def guard(page, allowed: Callable[[str], bool]) -> tuple[list[str], list[str]]:
+    """Let ``page`` load only the URLs ``allowed`` accepts; returns the lists it fills: the
+    refused URLs, and every page error and console error (a self-contained page has neither)."""
+    refused: list[str] = []
+    errors: list[str] = []
+
+    def route(r):
+        if allowed(r.request.url):
+            r.continue_()
+        else:
+            refused.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+    return refused, errors

@@ -13,10 +13,10 @@ Fixtures (session-scoped factories, each model built and loaded once per session
 - ``tiny_lm(arch="gemma2", layers=2, dtype="float32")``: that model as a CPU
   :class:`~sae_hacking.lm.hooked.HookedLM`, shared: remove any hook you add.
 - ``random_sae_path(hook, d_sae, seed=0, **kwargs)``: a checkpoint of
-  :func:`sae_hacking.testing.random_sae` (``d_in`` 64 fits the tiny models).
+  :func:`tests.random_saes.random_sae` (``d_in`` 64 fits the tiny models).
 - ``prompts_path(n, seed=0, min_words=3, max_words=24)``: a ``.txt`` of generated prompts.
 
-Random SAEs themselves are cheap: build them with :func:`sae_hacking.testing.random_sae`.
+Random SAEs themselves are cheap: build them with :func:`tests.random_saes.random_sae`.
 """
 
 import os
@@ -98,7 +98,7 @@ def tiny_lm(tiny_model_path):
 @pytest.fixture(scope="session")
 def random_sae_path(tmp_path_factory):
     from sae_hacking.saes.io import save_sae_checkpoint
-    from sae_hacking.testing import random_sae
+    from tests.random_saes import random_sae
 
     root = tmp_path_factory.mktemp("random-saes")
 

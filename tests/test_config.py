@@ -25,7 +25,7 @@ from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.toy.config import ToyConfig
 
 
-def test_flat_keys_are_the_seed_settings_and_round_trip():
+def test_flat_keys_are_the_legacy_settings_and_round_trip():
     config = AblateConfig()
     flat = to_flat(config)
     for key in ("model", "ablator_sae_release", "reader_sae_id", "max_tokens_in_prompt", "shard"):
@@ -56,8 +56,6 @@ def test_the_default_sae_id_belongs_to_the_default_release(tmp_path):
         ({"n_prompts": 0}, "n_prompts", "must be positive"),
         ({"batch_size": -1}, "batch_size", "must be positive"),
         ({"shard": "2/2"}, "shard", "expected i/n"),
-        ({"reader_sae_release": "./missing.npz"}, "reader_sae_release", "no such SAE"),
-        ({"dataset_id": "/no/such/file.txt"}, "dataset_id", "no such file"),
         ({"exclude_latent_threshold": 1.5}, "exclude_latent_threshold", "fraction"),
         ({"frequencies_from": "x"}, "frequencies_from", "only used with"),
         ({"exclude_latent_threshold": 0.1}, "exclude_latent_threshold", "`n_prompts`"),

@@ -1,17 +1,35 @@
-"""Typed configs: frozen dataclasses whose fields carry their help text and their resume rule.
+"""Typed configs: frozen dataclasses whose fields carry their help text, their checks and their
+resume rule.
 
 Every command is described by one frozen dataclass (``ToyConfig``, ``CooccurrenceConfig``,
 ``AblateConfig``, ...), possibly holding smaller ones (``ModelSource``, ``SAESource``,
-``TextSource``, ``RunOptions``). Fields are declared with :func:`setting`; ``__post_init__``
-checks values and raises :class:`~sae_hacking.errors.FieldError` naming the field. Nothing here
-imports torch, so a command's settings are checked before any heavy import.
+``TextSource``, ``RunOptions``), each a :class:`Config`. Fields are declared with :func:`setting`.
+Nothing here imports torch, so a command's settings are checked before any heavy import.
+
+**Checks, in three places.** (1) *Declared* on the field: a bound (``setting(..., gt=0)``,
+``ge``, ``lt``, ``le``; ``None`` passes where the type allows it), the choices of a
+``Literal[...]`` annotation (argparse's ``choices`` read the same annotation) and finiteness of
+floats, all checked by :func:`~sae_hacking.config_checks.check_value`, which
+:meth:`Config.__post_init__` runs for every field on every construction (``from_flat``,
+``replace_flat``, resume, or ``ToyConfig(lr=-1.0)`` in Python) and :func:`from_flat` also
+before it constructs. (2) *Cross-field rules* in the config's own ``__post_init__``, after
+``super().__post_init__()``. (3) *The environment* (files exist, model headers parse, the hub
+answers) in :meth:`Config.check_inputs`, never on construction, so a config can be rebuilt from
+``run.json`` on another machine; a run calls ``config.check_inputs()`` once before it starts. Making an existing local path absolute
+(:func:`resolved_path`) is normalisation, not a check, and happens on construction. Every check
+raises :class:`~sae_hacking.errors.FieldError` naming one flat key.
 
 **Flat keys.** A config is saved, compared and shown as a flat ``{key: value}`` mapping of JSON
-values. A leaf field's key is the ``prefix`` of every enclosing config field plus the field's own
-``key`` (default: its name): ``AblateConfig.reader.release`` has key ``reader_sae_release``
-(prefix ``reader_``, key ``sae_release``). Errors raised inside a nested config are re-raised with
-the full key (:meth:`FieldError.within`), so every message names one flat key; the CLI derives
-its flags from the same keys (``--reader-sae-release``) and is the only place that knows flags.
+values. **Naming a setting has one mechanism, ``setting(key=...)``**: a leaf field's flat key is
+the ``key``s of its enclosing config fields followed by its own, where a leaf's key defaults to
+its attribute name and a nested config's to ``""``. So ``AblateConfig.reader.release`` has key
+``reader_sae_release`` (the field ``reader`` is declared with ``key="reader_"``, ``release`` with
+``key="sae_release"``). Errors raised inside a nested config are re-raised with the full key
+(:meth:`FieldError.within`), so every message names one flat key; the CLI derives its flags from
+the same keys (``--reader-sae-release``) and is the only place that knows flags. The legacy
+scripts' other spellings of a flag (``--max-tokens``) are aliases in the command table
+(:mod:`sae_hacking.cli.commands`): they are accepted on the command line but never name a
+setting (``run.json``, results and errors use the key).
 
 **Kinds of field** (``kind=``): ``"identity"`` (default) defines what a run computes: fixed on
 resume, and shards must agree on it to merge; ``"extent"`` (``n_prompts``) defines it too but a
@@ -26,13 +44,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
-import types
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from sae_hacking.config_checks import check_value, literal_choices, without_none
 from sae_hacking.errors import FieldError, UsageError
 
 KINDS = ("identity", "extent", "free")
@@ -46,25 +63,29 @@ def setting(
     default_factory: Any = _MISSING,
     kind: str = "identity",
     key: str | None = None,
-    prefix: str | None = None,
     recorded: bool = True,
-    choices: tuple | None = None,
+    gt: int | float | None = None,
+    ge: int | float | None = None,
+    lt: int | float | None = None,
+    le: int | float | None = None,
+    why: str | None = None,
 ) -> Any:
-    """A config field. ``help`` is the ``--help`` text; ``kind`` the resume/merge rule (module
-    docstring); ``key`` overrides the field's flat key; ``prefix`` (nested configs only) is put in
-    front of the nested keys; ``recorded=False`` keeps the field out of a results file's
-    ``settings`` (where a run happened, not what it computed, e.g. the device); ``choices`` lists
-    the allowed values (checked by the interfaces as they parse, and by :func:`check_choice`)."""
+    """A config field. ``help`` is the ``--help`` text (of a nested config: the title of its
+    section); ``kind`` the resume/merge rule; ``key`` the flat key (of a nested config: what its
+    settings' keys start with; module docstring); ``recorded=False`` keeps the field out of a
+    results file's ``settings`` (where a run happened, not what it computed, e.g. the device);
+    ``gt``/``ge``/``lt``/``le`` bound a number, ``why`` says why in the message ("must be at
+    least 2 (BOS + a token), got 1."), checked by :func:`~sae_hacking.config_checks.check_value`.
+    Allowed values come from a ``Literal[...]`` annotation."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    meta = {
-        "help": help,
-        "kind": kind,
-        "key": key,
-        "prefix": prefix,
-        "recorded": recorded,
-        "choices": choices,
+    bounds = {
+        name: v for name, v in (("gt", gt), ("ge", ge), ("lt", lt), ("le", le)) if v is not None
     }
+    if why is not None and not bounds:
+        raise ValueError("why explains a bound: give gt, ge, lt or le too")
+    meta = {"help": help, "kind": kind, "key": key, "recorded": recorded}
+    meta.update(bounds=bounds, why=why)
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
 
 
@@ -79,8 +100,9 @@ class Leaf:
     help: str
     kind: str
     recorded: bool
-    section: str  # the nested config's attribute name, "" at the top
-    choices: tuple | None
+    section: str  # the outermost nested config's attribute name, "" at the top
+    title: str  # that nested config field's help (its --help section), "" at the top
+    choices: tuple | None  # the values of a Literal[...] annotation
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -91,23 +113,40 @@ def is_config(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+def _key(f: dataclasses.Field, nested: bool) -> str:
+    """The part of the flat key a field contributes: its declared ``key``, else its name (a
+    nested config: nothing)."""
+    key = f.metadata.get("key")
+    if key is not None:
+        return key
+    return "" if nested else f.name
+
+
 @functools.cache
 def leaves(cls: type) -> tuple[Leaf, ...]:
     """Every leaf field of ``cls`` (depth first), with defaults from ``cls()``."""
-    return tuple(_leaves(cls, cls(), "", (), ""))
+    return tuple(_leaves(cls, cls(), "", (), "", ""))
 
 
-def _leaves(cls: type, default: Any, prefix: str, path: tuple, section: str) -> Iterator[Leaf]:
+def _leaves(
+    cls: type, default: Any, prefix: str, path: tuple, section: str, title: str
+) -> Iterator[Leaf]:
     hints = _hints(cls)
     for f in dataclasses.fields(cls):
         meta = f.metadata
         value = getattr(default, f.name)
         if is_config(hints[f.name]):
-            inner = prefix + (meta.get("prefix") or "")
-            yield from _leaves(hints[f.name], value, inner, (*path, f.name), section or f.name)
+            yield from _leaves(
+                hints[f.name],
+                value,
+                prefix + _key(f, nested=True),
+                (*path, f.name),
+                section or f.name,
+                title or meta.get("help", f.name),
+            )
             continue
         yield Leaf(
-            key=prefix + (meta.get("key") or f.name),
+            key=prefix + _key(f, nested=False),
             path=(*path, f.name),
             type=hints[f.name],
             default=value,
@@ -115,7 +154,8 @@ def _leaves(cls: type, default: Any, prefix: str, path: tuple, section: str) -> 
             kind=meta.get("kind", "identity"),
             recorded=meta.get("recorded", True),
             section=section,
-            choices=meta.get("choices"),
+            title=title,
+            choices=literal_choices(hints[f.name]),
         )
 
 
@@ -145,10 +185,8 @@ def _coerce(tp: Any, value: Any) -> Any:
     """A JSON value (lists for tuples) back into the annotated type's shape."""
     if value is None:
         return None
+    tp, _ = without_none(tp)
     origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _coerce(inner[0], value) if len(inner) == 1 else value
     if origin is tuple and isinstance(value, (list, tuple)):
         args = typing.get_args(tp)
         item = args[0] if args else Any
@@ -179,31 +217,38 @@ def _build(cls: type, default: Any, flat: Mapping[str, Any], prefix: str) -> Any
     enclosing ``__post_init__`` adjusts it (e.g. an SAE's default id applies to the default
     release only), or ``None`` for the fields' own defaults."""
     hints = _hints(cls)
-    kwargs = {}
+    kwargs, checks = {}, []
     for f in dataclasses.fields(cls):
-        meta = f.metadata
         fallback = getattr(default, f.name) if default is not None else _field_default(f)
         if is_config(hints[f.name]):
-            inner = prefix + (meta.get("prefix") or "")
+            inner = prefix + _key(f, nested=True)
             kwargs[f.name] = _build(hints[f.name], fallback, flat, inner)
             continue
-        key = prefix + (meta.get("key") or f.name)
+        key = prefix + _key(f, nested=False)
         kwargs[f.name] = _coerce(hints[f.name], flat[key]) if key in flat else fallback
-        check_finite(key, kwargs[f.name])
+        checks.append((_key(f, nested=False), kwargs[f.name], f, hints[f.name]))
     try:
+        # The declared rules, also checked on construction, first here: under the tests' type
+        # checker a value outside a Literal would otherwise fail the constructor's annotations.
+        for check in checks:
+            check_value(*check)
         return cls(**kwargs)
     except FieldError as err:
-        # A nested config names its own field; the key seen from here has the prefix in front.
-        if prefix and err.field in _local_keys(cls):
-            raise err.within(prefix) from None
-        raise
+        raise _seen_from(err, prefix, cls) from None
     except TypeError as err:  # a value of the wrong JSON type, e.g. a string for a number
         raise UsageError(f"bad settings for {cls.__name__}: {err}.") from None
 
 
 @functools.cache
 def _local_keys(cls: type) -> frozenset[str]:
-    return frozenset(f.metadata.get("key") or f.name for f in dataclasses.fields(cls))
+    hints = _hints(cls)
+    return frozenset(_key(f, is_config(hints[f.name])) for f in dataclasses.fields(cls))
+
+
+def _seen_from(err: FieldError, prefix: str, cls: type) -> FieldError:
+    """An error of the nested config ``cls`` names its own field; seen from the enclosing
+    config, the key has the nested config's ``prefix`` in front."""
+    return err.within(prefix) if prefix and err.field in _local_keys(cls) else err
 
 
 def replace_flat(config: Any, changes: Mapping[str, Any]) -> Any:
@@ -269,36 +314,40 @@ def free_keys(config: Any) -> tuple[str, ...]:
     )
 
 
-# -- shared checks ---------------------------------------------------------------------------
+# -- checks ----------------------------------------------------------------------------------
 
 
-def check_positive(field: str, value: int | float | None, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or not value > 0:
-        raise FieldError(field, f"must be positive, got {value}.")
+class Config:
+    """Base of every config class (each a frozen dataclass).
+
+    ``__post_init__`` runs :func:`check_declared`; a config with cross-field rules defines its
+    own ``__post_init__`` that calls ``super().__post_init__()`` first. :meth:`check_inputs` is
+    the environment, checked once before a run, never on construction."""
+
+    def __post_init__(self) -> None:
+        check_declared(self)
+
+    def check_inputs(self) -> None:
+        """Refuse inputs this machine cannot provide (a missing file, a model folder whose
+        headers do not parse, an unreachable hub), naming the flat key. This checks the nested
+        configs'; a config with inputs of its own extends it."""
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):
+            inner = getattr(self, f.name)
+            if is_config(hints[f.name]) and isinstance(inner, Config):
+                try:
+                    inner.check_inputs()
+                except FieldError as err:
+                    raise _seen_from(err, _key(f, nested=True), type(inner)) from None
 
 
-def check_non_negative(field: str, value: int | float) -> None:
-    if not value >= 0:
-        raise FieldError(field, f"must not be negative, got {value}.")
-
-
-def check_finite(field: str, value: Any) -> None:
-    """Refuse NaN and infinities in a float setting (or a tuple of them): argparse's ``float``
-    takes ``nan`` and ``inf``, and every comparison with NaN is false, so a NaN threshold would
-    pass every range check and silently select nothing. No setting has a use for them."""
-    values = value if isinstance(value, (tuple, list)) else (value,)
-    for item in values:
-        if isinstance(item, float) and not math.isfinite(item):
-            raise FieldError(field, f"must be a finite number, got {item}.")
-
-
-def check_choice(field: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise FieldError(
-            field, f"is {value!r}, expected one of {', '.join(str(c) for c in choices)}."
-        )
+def check_declared(config: Any) -> None:
+    """The rules declared on ``config``'s own fields (its nested configs checked theirs when
+    they were built), by :func:`~sae_hacking.config_checks.check_value`."""
+    hints = _hints(type(config))
+    for f in dataclasses.fields(config):
+        if not is_config(hints[f.name]):
+            check_value(_key(f, nested=False), getattr(config, f.name), f, hints[f.name])
 
 
 def resolved_path(value: str | None) -> str | None:

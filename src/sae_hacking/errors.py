@@ -49,14 +49,3 @@ class FieldError(UsageError):
     def within(self, prefix: str) -> FieldError:
         """The same error for the field seen from an enclosing config (key ``prefix + field``)."""
         return FieldError(prefix + self.field, self.message)
-
-    def with_keys(self, keys: dict[str, str]) -> FieldError:
-        """The same error with the settings renamed by ``keys`` (a config that holds another
-        under other names), the field and every `` `key` `` in the message alike."""
-
-        def rename(match: re.Match) -> str:
-            return f"`{keys.get(match.group(1), match.group(1))}`"
-
-        return FieldError(
-            keys.get(self.field, self.field), SETTING_REFERENCE.sub(rename, self.message)
-        )

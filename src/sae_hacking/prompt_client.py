@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The seed's script path; same as ``sae-hacking highlight``."""
+"""The legacy script path; same as ``sae-hacking highlight``."""
 
 import sys
 from pathlib import Path

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The seed's script path; same as ``sae-hacking train`` (a ReLU + L1 SAE unless `--architecture` says otherwise)."""
+"""The legacy script path; same as ``sae-hacking train`` (a ReLU + L1 SAE unless `--architecture` says otherwise)."""
 
 import sys
 from pathlib import Path

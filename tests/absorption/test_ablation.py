@@ -15,7 +15,6 @@ from sae_hacking.absorption.ablation.cost import block_passes
 from sae_hacking.absorption.ablation.effects import EffectSums, to_fixed
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.saes.splice import ZeroLatents, splice_patch
-from sae_hacking.testing import random_sae
 from tests.absorption.ablation_testkit import (
     ABLATOR_HOOK,
     D_ABLATOR,
@@ -25,6 +24,7 @@ from tests.absorption.ablation_testkit import (
     PROMPTS,
     READER_HOOK,
 )
+from tests.random_saes import random_sae
 
 
 # GPT-2's layout (plain sequential blocks) is Gemma-2's without the extra norms; NeoX is the

@@ -19,7 +19,6 @@ from sae_hacking.errors import EXIT_USAGE
 from sae_hacking.lm.tiny import generate_texts
 from sae_hacking.runs.results import ResultsFile, read_meta
 from sae_hacking.saes.io import save_sae_checkpoint
-from sae_hacking.testing import random_sae
 from tests.absorption.ablation_testkit import (
     ABLATOR_HOOK,
     D_ABLATOR,
@@ -27,6 +26,7 @@ from tests.absorption.ablation_testkit import (
     N_LAYERS,
     READER_HOOK,
 )
+from tests.random_saes import random_sae
 
 N_PROMPTS = 24
 SCRIPT = Path(__file__).parents[2] / "src" / "sae_hacking" / "gemma_selective_ablate.py"
@@ -224,19 +224,19 @@ def test_width_mismatch_exits_2(files, capsys):
     assert "32-dimensional" in capsys.readouterr().err
 
 
-def test_the_seed_command_line_parses_with_its_defaults():
+def test_the_legacy_command_line_parses_with_its_defaults():
     from sae_hacking.absorption.configs import AblateConfig
     from sae_hacking.cli.ablate import KIND, standalone_parser
     from sae_hacking.cli.configargs import config_from
 
-    seed = (
+    legacy = (
         "--abridge-ablations-to 100 --max-tokens 100 --ablator-sae-release "
         "gemma-scope-2b-pt-mlp-canonical --reader-sae-release gemma-scope-2b-pt-res-canonical "
         "--n-prompts 1000000 --save-frequency 10000 --dataset-id monology/pile-uncopyrighted "
         "--selected-features 3000 9000 15000 21000 27000 33000 39000 45000 51000 57000 63000 "
         "--batch-size 5"
     )
-    config = config_from(standalone_parser().parse_args(seed.split()), AblateConfig, KIND)
+    config = config_from(standalone_parser().parse_args(legacy.split()), AblateConfig, KIND)
     assert config.model.name == "google/gemma-2-2b"
     assert config.ablator.sae_id == "layer_20/width_65k/canonical"
     assert config.reader.sae_id == "layer_21/width_65k/canonical"

@@ -22,7 +22,7 @@ from sae_hacking.runs.results import ResultsFile
 from sae_hacking.saes.base import SAEInfo
 from sae_hacking.saes.io import save_sae_checkpoint
 from sae_hacking.saes.jumprelu import JumpReLUSAE
-from sae_hacking.testing import count_pairs_reference
+from tests.oracles import count_pairs_reference
 
 HOOK = "blocks.0.hook_resid_post"
 E = 32
@@ -206,7 +206,7 @@ def test_bad_inputs_exit_2(setup, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_seed_script_path_and_defaults():
+def test_legacy_script_path_and_defaults():
     from sae_hacking.absorption.configs import CooccurrenceConfig
     from sae_hacking.cli.configargs import config_from
     from sae_hacking.cli.cooccurrence import KIND, standalone_parser

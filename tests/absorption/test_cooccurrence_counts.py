@@ -16,7 +16,8 @@ from sae_hacking.data.text import tokenize_prompts
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.lm.tiny import generate_texts
 from sae_hacking.runs.results import write_results
-from sae_hacking.testing import count_pairs_reference, random_sae, unpack_triangle
+from tests.oracles import count_pairs_reference, unpack_triangle
+from tests.random_saes import random_sae
 
 HOOK = "blocks.0.hook_resid_post"
 

@@ -1,11 +1,11 @@
-"""The pair finder: blocked all-pairs equals the seed's per-row loop (the reference), with ties,
+"""The pair finder: blocked all-pairs equals the legacy per-row loop (the reference), with ties,
 filters, focus latents, a first-latent limit, a bounded number of kept pairs and histograms."""
 
 import pytest
 import torch
 
 from sae_hacking.absorption.pairs.search import PairFilter, comparable_rows, find_pairs
-from sae_hacking.testing import find_pairs_reference
+from tests.oracles import find_pairs_reference
 
 D, E, LATENTS = 40, 30, 200
 
@@ -112,8 +112,11 @@ def test_a_run_killed_while_writing_is_incomplete(tmp_path, monkeypatch):
     run's record lists a missing output."""
     from sae_hacking.absorption.configs import PairsConfig
     from sae_hacking.absorption.pairs import run as pairs_run
+    from sae_hacking.absorption.pairs.identity import KIND, OUTPUTS
+    from sae_hacking.config import from_flat
     from sae_hacking.reports import pairs as report
     from sae_hacking.runs.record import read_record
+    from sae_hacking.runs.rundir import RunDir
 
     meta = {"n_compared": 2, "n_pairs_passing": 0, "n_pairs_kept": 0, "histogram": {}}
     result = {"meta": meta, "pairs": []}
@@ -122,15 +125,15 @@ def test_a_run_killed_while_writing_is_incomplete(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(report, "write_report", killed)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    config = from_flat(PairsConfig, {"output_dir": str(tmp_path / "run")})
+    run_dir = RunDir.plan(config, KIND, KIND, OUTPUTS).start().path  # as pairs_run.run does
     with pytest.raises(KeyboardInterrupt):
-        pairs_run.write_outputs(run_dir, PairsConfig(), result)
+        pairs_run.write_outputs(run_dir, config, result)
     assert not (run_dir / "pairs.json").exists()
     record = read_record(run_dir, "pairs")
     assert not record.is_complete()
     monkeypatch.undo()
-    pairs_run.write_outputs(run_dir, PairsConfig(), result)
+    pairs_run.write_outputs(run_dir, config, result)
     assert read_record(run_dir, "pairs").is_complete()
-    written = {p.name for p in run_dir.iterdir()} - {"run.json"}
+    written = {p.name for p in run_dir.iterdir()} - {"run.json", "args.yaml"}
     assert written == set(read_record(run_dir, "pairs").outputs)  # every output is listed

@@ -1,4 +1,4 @@
-"""``sae-hacking pairs`` on real (tiny) co-occurrence and ablation runs: the seed's command line,
+"""``sae-hacking pairs`` on real (tiny) co-occurrence and ablation runs: the legacy command line,
 the outputs, the semantics (only ablated latents, mean effects, the filters) and bad input."""
 
 import csv
@@ -42,7 +42,7 @@ def pairs(runs, out, *extra):
     )  # fmt: skip
 
 
-def test_the_seed_command_line_writes_every_output(runs, tmp_path, capsys):
+def test_the_legacy_command_line_writes_every_output(runs, tmp_path, capsys):
     out = tmp_path / "pairs"
     assert (
         pairs(runs, out, "--cosine-sim-threshold", "-0.2", "--ablator-sae-neuronpedia-id", "x/y")
@@ -146,7 +146,7 @@ def test_a_latent_that_was_never_ablated_is_refused(runs, tmp_path, capsys):
     assert "was not ablated" in capsys.readouterr().err
 
 
-def test_seed_script_path(runs, tmp_path):
+def test_legacy_script_path(runs, tmp_path):
     import subprocess
     import sys
     from pathlib import Path

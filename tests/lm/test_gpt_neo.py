@@ -1,4 +1,4 @@
-"""GPT-Neo (TinyStories-33M's family): the activation the seed trained on, local attention
+"""GPT-Neo (TinyStories-33M's family): the activation the legacy scripts trained on, local attention
 layers whose window is shorter than the prompts, and run_between bit for bit."""
 
 import pytest
@@ -35,7 +35,7 @@ def test_tiny_gpt_neo_alternates_global_and_local_layers(neo):
 
 
 def test_resid_post_1_is_hf_hidden_states_2(neo, batch):
-    """``blocks.1.hook_resid_post`` is the seed's ``hidden_states[2]``, bit for bit."""
+    """``blocks.1.hook_resid_post`` is the legacy scripts' ``hidden_states[2]``, bit for bit."""
     ids, mask = batch.input_ids_BS, batch.attention_mask_BS
     with torch.no_grad():
         out = neo.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)

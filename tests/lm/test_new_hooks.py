@@ -10,7 +10,7 @@ from sae_hacking.errors import UsageError
 from sae_hacking.lm.hooked import LOGITS, HookedLM
 from sae_hacking.lm.tiny import generate_texts
 from sae_hacking.saes.splice import check_sae_fits, splice
-from sae_hacking.testing import random_sae
+from tests.random_saes import random_sae
 
 ATOL = 1e-5
 # Ragged, and longer than the tiny Gemma-2's sliding window (6 tokens) and GPT-Neo's (4).

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from sae_hacking.reports import pairs as report
+from tests.browser import guard
 from tests.reports.pairs_fixture import HOSTILE, QUOTES
 
 EFFECT = 'th[data-col="9"]'
@@ -33,18 +34,7 @@ def test_report_in_chromium(browser_page, tmp_path, make_pairs_result):
     path = report.write_report(tmp_path, result)
     page = browser_page
     url = path.resolve().as_uri()
-    refused, errors = [], []
-
-    def route(r):
-        if r.request.url == url:
-            r.continue_()
-        else:
-            refused.append(r.request.url)
-            r.abort()
-
-    page.route("**/*", route)
-    page.on("pageerror", lambda err: errors.append(str(err)))
-    page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+    refused, errors = guard(page, lambda u: u == url)
     page.goto(url)
 
     rows = page.locator("#pairs-table tbody tr")

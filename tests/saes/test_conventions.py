@@ -10,7 +10,14 @@ from sae_hacking.errors import UsageError
 from sae_hacking.saes import releases
 from sae_hacking.saes.processing import InputTransform, input_transform
 
-pytest.importorskip("sae_lens")
+# SAELens takes seconds to import: not at collection, and not in the quick loop.
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _saelens():
+    pytest.importorskip("sae_lens")
+
 
 CENTRE = {"model_from_pretrained_kwargs": {"center_writing_weights": True}}
 # Every release whose overrides change what its SAEs see, with those overrides.

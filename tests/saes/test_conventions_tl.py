@@ -15,7 +15,7 @@ import torch
 from sae_hacking.saes.formats import load_saelens_folder, save_saelens_folder
 from sae_hacking.saes.processing import InputTransform
 from sae_hacking.saes.splice import ZeroLatents, splice
-from sae_hacking.testing import random_sae
+from tests.random_saes import random_sae
 
 D_SAE = 96
 

@@ -191,7 +191,7 @@ def test_registry_resolution_matches_saelens():
                 assert entry.hook_name == cfg["hook_name"]
 
 
-def test_seed_release_resolves():
+def test_the_legacy_default_release_resolves():
     entry = resolve_release("gemma-scope-2b-pt-mlp-canonical", "layer_20/width_65k/canonical")
     assert entry.repo_id == "google/gemma-scope-2b-pt-mlp"
     assert entry.path == "layer_20/width_65k/average_l0_88"

@@ -16,7 +16,7 @@ from sae_hacking.errors import UsageError
 from sae_hacking.saes.formats import load_saelens_folder, save_saelens_folder
 from sae_hacking.saes.io import load_sae_checkpoint, read_checkpoint_metadata, save_sae_checkpoint
 from sae_hacking.saes.processing import InputTransform, input_transform
-from sae_hacking.testing import random_sae
+from tests.random_saes import random_sae
 
 HOOK = "blocks.1.hook_resid_post"
 D_IN, D_SAE = 64, 96
@@ -40,6 +40,7 @@ def activations(seed=0):
     return torch.randn(3, 5, D_IN, generator=gen) * torch.linspace(0.5, 4, 5)[:, None] + 0.7
 
 
+@pytest.mark.slow  # imports sae-lens (seconds)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["relu", "jumprelu", "topk"])
 def test_normalisation_equals_saelens(tmp_path, saelens_sae, kind, mode):
@@ -59,6 +60,7 @@ def test_normalisation_equals_saelens(tmp_path, saelens_sae, kind, mode):
     torch.testing.assert_close(loaded(x), want_recon, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # imports sae-lens (seconds)
 @pytest.mark.parametrize("kind", ["relu", "jumprelu", "topk"])
 def test_expected_average_only_in_is_folded_as_saelens_does(tmp_path, saelens_sae, kind):
     factor = 0.37

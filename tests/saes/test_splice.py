@@ -7,7 +7,8 @@ from sae_hacking.errors import UsageError
 from sae_hacking.lm.hooked import LOGITS
 from sae_hacking.lm.tiny import generate_texts
 from sae_hacking.saes.splice import ZeroLatents, check_sae_fits, splice, splice_patch
-from sae_hacking.testing import ZeroLatentPerRow, random_sae
+from tests.oracles import ZeroLatentPerRow
+from tests.random_saes import random_sae
 
 HOOK = "blocks.0.hook_mlp_out"
 D_SAE = 96

@@ -1,6 +1,8 @@
-"""The highlight client: one line when no server answers, and an HTML page written on the
-client's side with every token and explanation escaped."""
+"""The highlight client: one line when no server answers, and the server's own page saved on
+the client's side, self-contained, with the answer in it as escaped JSON."""
 
+import html.parser
+import json
 import socket
 import subprocess
 import sys
@@ -10,9 +12,11 @@ import pytest
 
 from sae_hacking.cli import main
 from sae_hacking.errors import EXIT_USAGE
-from sae_hacking.serve.client import HighlightConfig, heat_rgb, render_page, write_page
+from sae_hacking.reports.inline import locked_policy
+from sae_hacking.serve.client import HighlightConfig, render_page, write_page
+from sae_hacking.serve.page import SAVED_ID, asset
 
-SEED_CLIENT = Path(__file__).parents[2] / "src" / "sae_hacking" / "prompt_client.py"
+LEGACY_CLIENT = Path(__file__).parents[2] / "src" / "sae_hacking" / "prompt_client.py"
 RESULT = {
     "sae": {"release": "r", "sae_id": "i", "hook": "blocks.0.hook_resid_post", "d_sae": 8},
     "tokens": ["<script>window.pwned=1</script>", " a", "\n", " b"],
@@ -51,24 +55,64 @@ def test_no_server_is_one_line_naming_the_address(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
-def test_the_page_escapes_tokens_and_explanations(tmp_path):
-    config = HighlightConfig(prompt="x", output_dir=str(tmp_path))
+class Markup(html.parser.HTMLParser):
+    """A page's elements, attributes and the text of its inline style, scripts and data."""
+
+    def __init__(self, page: str):
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, tuple]] = []
+        self.text: dict[str, str] = {}
+        self.inside: str | None = None
+        self.feed(page)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, tuple(attrs)))
+        if tag in ("style", "script"):
+            self.inside = dict(attrs).get("id") or tag
+            self.text[self.inside] = ""
+
+    def handle_endtag(self, tag):
+        self.inside = None
+
+    def handle_data(self, data):
+        if self.inside:
+            self.text[self.inside] += data
+
+
+def test_the_saved_page_is_the_servers_page_with_the_answer_in_it(tmp_path):
+    config = HighlightConfig(prompt="x", output_dir=str(tmp_path), feature_idx=3)
     page = render_page(config, RESULT)
-    assert "<script>window" not in page and "&lt;script&gt;window.pwned" in page
-    assert "<b>bold" not in page and "<i>x" not in page
-    assert "javascript:" not in page  # only http(s) links
-    assert page.count('class="tok"') == 4
-    # Intensity follows the activation: the strongest token is fully coloured.
-    # in the web page's one highlight colour (app.css's --heat).
-    assert heat_rgb() == "234, 88, 12"
-    assert "rgba(234, 88, 12, 1.000)" in page and "rgba(234, 88, 12, 0.500)" in page
+    markup = Markup(page)
+    # The server's own style and script, inline: the saved page renders with the same code.
+    assert markup.text["style"] == asset("app.css")
+    assert markup.text["script"] == asset("app.js")
+    assert json.loads(markup.text[SAVED_ID]) == {
+        "prompt": "x",
+        "server": "http://127.0.0.1:9000",
+        "answer": {**RESULT, "sae": {**RESULT["sae"], "neuronpedia_id": None}},
+    }
+    # Offline: nothing loaded from anywhere, and a policy that runs only those two.
+    assert not [a for _, attrs in markup.tags for a in attrs if a[0] == "src"]
+    assert [attrs for tag, attrs in markup.tags if tag == "link"] == [
+        (("rel", "icon"), ("href", "data:,"))
+    ]
+    policy = ("http-equiv", "Content-Security-Policy")
+    csp = [dict(attrs)["content"] for tag, attrs in markup.tags if policy in attrs]
+    assert csp == [locked_policy(asset("app.css"), asset("app.js"))]
+    # The server's markup otherwise, the form included (the script hides it).
+    served = Markup(asset("index.html"))
+    stylesheet = ("link", (("rel", "stylesheet"), ("href", "assets/app.css")))
+    assert [t for t in markup.tags if t[0] not in ("meta", "style", "script")] == [
+        t for t in served.tags if t[0] not in ("meta", "script") and t != stylesheet
+    ]
     path = write_page(config, RESULT)
     assert path.parent == tmp_path and path.read_text(encoding="utf-8") == page
 
 
 @pytest.mark.slow
-def test_the_seed_client_against_a_running_server(tiny_model_path, tmp_path, random_sae_path):
-    """The seed's prompt_client.py command line, against `sae-hacking serve` in a subprocess:
+def test_the_legacy_client_against_a_running_server(tiny_model_path, tmp_path, random_sae_path):
+    """The legacy prompt_client.py command line, against `sae-hacking serve` in a subprocess:
     the page lands on the client's side and holds the server's activations."""
     from tests.serve.test_load import Server, post, serve_command
 
@@ -80,7 +124,7 @@ def test_the_seed_client_against_a_running_server(tiny_model_path, tmp_path, ran
     try:
         out = tmp_path / "prompts"
         argv = [
-            sys.executable, str(SEED_CLIENT), "--sae-release", str(sae), "--sae-id", "",
+            sys.executable, str(LEGACY_CLIENT), "--sae-release", str(sae), "--sae-id", "",
             "--prompt", "testing 1 2 3", "--output-dir", str(out), "--feature-idx", "3",
             "--server-port", str(port),
         ]  # fmt: skip
@@ -90,9 +134,8 @@ def test_the_seed_client_against_a_running_server(tiny_model_path, tmp_path, ran
         assert page.parent == out and page.is_file()
         body = {"prompt": "testing 1 2 3", "sae_release": str(sae), "feature_idx": 3}
         expected = post(server.base + "/api/activations", body)
-        html = page.read_text(encoding="utf-8")
-        assert html.count('class="tok"') == len(expected["tokens"])
-        assert "Prompt highlighted by latent 3" in html
+        saved = json.loads(Markup(page.read_text(encoding="utf-8")).text[SAVED_ID])
+        assert saved["answer"] == expected and saved["prompt"] == "testing 1 2 3"
     finally:
         server.stop()
 
@@ -236,14 +279,20 @@ def test_an_answer_that_is_not_json_is_one_line(fake_server, tmp_path, capsys, b
 
 
 def test_markup_in_text_fields_is_escaped(tmp_path):
-    hostile = "<meta http-equiv=refresh content=0><h1>x</h1>"
+    hostile = "<meta http-equiv=refresh content=0><h1>x</h1></script><!--<script>"
     result = with_(
         sae__release=hostile, sae__hook=hostile, sae__sae_id=hostile, feature__explanation=hostile
     )
+    result["tokens"][1] = "</SCRIPT ><b>"
     result["top_latents"][0]["url"] = 'https://x/" onmouseover="alert(1)'
     page = render_page(HighlightConfig(prompt=hostile, output_dir=str(tmp_path)), result)
+    benign = render_page(HighlightConfig(prompt="x", output_dir=str(tmp_path)), RESULT)
+    # The same elements as with harmless text: nothing the server sent became markup, and the
+    # answer comes back whole from the data block.
+    assert Markup(page).tags == Markup(benign).tags
+    saved = json.loads(Markup(page).text[SAVED_ID])
+    assert saved["prompt"] == hostile and saved["answer"]["tokens"][1] == "</SCRIPT ><b>"
     assert "<meta http-equiv=refresh" not in page and "<h1>x" not in page
-    assert '" onmouseover' not in page and "&quot; onmouseover" in page
 
 
 def test_the_file_name_comes_from_the_clients_settings(fake_server, tmp_path, capsys):
@@ -323,22 +372,6 @@ def test_a_local_sae_path_gets_no_default_id(fake_server, tmp_path, capsys):
         assert server.requests[-1]["sae_release"] == release
         assert server.requests[-1]["sae_id"] == sent, release
     capsys.readouterr()
-
-
-def test_a_latent_that_never_fires_says_so(tmp_path):
-    quiet = with_(
-        activations=[0.0, -0.0, 0.0, 0.0],
-        top_per_token=[[], [], [], []],
-        top_latents=[],
-        max_activation=-0.0,
-    )
-    page = render_page(HighlightConfig(prompt="x", output_dir=str(tmp_path)), quiet)
-    assert "Latent 3 does not fire on this prompt." in page
-    assert "-0" not in page and 'class="legend"' not in page
-    nothing = with_(feature=None, activations=None, top_per_token=[[], [], [], []], top_latents=[])
-    nothing["max_activation"] = 0.0
-    page = render_page(HighlightConfig(prompt="x", output_dir=str(tmp_path)), nothing)
-    assert "No latent fires on this prompt." in page
 
 
 def test_a_failed_write_is_one_line(fake_server, tmp_path, capsys, monkeypatch):

@@ -1,5 +1,5 @@
 """The real server (``sae-hacking serve`` in a subprocess, uvicorn on a free loopback port):
-it starts from the command line and the seed's script, and stays correct and flat in memory
+it starts from the command line and the legacy script, and stays correct and flat in memory
 under concurrent load while its SAE cache keeps evicting."""
 
 from __future__ import annotations
@@ -133,11 +133,11 @@ def test_concurrent_load_keeps_memory_flat(tiny_model_path, sae_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("entry", ["cli", "seed script"])
+@pytest.mark.parametrize("entry", ["cli", "legacy script"])
 def test_the_server_starts_from_the_command_line(entry, tiny_model_path):
     port = free_port()
     command = serve_command(tiny_model_path(), port, "--quiet")
-    if entry == "seed script":
+    if entry == "legacy script":
         command = [sys.executable, str(SCRIPT), *command[4:]]
     server = Server(command, port)
     try:

@@ -1,7 +1,8 @@
 """The page at ``GET /`` in a real browser: the real server (uvicorn in a thread, tiny model, tiny SAE
 loaded by path under ``--sae-dir``) and a Chromium driven by playwright (see tests/browser.py; CI
 installs Debian's). Every request that would leave the server's loopback address is refused and
-recorded."""
+recorded. The page `sae-hacking highlight` saves is the same page, opened from disk with no
+server."""
 
 import json
 import os
@@ -11,16 +12,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from sae_hacking.serve.client import heat_rgb
+from sae_hacking.serve.page import asset
+from tests.browser import guard
 
 HOOK = "blocks.1.hook_resid_post"
 D_SAE = 24
 PROMPT = "The cat sat on the mat.\nThe dog  ran\tfast."
 HOSTILE = 'a <script>window.pwned=1</script> b <img src=x onerror="window.pwned=2"> c'
 RGBA = re.compile(r"rgba?\((\d+), (\d+), (\d+)(?:, ([\d.]+))?\)")
+HEAT = re.search(r"--heat:\s*([^;]+);", asset("app.css")).group(1).strip()  # the one colour
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,7 @@ def server(tiny_model_path, tmp_path_factory):
     from sae_hacking.saes.io import save_sae_checkpoint
     from sae_hacking.serve.app import create_app
     from sae_hacking.serve.config import ServeConfig
-    from sae_hacking.testing import random_sae
+    from tests.random_saes import random_sae
 
     # With a Neuronpedia id, so the top-latents panel has links to check.
     module = random_sae(HOOK, D_SAE, seed=11)
@@ -78,9 +82,10 @@ def page(server, chromium):
     page = chromium.new_page(viewport={"width": 1300, "height": 900})
     page.set_default_timeout(30_000)
     page.refused, page.errors = [], []
+    page.allowed = [server["base"] + "/"]  # and saved pages, by their file:// URL
 
     def route(r):
-        if r.request.url.startswith(server["base"] + "/"):
+        if any(r.request.url.startswith(allowed) for allowed in page.allowed):
             r.continue_()
         else:
             page.refused.append(r.request.url)
@@ -112,8 +117,7 @@ def alphas(page) -> list[float]:
     )
     found = [RGBA.fullmatch(c) for c in colours]
     assert all(found), colours
-    # The client's pages use the same colour (heat_rgb reads it from app.css).
-    assert {", ".join(m.groups()[:3]) for m in found} <= {heat_rgb(), "0, 0, 0"}, colours
+    assert {", ".join(m.groups()[:3]) for m in found} <= {HEAT, "0, 0, 0"}, colours
     return [float(m.group(4)) if m.group(4) is not None else 1.0 for m in found]
 
 
@@ -248,3 +252,94 @@ def test_highlighting_in_chromium(server, page):
     # The only console errors are the browser's notes on the refused request.
     assert all(e.startswith("Failed to load resource") for e in page.errors), page.errors
     assert page.refused == []
+
+
+# -- the page `sae-hacking highlight` saves: the same page, from disk, with no server ----------
+
+
+def what_is_shown(page) -> dict:
+    """Everything the page shows of an answer, as the browser renders it."""
+    tokens = "#tokens .tok"
+    return {
+        "tokens": page.eval_on_selector_all(tokens, "s => s.map(e => e.textContent)"),
+        "colours": page.eval_on_selector_all(
+            tokens, "s => s.map(e => getComputedStyle(e).backgroundColor)"
+        ),
+        "values": page.eval_on_selector_all(tokens, "s => s.map(e => e.dataset.value)"),
+        "legend": page.text_content("#legend-label"),
+        "scale": None if page.is_hidden("#legend-scale") else page.text_content("#legend-max"),
+        "top latents": page.locator("#top-latents tbody tr").all_text_contents(),
+        "links": page.eval_on_selector_all("#top-latents a", "s => s.map(e => e.href)"),
+    }
+
+
+@pytest.mark.slow
+def test_the_saved_page_shows_what_the_server_page_shows(server, page, tmp_path, capsys):
+    """`sae-hacking highlight` against the running server, then its page opened from disk: the
+    same tokens in the same colours as the server's page for the same request."""
+    from sae_hacking.cli import main
+
+    strongest = api(server, PROMPT)
+    feature = strongest["top_latents"][0]["index"]
+    port = server["base"].rsplit(":", 1)[1]
+    for chosen, answer in ((feature, api(server, PROMPT, feature)), (None, strongest)):
+        page.goto(server["base"] + "/")
+        highlight(page, PROMPT, server["release"], chosen)
+        shown(page, answer, chosen)
+        served = what_is_shown(page)
+        alphas(page)  # in the one colour
+
+        flags = [] if chosen is None else ["--feature-idx", str(chosen)]
+        argv = ["highlight", "--prompt", PROMPT, "--sae-release", server["release"], "--sae-id",
+                "", "--server-port", port, "--output-dir", str(tmp_path), *flags]  # fmt: skip
+        assert main(argv) == 0
+        url = Path(capsys.readouterr().out.strip()).resolve().as_uri()
+        page.allowed.append(url)
+        page.goto(url)
+        assert what_is_shown(page) == served
+        assert len(set(served["colours"])) > 2  # the comparison is not between blank pages
+        assert page.is_hidden("#query")
+        assert (
+            page.text_content("#model") == f"saved by sae-hacking highlight from {server['base']}"
+        )
+    assert page.errors == [] and page.refused == []
+
+
+@pytest.mark.slow
+def test_a_saved_page_needs_no_server_and_shows_text_as_text(chromium, tmp_path):
+    from sae_hacking.serve.client import HighlightConfig, write_page
+    from tests.serve.test_client import RESULT, with_
+
+    quiet = with_(
+        activations=[0.0, -0.0, 0.0, 0.0],
+        top_per_token=[[], [], [], []],
+        top_latents=[],
+        max_activation=-0.0,
+    )
+    config = HighlightConfig(prompt="<b>hi</b>", output_dir=str(tmp_path), feature_idx=3)
+    page = chromium.new_page()
+    opened = []
+    refused, errors = guard(page, lambda u: u in opened)  # the page itself only
+    try:
+        for result in (RESULT, quiet):
+            opened.append(write_page(config, result).resolve().as_uri())
+            page.goto(opened[-1])
+            shown = what_is_shown(page)
+            assert shown["tokens"] == RESULT["tokens"]
+            assert page.locator(".tok *, #summary *, #legend-label *").count() == 0
+            assert page.evaluate("typeof window.pwned") == "undefined"
+            assert page.title() == "<b>hi</b> — SAE prompt highlighting"
+        # The last page: a latent that never fires says so, with no scale from 0 to 0.
+        assert shown["legend"] == "latent #3 does not fire on this prompt (<b>bold</b>)"
+        assert shown["scale"] is None and shown["top latents"] == []
+        assert {RGBA.fullmatch(c).group(4) for c in shown["colours"]} == {"0"}
+        opened.append(write_page(config, RESULT).resolve().as_uri())
+        page.goto(opened[-1])
+        # Only http(s) links; latents are labels, since there is no server to ask about them.
+        assert what_is_shown(page)["links"] == ["https://x/3"]
+        page.locator("#tokens .tok").nth(3).hover()
+        assert page.locator("#panel-latents button").count() == 0
+        assert page.locator("#panel-latents .latent").all_text_contents() == ["#3  4.000"]
+    finally:
+        page.close()
+    assert errors == [] and refused == []

@@ -1,4 +1,4 @@
-"""The CLI and the seed's script path, run as a user would (subprocesses)."""
+"""The CLI and the legacy script path, run as a user would (subprocesses)."""
 
 import os
 import re
@@ -12,8 +12,8 @@ import torch
 from sae_hacking.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-SEED_SCRIPT = REPO / "src" / "sae_hacking" / "train_topk_sae_toy.py"
-SEED_FLAGS = [
+LEGACY_SCRIPT = REPO / "src" / "sae_hacking" / "train_topk_sae_toy.py"
+LEGACY_FLAGS = [
     "--lr",
     "1e-4",
     "--sae-hidden-dim",
@@ -41,12 +41,12 @@ def cli(*args):
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
-def test_seed_command_verbatim_without_a_gpu_is_one_clear_line(tmp_path):
+def test_legacy_command_verbatim_without_a_gpu_is_one_clear_line(tmp_path):
     proc = run(
         [
             sys.executable,
-            str(SEED_SCRIPT),
-            *SEED_FLAGS,
+            str(LEGACY_SCRIPT),
+            *LEGACY_FLAGS,
             "--cuda",
             "--output-dir",
             str(tmp_path / "run"),
@@ -59,12 +59,12 @@ def test_seed_command_verbatim_without_a_gpu_is_one_clear_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_seed_script_trains_with_the_seed_flags(tmp_path):
+def test_legacy_script_trains_with_the_legacy_flags(tmp_path):
     proc = run(
         [
             sys.executable,
-            str(SEED_SCRIPT),
-            *SEED_FLAGS,
+            str(LEGACY_SCRIPT),
+            *LEGACY_FLAGS,
             "--max-step",
             "300",
             "--eval-every",
@@ -81,8 +81,8 @@ def test_seed_script_trains_with_the_seed_flags(tmp_path):
 
 
 @pytest.mark.slow
-def test_every_seed_flag_is_accepted():
-    proc = run([sys.executable, str(SEED_SCRIPT), "--help"])
+def test_every_legacy_flag_is_accepted():
+    proc = run([sys.executable, str(LEGACY_SCRIPT), "--help"])
     assert proc.returncode == 0, proc.stderr
     # Each whole flag, so "--lr" is not found inside "--min-lr".
     flags = set(re.findall(r"--[\w-]+", proc.stdout))

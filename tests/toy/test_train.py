@@ -46,7 +46,12 @@ def test_training_improves_recovery_then_saves_and_reloads(tmp_path, architectur
     again = reloaded.evaluate()
     assert again["fvu"] == pytest.approx(final["fvu"], rel=1e-5)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in lines] == list(range(100, 601, 100))
+    records = [json.loads(line) for line in lines]
+    evals = [r["step"] for r in records if r["split"] == "eval"]
+    assert evals == list(range(100, 601, 100))
+    train = [r for r in records if r["split"] == "train"]
+    assert [r["step"] for r in train] == list(range(50, 601, 50))  # every log_every steps
+    assert all(r["tokens"] == r["step"] * config.batch_size for r in records)
 
 
 @pytest.mark.slow

@@ -147,5 +147,5 @@ def test_toy_trainer_state_loads_weights_only_and_resumes_exactly(tmp_path):
     resumed.train()
     for name, tensor in straight.sae.state_dict().items():
         assert torch.equal(resumed.sae.state_dict()[name], tensor), name
-    for bank, since in straight.state.since_fired.items():
-        assert torch.equal(resumed.state.since_fired[bank], since), bank
+    for bank, since in straight.engine.since_fired.items():
+        assert torch.equal(resumed.engine.since_fired[bank], since), bank

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 from sae_hacking.config import replace_flat
 from sae_hacking.errors import FieldError
 from sae_hacking.saes.releases import load_sae
-from sae_hacking.train import trainer as trainer_module
 from sae_hacking.train.config import TrainConfig
 from sae_hacking.train.run import run
+from sae_hacking.training import engine as engine_module
 from tests.train.train_testkit import HOOK, records
 
 
@@ -64,11 +64,15 @@ def test_relu_l1_reaches_an_l0_target(make_config):
     assert weak["fvu"] < 0.5
 
 
-def test_exact_resume_after_a_crash(make_config, monkeypatch):
-    # Several blocks per epoch and more than one epoch, with a decaying learning rate.
+@pytest.mark.parametrize("remedy", ["aux-k", "resampling"])
+def test_exact_resume_after_a_crash(make_config, monkeypatch, remedy):
+    # Several blocks per epoch and more than one epoch, with a decaying learning rate; dead
+    # latents revived by the auxiliary-k loss, or resampled from the block being read.
     base = {"max_step": 24, "checkpoint_every": 8, "lr_decay": "linear", "eval_every": 12}
+    if remedy == "resampling":
+        base.update(k=2, aux_k_coefficient=0.0, resample_every=5, dead_tokens=128)
     whole_dir, whole = run(make_config("whole", **base))
-    real_step = trainer_module.train_step
+    real_step = engine_module.train_step
     calls = {"n": 0}
 
     def crash_at_step_11(*args, **kwargs):
@@ -77,11 +81,11 @@ def test_exact_resume_after_a_crash(make_config, monkeypatch):
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "train_step", crash_at_step_11)
+    monkeypatch.setattr(engine_module, "train_step", crash_at_step_11)
     crashed = make_config("crashed", **base)
     with pytest.raises(KeyboardInterrupt):
         run(crashed)
-    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    monkeypatch.setattr(engine_module, "train_step", real_step)
     assert not (whole_dir.parent / "crashed" / "sae.safetensors").exists()
     resumed = replace_flat(crashed, {"resume": crashed.run.output_dir})
     resumed_dir, again = run(resumed)
@@ -205,3 +209,20 @@ def test_trained_saes_work_in_the_absorption_commands(make_config, random_sae_pa
     argv += ["--reader-sae-release", str(run_dir / "saelens"), "--abridge-ablations-to", "3"]
     assert main([*argv, "--output-dir", str(out)]) == 0
     assert (out / "ablations.safetensors.zst").is_file()
+
+
+def test_resampling_revives_the_dead_latents_of_lm_training(make_config, monkeypatch):
+    from sae_hacking.training.engine import Engine
+
+    moved = []
+    real = Engine.resample_dead
+
+    def counting(self, inputs):
+        moved.append(real(self, inputs))
+        return moved[-1]
+
+    monkeypatch.setattr(Engine, "resample_dead", counting)
+    # k = 2 of 128 latents and a one-step dead window: most latents count as dead at once.
+    config = make_config(k=2, aux_k_coefficient=0.0, max_step=20, resample_every=5, dead_tokens=128)
+    run(config)
+    assert len(moved) == 4 and sum(moved) > 0

@@ -15,9 +15,10 @@ from safetensors.torch import load_file, save_file
 from sae_hacking.cli import main
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.train import run as run_module
-from sae_hacking.train import trainer as trainer_module
-from sae_hacking.train.checks import checkpoint_step, json_safe
-from sae_hacking.train.run import run, summary_lines
+from sae_hacking.train.run import SUMMARY_KEYS, run, summary_note
+from sae_hacking.training import engine as engine_module
+from sae_hacking.training.checkpoint import checkpoint_step, json_safe
+from sae_hacking.training.metrics import summary_lines
 
 SMALL = {"sae_hidden_dim": 64, "k": 8, "eval_every": 1000}
 
@@ -68,7 +69,7 @@ def test_lr_1e30_stops_with_one_line_and_leaves_nothing(make_config, tmp_path, c
 def test_a_run_that_turns_nan_keeps_its_last_finite_checkpoint(
     make_config, tmp_path, monkeypatch, log_every, stops_at
 ):
-    real_step = trainer_module.train_step
+    real_step = engine_module.train_step
     calls = {"n": 0}
 
     def nan_weights_after_step_13(sae, *args, **kwargs):
@@ -79,7 +80,7 @@ def test_a_run_that_turns_nan_keeps_its_last_finite_checkpoint(
                 next(sae.parameters()).fill_(float("nan"))
         return out
 
-    monkeypatch.setattr(trainer_module, "train_step", nan_weights_after_step_13)
+    monkeypatch.setattr(engine_module, "train_step", nan_weights_after_step_13)
     config = make_config("nan", max_step=30, checkpoint_every=8, log_every=log_every, **SMALL)
     # Found where the loss is logged (step 15), else by the check before the next checkpoint.
     with pytest.raises(UsageError, match=f"diverged by step {stops_at}: .*checkpoint of step 8"):
@@ -211,7 +212,11 @@ def test_n_prompts_help_says_the_held_out_rows_come_first(capsys):
 
 def test_the_summary_explains_ce_loss_recovered():
     def line(**metrics) -> str:
-        (shown,) = [s for s in summary_lines(metrics) if "ce_loss_recovered" in s]
+        (shown,) = [
+            s
+            for s in summary_lines(metrics, SUMMARY_KEYS, summary_note)
+            if "ce_loss_recovered" in s
+        ]
         return shown
 
     assert line(ce_clean=2.0, ce_zero_ablated=5.0, ce_loss_recovered=0.9).endswith("0.9000")

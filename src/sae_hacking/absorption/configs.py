@@ -1,7 +1,7 @@
 """The settings of the absorption-search commands (torch-free, checked before any heavy import).
 
 :class:`CooccurrenceConfig` (``sae-hacking cooccurrences``) and :class:`AblateConfig`
-(``sae-hacking ablate``); defaults are the seed's: Gemma-2-2B with the Gemma Scope
+(``sae-hacking ablate``); defaults are the legacy scripts': Gemma-2-2B with the Gemma Scope
 ``layer_20/width_65k/canonical`` MLP-out SAE as ablator and the ``layer_21`` residual SAE as
 reader, 100-token prompts in batches of 5.
 """
@@ -12,14 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sae_hacking.absorption.ablation.identity import METHODS, SUMS_PLACES
-from sae_hacking.config import (
-    check_choice,
-    check_positive,
-    resolved_path,
-    set_field,
-    setting,
-)
+from sae_hacking.absorption.ablation.identity import Method, SumsPlace
+from sae_hacking.config import Config, resolved_path, set_field, setting
 from sae_hacking.data.source import TextSource
 from sae_hacking.device import check_device_name
 from sae_hacking.errors import FieldError, UsageError
@@ -35,7 +29,7 @@ READER_RELEASE = "gemma-scope-2b-pt-res-canonical"
 READER_ID = "layer_21/width_65k/canonical"
 
 
-def seed_text() -> TextSource:
+def legacy_text() -> TextSource:
     return TextSource(max_tokens_in_prompt=100, batch_size=5)
 
 
@@ -73,49 +67,51 @@ ALLOW_PARTIAL_HELP = (
 
 
 @dataclass(frozen=True)
-class CooccurrenceConfig:
+class CooccurrenceConfig(Config):
     """Count, over the real tokens of the first ``n_prompts`` prompts, how often each pair of
     ablator-SAE latents is active together."""
 
-    model: ModelSource = setting(default_factory=ModelSource, help="model", prefix="")
+    model: ModelSource = setting(default_factory=ModelSource, help="model")
     ablator: SAESource = setting(
         default_factory=lambda: SAESource(ABLATOR_RELEASE),
         help="ablator SAE",
-        prefix="ablator_",
+        key="ablator_",
     )
-    text: TextSource = setting(default_factory=seed_text, help="text", prefix="")
+    text: TextSource = setting(default_factory=legacy_text, help="text")
     rows: tuple[int, ...] | None = setting(
         None, help="count only the rows of these latents ([D, e] instead of the e(e+1)/2 triangle)"
     )
-    run: RunOptions = setting(default_factory=RunOptions, help="run", prefix="")
+    run: RunOptions = setting(default_factory=RunOptions, help="run")
 
     def __post_init__(self):
+        super().__post_init__()
         set_field(self, "ablator", self.ablator.with_default_id(ABLATOR_ID))
         self.ablator.require("ablator_sae_release")
         check_latents("rows", self.rows)
 
 
 @dataclass(frozen=True)
-class AblateConfig:
+class AblateConfig(Config):
     """For each prompt, zero each of the top K active ablator latents in turn and record how the
     reader SAE's latents change at the last real token."""
 
-    model: ModelSource = setting(default_factory=ModelSource, help="model", prefix="")
+    model: ModelSource = setting(default_factory=ModelSource, help="model")
     ablator: SAESource = setting(
         default_factory=lambda: SAESource(ABLATOR_RELEASE),
         help="ablator SAE",
-        prefix="ablator_",
+        key="ablator_",
     )
     reader: SAESource = setting(
         default_factory=lambda: SAESource(READER_RELEASE),
         help="reader SAE",
-        prefix="reader_",
+        key="reader_",
     )
-    text: TextSource = setting(default_factory=seed_text, help="text", prefix="")
+    text: TextSource = setting(default_factory=legacy_text, help="text")
     abridge_ablations_to: int = setting(
         100,
         help="ablate the K active ablator latents with the largest activation summed over the "
         "prompt's real tokens",
+        ge=1,
     )
     selected_features: tuple[int, ...] | None = setting(
         None,
@@ -132,17 +128,17 @@ class AblateConfig:
         help="co-occurrence results (sae-hacking cooccurrences) of the ablator SAE, or a "
         "frequencies.safetensors of an earlier ablate run, for `exclude_latent_threshold`",
     )
-    method: str = setting(
+    method: Method = setting(
         "fast",
-        choices=METHODS,
         help="fast: one forward to the ablator hook, then the K variants as one batch through "
-        "the layers up to the reader only; naive: the seed's K + 2 full forwards per prompt "
+        "the layers up to the reader only; naive: the legacy K + 2 full forwards per prompt "
         "(the reference)",
     )
     variants_per_batch: int = setting(
         256,
         help="ablation variants (rows) per partial forward; lower it if memory runs out",
         kind="free",
+        gt=0,
     )
     batch_prompts: bool = setting(
         False,
@@ -153,29 +149,22 @@ class AblateConfig:
     allow_partial: bool = setting(
         False, help="`frequencies_from`: " + ALLOW_PARTIAL_HELP, kind="free", recorded=False
     )
-    sums_on: str = setting(
+    sums_on: SumsPlace = setting(
         "auto",
-        choices=SUMS_PLACES,
         kind="free",
         recorded=False,
         help="where the exact effect sums live: device (the model's GPU; 8 x e x E bytes once "
         "every ablator latent is ablated, 34 GB at 65k x 65k), host (RAM), or auto: the GPU if "
         "that fits in its free memory with a quarter to spare, else the host",
     )
-    run: RunOptions = setting(default_factory=RunOptions, help="run", prefix="")
+    run: RunOptions = setting(default_factory=RunOptions, help="run")
 
     def __post_init__(self):
-        check_choice("sums_on", self.sums_on, SUMS_PLACES)
+        super().__post_init__()
         set_field(self, "ablator", self.ablator.with_default_id(ABLATOR_ID))
         set_field(self, "reader", self.reader.with_default_id(READER_ID))
         self.ablator.require("ablator_sae_release")
         self.reader.require("reader_sae_release")
-        if self.abridge_ablations_to < 1:
-            raise FieldError(
-                "abridge_ablations_to", f"must be at least 1, got {self.abridge_ablations_to}."
-            )
-        check_positive("variants_per_batch", self.variants_per_batch)
-        check_choice("method", self.method, METHODS)
         check_latents("selected_features", self.selected_features)
         threshold = self.exclude_latent_threshold
         if threshold is not None and not 0 <= threshold <= 1:
@@ -187,17 +176,23 @@ class AblateConfig:
                 raise FieldError(
                     "frequencies_from", "is only used with `exclude_latent_threshold` F."
                 )
-            if not Path(self.frequencies_from).expanduser().exists():
-                raise FieldError("frequencies_from", f"{self.frequencies_from}: no such file.")
             set_field(self, "frequencies_from", resolved_path(self.frequencies_from))
-            check_all_shards_early(
-                "frequencies_from", self.frequencies_from, self.allow_partial, "cooccurrences"
-            )
         elif threshold is not None and self.text.n_prompts is None:
             raise FieldError(
                 "exclude_latent_threshold",
                 "without `frequencies_from` counts frequencies in a first pass over the "
                 "prompts, which needs `n_prompts` N (or give `frequencies_from` FILE).",
+            )
+
+    def check_inputs(self) -> None:
+        """The model, the SAEs, the text and `frequencies_from` (which must exist and, if
+        co-occurrence results, be of every shard unless `allow_partial`)."""
+        super().check_inputs()
+        if self.frequencies_from is not None:
+            if not Path(self.frequencies_from).expanduser().exists():
+                raise FieldError("frequencies_from", f"{self.frequencies_from}: no such file.")
+            check_all_shards_early(
+                "frequencies_from", self.frequencies_from, self.allow_partial, "cooccurrences"
             )
 
     def fixed_keys(self) -> tuple[str, ...]:
@@ -209,7 +204,7 @@ class AblateConfig:
 
 
 @dataclass(frozen=True)
-class PairsConfig:
+class PairsConfig(Config):
     """Stage 3: pairs of ablated ablator latents that (almost) never fire together yet have
     similar downstream effects (absorption candidates), from an ``ablate`` results file and a
     ``cooccurrences`` results file of the same model, ablator SAE and hook."""
@@ -225,28 +220,32 @@ class PairsConfig:
         "cooccurrences.safetensors.zst (with or without .zst) or its .json sidecar",
     )
     cooccurrence_threshold: int = setting(
-        0, help="keep pairs active together on at most this many tokens"
+        0, help="keep pairs active together on at most this many tokens", ge=0
     )
     cosine_sim_threshold: float | None = setting(
         None,
         help="keep pairs whose effect cosine is at least this, in [-1, 1]; default: above 0 "
         "(a cosine of exactly 0, e.g. of a latent without any effect, says nothing; give 0 to "
         "keep those pairs too)",
+        ge=-1,
+        le=1,
     )
     skip_torch_sign: bool = setting(
         False,
         help="compare the raw mean effects; default: compare their signs (sign(mean effect)), "
-        "as the seed did",
+        "as the legacy script did",
     )
     min_ablations: int = setting(
         1,
         help="compare only latents ablated in at least this many prompts (never-ablated latents "
         "have no effect to compare)",
+        gt=0,
     )
     min_expected_cooccurrence: float = setting(
         0.0,
         help="keep pairs expected to fire together on at least this many tokens if they were "
         "independent (N f_i f_j): a zero count is evidence only when this is large",
+        ge=0,
     )
     just_these: tuple[int, ...] | None = setting(
         None, help="only pairs that contain one of these ablator latents"
@@ -254,17 +253,20 @@ class PairsConfig:
     max_steps: int | None = setting(
         None,
         help="only pairs whose first latent is among the first N compared latents (in latent "
-        "order; the seed's loop limit)",
+        "order; the legacy loop limit)",
+        gt=0,
     )
     max_pairs: int = setting(
         100_000,
         help="keep the N best pairs (highest effect cosine); the histogram counts all pairs "
         "that pass the filters",
+        gt=0,
     )
     ablator: SAESource = setting(
+        # Its settings default to the SAE the ablate results name.
         default_factory=SAESource,
-        help="ablator SAE for decoder cosines (default: the one the results name)",
-        prefix="ablator_",
+        help="ablator SAE (decoder cosines)",
+        key="ablator_",
     )
     ablator_sae_neuronpedia_id: str | None = setting(
         None,
@@ -285,43 +287,20 @@ class PairsConfig:
     no_log_scale: bool = setting(False, help="linear y axis for the histogram", kind="free")
     device: str = setting("auto", help="auto, cpu, cuda, cuda:N, mps", kind="free", recorded=False)
     block_size: int = setting(
-        4096, help="latents per block of the all-pairs products (memory ~ block^2)", kind="free"
+        4096,
+        help="latents per block of the all-pairs products (memory ~ block^2)",
+        kind="free",
+        gt=0,
     )
-    run: RunDirOptions = setting(default_factory=RunDirOptions, help="run", prefix="")
+    run: RunDirOptions = setting(default_factory=RunDirOptions, help="run")
 
     def __post_init__(self):
+        super().__post_init__()
         check_device_name("device", self.device)
-        for key in ("input_path", "cooccurrence_path"):
-            value = getattr(self, key)
-            if value and not Path(value).expanduser().exists():
-                alt = Path(value + ".zst").expanduser()
-                if not alt.exists():
-                    raise FieldError(key, f"{value}: no such file or folder.")
-            if value:
-                set_field(self, key, resolved_path(value))
-        if self.cosine_sim_threshold is not None and not -1.0 <= self.cosine_sim_threshold <= 1.0:
-            raise FieldError(
-                "cosine_sim_threshold", f"must be in [-1, 1], got {self.cosine_sim_threshold}."
-            )
-        if self.cooccurrence_threshold < 0:
-            raise FieldError(
-                "cooccurrence_threshold",
-                f"must not be negative, got {self.cooccurrence_threshold}.",
-            )
-        check_positive("min_ablations", self.min_ablations)
-        if self.min_expected_cooccurrence < 0:
-            raise FieldError(
-                "min_expected_cooccurrence",
-                f"must not be negative, got {self.min_expected_cooccurrence}.",
-            )
+        for key in ("input_path", "cooccurrence_path", "explanations_file"):
+            if getattr(self, key):
+                set_field(self, key, resolved_path(getattr(self, key)))
         check_latents("just_these", self.just_these)
-        check_positive("max_steps", self.max_steps, allow_none=True)
-        check_positive("max_pairs", self.max_pairs)
-        check_positive("block_size", self.block_size)
-        if self.explanations_file is not None:
-            if not Path(self.explanations_file).expanduser().is_file():
-                raise FieldError("explanations_file", f"{self.explanations_file}: no such file.")
-            set_field(self, "explanations_file", resolved_path(self.explanations_file))
 
     def cosine_rule(self) -> tuple[float, bool]:
         """``(threshold, strict)``: a pair passes with effect cosine ≥ the given threshold, or
@@ -330,8 +309,22 @@ class PairsConfig:
             return 0.0, True
         return self.cosine_sim_threshold, False
 
-    def require_inputs(self) -> None:
-        """A run needs both results files (the defaults are empty so ``--help`` can show)."""
+    def check_inputs(self) -> None:
+        """A run needs both results files (the defaults are empty so ``--help`` can show), and
+        the files its settings name must exist."""
         for key in ("input_path", "cooccurrence_path"):
             if not getattr(self, key):
                 raise FieldError(key, "is required.")
+        super().check_inputs()
+        for key in ("input_path", "cooccurrence_path"):
+            value = getattr(self, key)
+            if (
+                not Path(value).expanduser().exists()
+                and not Path(value + ".zst").expanduser().exists()
+            ):
+                raise FieldError(key, f"{value}: no such file or folder.")
+        if self.explanations_file is not None:
+            if not Path(self.explanations_file).expanduser().is_file():
+                raise FieldError("explanations_file", f"{self.explanations_file}: no such file.")
+
+    require_inputs = check_inputs  # the name absorption/pairs/run.py calls

@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def script_main(
     module: str, argv: Sequence[str] | None = None, factory: str = "standalone_parser"
 ) -> int:
-    """Entry for the seed's script paths: run one subcommand module's parser standalone
+    """Entry for the legacy script paths: run one subcommand module's parser standalone
     (``factory`` names the module's function that builds it)."""
     parser = getattr(importlib.import_module(module), factory)()
     args = parse(parser, argv)

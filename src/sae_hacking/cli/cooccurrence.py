@@ -1,4 +1,4 @@
-"""``sae-hacking cooccurrences`` and ``cooccurrences-show`` (and the seed's
+"""``sae-hacking cooccurrences`` and ``cooccurrences-show`` (and the legacy
 ``gemma_cooccurrences.py``)."""
 
 from __future__ import annotations
@@ -7,39 +7,20 @@ import argparse
 
 from sae_hacking.absorption.configs import CooccurrenceConfig
 from sae_hacking.absorption.cooccurrence.identity import KIND
-from sae_hacking.cli.configargs import Flags, OneLineParser, add_config_args, config_from
-
-# The seed's spelling, and the section titles of --help; shared with `ablate`.
-ALIASES = {"max_tokens_in_prompt": ["--max-tokens"]}
-TITLES = {"model": "model", "ablator": "ablator SAE", "reader": "reader SAE", "text": "text"}
-METAVARS = {
-    "rows": "LATENT",
-    "selected_features": "LATENT",
-    "shard": "I/N",
-    "resume": "RUN_DIR",
-    "abridge_ablations_to": "K",
-    "exclude_latent_threshold": "F",
-    "frequencies_from": "FILE",
-    "n_prompts": "N",
-    "save_frequency": "N",
-}
-
-HELP = (
-    "Count, over the real tokens of the first --n-prompts prompts, how often each pair of "
-    "ablator-SAE latents is active together (exact integers; the diagonal is each latent's "
-    "activation count). Writes cooccurrences.safetensors.zst + cooccurrences.json to the run "
-    "directory; checkpoints every --save-frequency prompts; --resume, --shard i/n and "
-    "`sae-hacking merge` for long runs."
+from sae_hacking.cli.commands import COMMANDS
+from sae_hacking.cli.configargs import (
+    Flags,
+    add_command_args,
+    command_parser,
+    config_from,
+    script_parser,
 )
+
+COMMAND = COMMANDS["cooccurrences"]
 
 
 def add_cooccurrence_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    flags = Flags()
-    add_config_args(
-        parser, CooccurrenceConfig, flags, aliases=ALIASES, titles=TITLES, metavars=METAVARS
-    )
-    parser.set_defaults(func=run_cooccurrences, flags=flags)
-    return parser
+    return add_command_args(parser, COMMAND, run_cooccurrences)
 
 
 def run_cooccurrences(args: argparse.Namespace) -> int:
@@ -100,15 +81,11 @@ def _latent(text: str) -> int:
 
 
 def standalone_parser() -> argparse.ArgumentParser:
-    return add_cooccurrence_args(OneLineParser(prog="gemma_cooccurrences.py", description=HELP))
+    return add_cooccurrence_args(script_parser(COMMAND, "gemma_cooccurrences.py"))
 
 
 def register(subparsers) -> None:
-    add_cooccurrence_args(
-        subparsers.add_parser(
-            "cooccurrences", help="count latent co-occurrences over a text stream", description=HELP
-        )
-    )
+    add_cooccurrence_args(command_parser(subparsers, COMMAND))
     show = subparsers.add_parser(
         "cooccurrences-show",
         help="print one count, one row or the activation frequencies of a co-occurrence file",

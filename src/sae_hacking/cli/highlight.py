@@ -1,25 +1,19 @@
-"""``sae-hacking highlight`` (and the seed's ``prompt_client.py``): highlight a prompt by an SAE
+"""``sae-hacking highlight`` (and the legacy ``prompt_client.py``): highlight a prompt by an SAE
 latent through a running ``sae-hacking serve``; the HTML file is written on this side."""
 
 from __future__ import annotations
 
 import argparse
 
-from sae_hacking.cli.configargs import Flags, OneLineParser, add_config_args, given
+from sae_hacking.cli.commands import COMMANDS
+from sae_hacking.cli.configargs import add_command_args, command_parser, given, script_parser
 from sae_hacking.serve.client import HighlightConfig
 
-HELP = (
-    "Send a prompt to a running `sae-hacking serve` and write a self-contained HTML file "
-    "(tokens coloured by how strongly the latent fires, hover for values and top latents) into "
-    "--output-dir on this machine; prints its path."
-)
+COMMAND = COMMANDS["highlight"]
 
 
 def add_highlight_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    flags = Flags()
-    add_config_args(parser, HighlightConfig, flags, titles={"": "highlight"})
-    parser.set_defaults(func=highlight_command, flags=flags)
-    return parser
+    return add_command_args(parser, COMMAND, highlight_command)
 
 
 def highlight_command(args: argparse.Namespace) -> int:
@@ -28,19 +22,15 @@ def highlight_command(args: argparse.Namespace) -> int:
 
     config = from_flat(HighlightConfig, given(args, HighlightConfig))
     config.require_prompt()
-    config.check_output_dir()  # before the server does the work
+    config.check_inputs()  # the output folder, before the server does the work
     path = write_page(config, request_activations(config))
     print(path)
     return 0
 
 
 def standalone_parser() -> argparse.ArgumentParser:
-    return add_highlight_args(OneLineParser(prog="prompt_client.py", description=HELP))
+    return add_highlight_args(script_parser(COMMAND, "prompt_client.py"))
 
 
 def register(subparsers) -> None:
-    add_highlight_args(
-        subparsers.add_parser(
-            "highlight", help="highlight a prompt through a running server", description=HELP
-        )
-    )
+    add_highlight_args(command_parser(subparsers, COMMAND))

@@ -5,20 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sae_hacking.cli.configargs import Flags, add_config_args, given
+from sae_hacking.cli.commands import COMMANDS
+from sae_hacking.cli.configargs import add_command_args, command_parser, given
 from sae_hacking.lm.tiny_config import TinyModelConfig
 
-HELP = (
-    "Write a local Hugging Face model folder with random weights and a BPE tokenizer trained on "
-    "generated text. Every LM command accepts it as --model PATH. Everything is written to a "
-    "temporary folder first, so a failure leaves nothing behind."
-)
+COMMAND = COMMANDS["make-tiny-model"]
 
 
 def make_tiny_model_command(args: argparse.Namespace) -> int:
     from sae_hacking.config import from_flat
 
     config = from_flat(TinyModelConfig, {**given(args, TinyModelConfig), "path": args.path})
+    config.check_inputs()  # the folder and the sizes together, before anything is written
     from sae_hacking.lm.tiny import make_tiny_model
 
     def write_saes(folder: Path) -> None:
@@ -55,20 +53,7 @@ def make_tiny_model_command(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "make-tiny-model",
-        help="write a tiny random-weight model with a trained tokenizer, for offline runs",
-        description=HELP,
-    )
-    flags = Flags()
+    parser = command_parser(subparsers, COMMAND)
     parser.add_argument("path", help="folder to create (must not exist or be empty)")
-    flags.add("path", "PATH")
-    add_config_args(
-        parser,
-        TinyModelConfig,
-        flags,
-        skip=("path",),
-        titles={"": "model"},
-        metavars={"saes": "HOOK"},
-    )
-    parser.set_defaults(func=make_tiny_model_command, flags=flags)
+    add_command_args(parser, COMMAND, make_tiny_model_command)
+    parser.get_default("flags").add("path", "PATH")

@@ -1,4 +1,4 @@
-"""``sae-hacking serve`` (and the seed's ``prompt_server.py``): the prompt-highlighting server.
+"""``sae-hacking serve`` (and the legacy ``prompt_server.py``): the prompt-highlighting server.
 
 FastAPI, uvicorn and torch are imported only when the server starts, so ``--help`` and every
 check of the flags answer without them.
@@ -9,24 +9,15 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from sae_hacking.cli.configargs import Flags, OneLineParser, add_config_args, given
+from sae_hacking.cli.commands import COMMANDS
+from sae_hacking.cli.configargs import add_command_args, command_parser, given, script_parser
 from sae_hacking.serve.config import WILDCARD_HOSTS, ServeConfig
 
-HELP = (
-    "Serve prompt highlighting over HTTP: the model loads once; SAEs load on demand (SAELens "
-    "release + id, or paths under --sae-dir) into a cache of --max-saes. POST "
-    "/api/activations gives a prompt's tokens and their latent activations, GET / a web page "
-    "to explore them, /docs the API."
-)
-METAVARS = {"sae_dir": "DIR", "sae": "RELEASE/ID", "host": "HOST", "allowed_hosts": "NAME"}
-TITLES = {"": "server", "model": "model"}
+COMMAND = COMMANDS["serve"]
 
 
 def add_serve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    flags = Flags()
-    add_config_args(parser, ServeConfig, flags, titles=TITLES, metavars=METAVARS)
-    parser.set_defaults(func=serve_command, flags=flags)
-    return parser
+    return add_command_args(parser, COMMAND, serve_command)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -50,7 +41,7 @@ def serve_command(args: argparse.Namespace) -> int:
             SettingWarning,
             stacklevel=1,
         )
-    config.model.check_reachable()
+    config.check_inputs()
     serve(config)
     return 0
 
@@ -75,12 +66,8 @@ def serve(config: ServeConfig) -> None:
 
 
 def standalone_parser() -> argparse.ArgumentParser:
-    return add_serve_args(OneLineParser(prog="prompt_server.py", description=HELP))
+    return add_serve_args(script_parser(COMMAND, "prompt_server.py"))
 
 
 def register(subparsers) -> None:
-    add_serve_args(
-        subparsers.add_parser(
-            "serve", help="prompt-highlighting server (HTTP API + web page)", description=HELP
-        )
-    )
+    add_serve_args(command_parser(subparsers, COMMAND))

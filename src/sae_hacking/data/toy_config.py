@@ -4,34 +4,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sae_hacking.config import check_non_negative, check_positive
+from sae_hacking.config import check_declared, setting
 from sae_hacking.errors import FieldError
 
 
 @dataclass(frozen=True)
 class ToyDatasetConfig:
-    num_features: int  # A
-    model_dim: int  # M
-    perturbation_size: float  # rho
-    k: int  # active parents per sample
-    parent_alone_prob: float = 0.0
-    magnitude_range: tuple[float, float] = (1.0, 1.0)
+    """The toy dataset's parameters, checked by :meth:`validate` (the dataset does so before it
+    is generated; :class:`~sae_hacking.toy.config.ToyConfig` holds them as settings of its own)."""
+
+    num_features: int = setting(help="A: number of parent features", gt=0)
+    model_dim: int = setting(help="M: dimension of the samples", gt=0)
+    perturbation_size: float = setting(help="rho: norm of each child's perturbation", ge=0)
+    k: int = setting(help="distinct parents active per sample", gt=0)
+    parent_alone_prob: float = setting(
+        0.0, help="probability an active parent appears without a child", ge=0, le=1
+    )
+    magnitude_range: tuple[float, float] = setting(
+        (1.0, 1.0), help="active features scaled by U(LO, HI)"
+    )
 
     def validate(self) -> None:
         """Raise :class:`FieldError` (naming this config's fields) on impossible settings."""
-        check_positive("num_features", self.num_features)
-        check_positive("model_dim", self.model_dim)
-        check_positive("k", self.k)
+        check_declared(self)
         if self.k > self.num_features:
             raise FieldError(
                 "k",
                 f"({self.k}) must be at most `num_features` ({self.num_features}): a sample "
                 "activates k distinct parents.",
-            )
-        check_non_negative("perturbation_size", self.perturbation_size)
-        if not 0.0 <= self.parent_alone_prob <= 1.0:
-            raise FieldError(
-                "parent_alone_prob", f"must be in [0, 1], got {self.parent_alone_prob}."
             )
         lo, hi = self.magnitude_range
         if not 0.0 < lo <= hi:

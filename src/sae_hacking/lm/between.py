@@ -84,7 +84,7 @@ def context_hooks(lm, start: HookPoint) -> tuple[str, ...]:
 def run_between(
     lm,
     start_hook: str,
-    acts_BSD: Float[torch.Tensor, "B S D"],
+    acts_BSM: Float[torch.Tensor, "B S M"],
     end_hook: str,
     context: RunContext,
 ) -> Float[torch.Tensor, "B S _"]:
@@ -99,14 +99,14 @@ def run_between(
             f"the context lacks {', '.join(missing)}; read it with context_for={start_hook!r}"
         )
     width = lm.hook_width(start_hook)
-    if acts_BSD.ndim != 3 or acts_BSD.shape[-1] != width:
+    if acts_BSM.ndim != 3 or acts_BSM.shape[-1] != width:
         raise ValueError(
-            f"acts at {start_hook} must be [batch, seq, {width}], got shape {tuple(acts_BSD.shape)}"
+            f"acts at {start_hook} must be [batch, seq, {width}], got shape {tuple(acts_BSM.shape)}"
         )
-    acts_BSD = acts_BSD.to(device=lm.device, dtype=lm.dtype)
-    context = context.for_batch(acts_BSD.shape[0])
+    acts_BSM = acts_BSM.to(device=lm.device, dtype=lm.dtype)
+    context = context.for_batch(acts_BSM.shape[0])
     with torch.inference_mode():
-        return _run_layers(lm, start, acts_BSD, end, context)
+        return _run_layers(lm, start, acts_BSM, end, context)
 
 
 def _run_layers(lm, start: HookPoint, acts, end: HookPoint | None, context: RunContext):
@@ -166,7 +166,7 @@ def _compute(lm, kind, module, state, mask, position_ids, rotary) -> torch.Tenso
     return state["resid_mid"] + state["mlp_out"]
 
 
-def _attention_inputs(lm, attention_mask_BS, like_BSD):
+def _attention_inputs(lm, attention_mask_BS, acts_BSM):
     """Per-layer masks, position ids and rotary (cos, sin), built as the model's forward
     builds them (no KV cache, positions 0..S-1)."""
     from transformers.masking_utils import (
@@ -175,9 +175,9 @@ def _attention_inputs(lm, attention_mask_BS, like_BSD):
     )
 
     config = lm.model.config
-    position_ids = torch.arange(like_BSD.shape[1], device=like_BSD.device).unsqueeze(0)
+    position_ids = torch.arange(acts_BSM.shape[1], device=acts_BSM.device).unsqueeze(0)
     # The mask builders read only the shape, dtype and device of ``inputs_embeds``.
-    like_BSM = like_BSD.new_empty((*like_BSD.shape[:2], lm.d_model))
+    like_BSM = acts_BSM.new_empty((*acts_BSM.shape[:2], lm.d_model))
     kwargs = dict(
         config=config,
         inputs_embeds=like_BSM,

@@ -39,7 +39,7 @@ from sae_hacking.lm.between import (  # noqa: F401 (LOGITS re-exported)
     run_between,
 )
 
-Patch = Callable[[Float[torch.Tensor, "B S D"]], Float[torch.Tensor, "B S D"]]
+Patch = Callable[[Float[torch.Tensor, "B S M"]], Float[torch.Tensor, "B S M"]]
 
 
 class _StopForward(Exception):
@@ -288,14 +288,14 @@ class HookedLM:
     def run_between(
         self,
         start_hook: str,
-        acts_BSD: Float[torch.Tensor, "B S D"],
+        acts_BSM: Float[torch.Tensor, "B S M"],
         end_hook: str,
         context: RunContext,
     ) -> Float[torch.Tensor, "B S _"]:
         """The activation at ``end_hook`` (or the logits for ``end_hook="logits"``) when the
-        activation at ``start_hook`` is ``acts_BSD``; only the layers in between run.
+        activation at ``start_hook`` is ``acts_BSM``; only the layers in between run.
 
         ``context`` comes from ``read(..., context_for=start_hook)``; a context of one prompt
         broadcasts over a batch of its variants.
         """
-        return run_between(self, start_hook, acts_BSD, end_hook, context)
+        return run_between(self, start_hook, acts_BSM, end_hook, context)

@@ -3,52 +3,48 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from sae_hacking.config import check_choice, check_non_negative, resolved_path, set_field, setting
+from sae_hacking.config import Config, resolved_path, set_field, setting
 from sae_hacking.device import check_device_name
-from sae_hacking.lm.loading import (
-    DTYPE_CHOICES,
-    check_model_folder,
-    check_model_source,
-    is_local_path,
-)
+from sae_hacking.lm.loading import DTYPE_CHOICES, check_model_source, is_local_path
 
 DEFAULT_MODEL = "google/gemma-2-2b"
+# The dtypes lm/loading.py resolves, written once there (Literal of a tuple: the same values).
+Dtype = Literal[DTYPE_CHOICES]
 
 
 @dataclass(frozen=True)
-class ModelSource:
+class ModelSource(Config):
     """A Hugging Face causal LM (hub id or local folder), where and in which dtype it runs."""
 
     name: str = setting(
         DEFAULT_MODEL, help="Hugging Face hub id or local model folder", key="model"
     )
     device: str = setting("auto", help="auto, cpu, cuda, cuda:N, mps", kind="free", recorded=False)
-    dtype: str = setting(
-        "auto",
-        help="model dtype; auto = bfloat16 on CUDA, float32 elsewhere",
-        choices=DTYPE_CHOICES,
-    )
+    dtype: Dtype = setting("auto", help="model dtype; auto = bfloat16 on CUDA, float32 elsewhere")
     threads: int = setting(
         0,
         help="CPU threads for torch on the CPU; 0 = the cores other processes leave idle (load "
         "average), or OMP_NUM_THREADS where set",
         kind="free",
         recorded=False,
+        ge=0,
     )
 
     def __post_init__(self):
+        super().__post_init__()
         check_device_name("device", self.device)
-        check_non_negative("threads", self.threads)
-        check_choice("dtype", self.dtype, DTYPE_CHOICES)
         if is_local_path(self.name):
-            check_model_folder(self.name)
             set_field(self, "name", resolved_path(self.name))
 
-    def check_reachable(self) -> None:
-        """A hub model must be cached or its hub must answer: checked once, at a run's start,
-        before anything heavy loads."""
+    def check_inputs(self) -> None:
+        """A local folder must be a model folder whose config and safetensors headers parse; a
+        hub model must be cached or its hub must answer. Checked once, at a run's start, before
+        anything heavy loads (not on construction: a run's settings can be read anywhere)."""
         check_model_source(self.name)
+
+    check_reachable = check_inputs  # the name run modules being rewritten may still call
 
     def load(self):
         """The model as a :class:`~sae_hacking.lm.hooked.HookedLM` (imports torch)."""

@@ -17,7 +17,6 @@ Both read ``result``, the dict written as ``pairs.json`` (``{"meta": ..., "pairs
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import io
 import json
@@ -30,6 +29,7 @@ from typing import Any
 
 from sae_hacking.atomic import atomic_write, atomic_write_text
 from sae_hacking.errors import SETTING_REFERENCE
+from sae_hacking.reports.inline import locked_policy, script_json
 
 HISTOGRAM = "histogram.png"
 SCATTER = "effect_vs_decoder.png"
@@ -223,13 +223,9 @@ def render_report(result: Mapping, run_dir: str | Path | None = None) -> str:
         plots.append(_figure_html(png, name, caption))
     css = _asset("pairs.css")
     script = _asset("pairs.js")
-    csp = (
-        "default-src 'none'; img-src data:; base-uri 'none'; form-action 'none'; "
-        f"style-src '{_sha256(css)}'; script-src '{_sha256(script)}'"
-    )
     inputs = meta.get("inputs") or {}
     parts = {
-        "csp": csp,
+        "csp": locked_policy(css, script),
         "title": _e(f"pairs: {inputs.get('ablator_sae_release') or 'run'}"),
         "subtitle": _e(_subtitle(meta)),
         "warnings": _warnings_html(meta),
@@ -239,7 +235,7 @@ def render_report(result: Mapping, run_dir: str | Path | None = None) -> str:
         "headers": "".join(_header_html(i, col) for i, col in enumerate(COLUMNS)),
         "provenance": _facts_html(list((meta.get("provenance") or {}).items())),
         "meta_json": _e(_meta_dump(meta)),
-        "data": _script_json(_table_data(result)),
+        "data": script_json(_table_data(result)),
         "css": css,
         "script": script,
     }
@@ -251,10 +247,6 @@ def _asset(name: str) -> str:
     return (
         resources.files("sae_hacking.reports").joinpath("assets").joinpath(name).read_text("utf-8")
     )
-
-
-def _sha256(text: str) -> str:
-    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode()
 
 
 def _e(value: Any) -> str:
@@ -359,10 +351,3 @@ def _table_data(result: Mapping) -> dict:
         "latents": latents,
         "pairs": pairs,
     }
-
-
-def _script_json(obj: Any) -> str:
-    """JSON safe inside ``<script type="application/json">``: no ``<``, ``>`` or ``&`` left to
-    end the element or open a comment, whatever the text holds."""
-    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")

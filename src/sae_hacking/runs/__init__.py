@@ -8,6 +8,9 @@
 - :mod:`~sae_hacking.runs.options`: :class:`~sae_hacking.runs.options.RunOptions`, the typed
   settings of how a run runs (output folder, resume, checkpoints, shard).
 - :mod:`~sae_hacking.runs.record`: ``run.json``, the one resume rule, output-folder checks.
+- :mod:`~sae_hacking.runs.rundir`: :class:`~sae_hacking.runs.rundir.RunDir`, every run folder's
+  one life (plan, create, remove on failure, resume), torchrun included.
+- :mod:`~sae_hacking.runs.ranks`: this process's place in a torchrun job; rank 0 decides.
 - :mod:`~sae_hacking.runs.stream`: :class:`~sae_hacking.runs.stream.Accumulator` (what a run
   counts) and :class:`~sae_hacking.runs.stream.StreamRun` (checkpoint every N prompts, resume,
   results), plus :func:`~sae_hacking.runs.stream.shard_batches`.

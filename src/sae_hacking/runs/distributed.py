@@ -13,47 +13,30 @@ checkpoints. The run directory (on a file system all nodes see)::
 
 A rank that died (or a killed job) is resumed by rerunning the same torchrun command (same
 ``--output-dir``), or with ``--resume RUN``: each rank continues from its own checkpoint. The
-world size of a run is fixed. ``torch.distributed`` does the rest: a barrier before the merge
-and one broadcast of rank 0's decision about the directory.
+world size of a run is fixed. ``torch.distributed`` does the rest: a barrier before the merge,
+and broadcasts of rank 0's decision about the directory and of its creation
+(:class:`~sae_hacking.runs.rundir.RunDir`, as for every run directory).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sae_hacking.config import replace_flat
-from sae_hacking.errors import FieldError, UsageError
-from sae_hacking.folders import removed_on_failure
+from sae_hacking.config import replace_flat, to_flat
+from sae_hacking.errors import FieldError
+from sae_hacking.runs.ranks import Ranks, on_rank0, ranks_from_env
 from sae_hacking.runs.record import RUN_FILE, RunRecord, read_record, results_paths
+from sae_hacking.runs.rundir import RunDir
 
 RANKS_DIR = "ranks"
 # Ranks finish at different times (their shards differ); the last barrier waits for the slowest.
 BARRIER_TIMEOUT = timedelta(days=7)
-
-
-@dataclass(frozen=True)
-class Ranks:
-    rank: int
-    world: int
-    local_rank: int
-
-
-def ranks_from_env(env: dict[str, str] | None = None) -> Ranks | None:
-    """This process's place in a torchrun job; ``None`` outside one (or with one process)."""
-    env = os.environ if env is None else env
-    world = int(env.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return None
-    rank = int(env["RANK"])
-    return Ranks(rank, world, int(env.get("LOCAL_RANK", rank)))
 
 
 def rank_dir(top: Path, rank: int) -> Path:
@@ -100,28 +83,6 @@ def process_group(ranks: Ranks, device: str):
         yield
     finally:
         dist.destroy_process_group()
-
-
-def on_rank0(ranks: Ranks, fn: Callable[[], Any]) -> Any:
-    """``fn()`` on rank 0 only; its result (picklable), or its :class:`UsageError`, reaches every
-    rank, so no rank waits forever for one that failed."""
-    import torch.distributed as dist
-
-    box: list[Any] = [None]
-    if ranks.rank == 0:
-        try:
-            box = [{"ok": fn()}]
-        except UsageError as err:  # sent as text: exceptions with extra fields do not pickle
-            box = [{"error": str(err)}]
-        except BaseException as err:
-            dist.broadcast_object_list([{"crash": repr(err)}], src=0)
-            raise
-    dist.broadcast_object_list(box, src=0)
-    if "error" in box[0]:
-        raise UsageError(box[0]["error"])
-    if "crash" in box[0]:
-        raise RuntimeError(f"rank 0 failed: {box[0]['crash']}")
-    return box[0]["ok"]
 
 
 def _decide(config: Any, kind: str, slug: str, outputs: tuple[str, ...], world: int) -> dict:
@@ -226,31 +187,32 @@ def run_distributed(
             if ranks.rank == 0:
                 print(f"{results} is already complete; nothing to do.")
             return results
-        created = None
-        if ranks.rank == 0 and decision["state"] == "new":
-            created = _create_top(config, kind, top, outputs, ranks.world)
-        dist.barrier()
-        mine = rank_dir(top, ranks.rank)
-        changes = {
-            "shard": f"{ranks.rank}/{ranks.world}",
-            "output_dir": str(mine),
-            "resume": str(mine) if (mine / RUN_FILE).is_file() else None,
-            "device": device,
-        }
-        if ranks.rank != 0:
-            changes["quiet"] = True  # one progress bar per job
-        if created is None:
+        if decision["state"] == "new":
+            rundir = RunDir(RunRecord(top, kind, {}, outputs=outputs), config, ranks)
+            # run.json records the world size; rank 0 creates, the others wait for it.
+            rundir.start(args={**to_flat(config), "run_dir": str(top), "world_size": ranks.world})
+        else:
+            rundir = RunDir.open(top, kind, config, ranks)
+        # A start that fails before any rank has begun its run leaves nothing.
+        with rundir.removed_on_failure(keep=_a_rank_began):
+            if ranks.rank == 0 and not rundir.resumed:
+                (top / RANKS_DIR).mkdir()
+            dist.barrier()
+            mine = rank_dir(top, ranks.rank)
+            changes = {
+                "shard": f"{ranks.rank}/{ranks.world}",
+                "output_dir": str(mine),
+                "resume": str(mine) if (mine / RUN_FILE).is_file() else None,
+                "device": device,
+            }
+            if ranks.rank != 0:
+                changes["quiet"] = True  # one progress bar per job
             run_one(replace_flat(config, changes))
-        else:  # a start that fails before any rank has begun its run leaves nothing
-            with removed_on_failure(*created, keep=lambda: _a_rank_began(top)):
-                run_one(replace_flat(config, changes))
         dist.barrier()
         if ranks.rank == 0:
             paths = [results_paths(rank_dir(top, r) / results_name)[0] for r in range(ranks.world)]
             merge(top / results_name, paths)
-            record = RunRecord.for_config(top, kind, config, outputs)
-            record.extra = {"world_size": ranks.world}
-            record.write()
+            rundir.update(config)  # a resume with other free settings records them
             shutil.rmtree(top / RANKS_DIR)
             print(f"merged the results of {ranks.world} ranks into {results}")
         dist.barrier()
@@ -259,21 +221,3 @@ def run_distributed(
 
 def _a_rank_began(top: Path) -> bool:
     return (top / RANKS_DIR).is_dir() and any((top / RANKS_DIR).iterdir())
-
-
-def _create_top(
-    config: Any, kind: str, top: Path, outputs: tuple[str, ...], world: int
-) -> tuple[Path, Path | None]:
-    """The job's run directory, with its record; returns what :func:`create_new_folder` did."""
-    from sae_hacking.config import to_flat
-    from sae_hacking.folders import create_new_folder
-    from sae_hacking.runs.files import write_args_yaml
-
-    top, topmost = create_new_folder(top, "output_dir")
-    with removed_on_failure(top, topmost):
-        (top / RANKS_DIR).mkdir()
-        record = RunRecord.for_config(top, kind, config, outputs)
-        record.extra = {"world_size": world}
-        record.write()
-        write_args_yaml(top, {**to_flat(config), "run_dir": str(top), "world_size": world})
-    return top, topmost

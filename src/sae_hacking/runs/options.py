@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sae_hacking.config import check_positive, resolved_path, set_field, setting
+from sae_hacking.config import Config, resolved_path, set_field, setting
 from sae_hacking.runs.shards import Shard
 
 
 @dataclass(frozen=True)
-class RunDirOptions:
+class RunDirOptions(Config):
     """Where a run writes; ``resume`` names a run directory to continue (its saved settings are
     then the run's)."""
 
@@ -29,6 +29,7 @@ class RunDirOptions:
     quiet: bool = setting(False, help="no progress bar", kind="free")
 
     def __post_init__(self):
+        super().__post_init__()
         if self.output_dir is not None:  # absolute: the record must not depend on the cwd
             set_field(self, "output_dir", str(Path(self.output_dir).expanduser().absolute()))
         set_field(self, "resume", resolved_path(self.resume))
@@ -38,7 +39,9 @@ class RunDirOptions:
 class RunOptions(RunDirOptions):
     """:class:`RunDirOptions` plus checkpoints and shards of a run over a text stream."""
 
-    save_frequency: int = setting(10_000, help="write a checkpoint every N prompts", kind="free")
+    save_frequency: int = setting(
+        10_000, help="write a checkpoint every N prompts", kind="free", gt=0
+    )
     never_save: bool = setting(
         False, help="write no checkpoints, only the final results (cannot resume)", kind="free"
     )
@@ -50,7 +53,6 @@ class RunOptions(RunDirOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        check_positive("save_frequency", self.save_frequency)
         set_field(self, "shard", str(Shard.parse(self.shard)))
 
     @property

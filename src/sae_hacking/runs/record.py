@@ -139,13 +139,24 @@ def plan_run(config: Any, kind: str, slug: str, outputs: tuple[str, ...]) -> Run
     run to continue (``config.run.resume``; :attr:`RunRecord.resumed`), or a new one whose folder
     (``config.run.output_dir`` or a fresh ``results/<timestamp>-<slug>``) is checked but not
     created. ``outputs`` are the files that make a new run complete."""
+    return plan_record(kind, slug, outputs, config.run.output_dir, config.run.resume)
+
+
+def plan_record(
+    kind: str,
+    slug: str,
+    outputs: tuple[str, ...],
+    output_dir: str | Path | None,
+    resume: str | Path | None,
+) -> RunRecord:
+    """:func:`plan_run` with the folder settings given (for a config without ``run``)."""
     from sae_hacking.runs.files import default_run_dir
 
-    if config.run.resume is not None:
-        record = read_record(config.run.resume, kind)
+    if resume is not None:
+        record = read_record(resume, kind)
         record.resumed = True
         return record
-    run_dir = Path(config.run.output_dir or default_run_dir(slug))
+    run_dir = Path(output_dir or default_run_dir(slug))
     check_new_folder(run_dir, "output_dir")
     return RunRecord(run_dir.absolute(), kind, {}, outputs=outputs)
 

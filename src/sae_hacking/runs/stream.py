@@ -43,15 +43,11 @@ from typing import Any
 
 import torch
 
-from sae_hacking.config import free_keys, json_value, leaf_map, recorded_settings, to_flat
+from sae_hacking.config import json_value, leaf_map, to_flat
 from sae_hacking.data.text import TokenBatch, batch_prompts, open_text_stream
 from sae_hacking.errors import UsageError
-from sae_hacking.folders import create_new_folder, removed_on_failure
-from sae_hacking.runs.files import provenance, write_args_yaml
-from sae_hacking.runs.record import (
-    RUN_FILE,
-    RunRecord,
-)
+from sae_hacking.runs.files import provenance
+from sae_hacking.runs.record import RUN_FILE, RunRecord
 from sae_hacking.runs.results import (
     ResultsFile,
     StoredTensors,
@@ -59,6 +55,7 @@ from sae_hacking.runs.results import (
     write_results,
     write_safetensors,
 )
+from sae_hacking.runs.rundir import RunDir
 from sae_hacking.runs.shards import Shard
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -111,11 +108,6 @@ class Accumulator(abc.ABC):
     def describe(self) -> dict[str, str]:
         """One line per result tensor: what it holds (stored in the results' metadata)."""
         return {}
-
-
-def _but_resume(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """A flat config without ``resume`` (set by every resume, no change of the run)."""
-    return {k: v for k, v in flat.items() if k != "resume"}
 
 
 def _strip(settings: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
@@ -173,19 +165,23 @@ class _Bar:
 
 
 class StreamRun:
-    """A streamed run's directory, identity (kind, settings, shard) and progress."""
+    """A streamed run's directory (:class:`~sae_hacking.runs.rundir.RunDir`), identity (kind,
+    settings, shard) and progress."""
 
     def __init__(self, config: Any, record: RunRecord, results_name: str):
         """``record`` from :func:`sae_hacking.runs.record.plan_run` (cheap, torch-free: call it
         before loading the model, so a bad output folder or resume directory fails fast)."""
         self.config = config
-        self.record = record
+        self.rundir = RunDir(record, config)
         self.results_name = results_name
         self.resumed = record.resumed
         self.shard = config.run.shard_spec
         self.progress = Progress()
-        self._created: tuple[Path, Path | None] | None = None  # by a new run's start
-        self._changed_settings: dict[str, Any] | None = None  # by a resume, written once it runs
+        self._identity: Mapping[str, Any] | None = None  # by a resume, recorded once it runs
+
+    @property
+    def record(self) -> RunRecord:
+        return self.rundir.record
 
     @property
     def run_dir(self) -> Path:
@@ -210,7 +206,7 @@ class StreamRun:
 
     @property
     def complete(self) -> bool:
-        return self.resumed and self.record.is_complete()
+        return self.rundir.complete
 
     def start_or_resume(self, identity: Mapping[str, Any]) -> Mapping[str, torch.Tensor] | None:
         """Create the run (``run.json``, ``args.yaml``), or check that the resumed run is the
@@ -219,14 +215,9 @@ class StreamRun:
         if any (``self.progress`` is set from it). A resume writes nothing until
         :meth:`run_prompts` has restored the checkpoint: one refused or failed before then
         leaves the run directory as it was."""
-        settings = {**recorded_settings(self.config), **json_value(dict(identity))}
         if not self.resumed:
-            run_dir, top = create_new_folder(self.run_dir, "output_dir")
-            with removed_on_failure(run_dir, top):
-                self.record.run_dir = run_dir
-                self._write(settings)
-                write_args_yaml(run_dir, {**to_flat(self.config), "run_dir": str(run_dir)})
-            self._created = (run_dir, top)
+            args = {**to_flat(self.config), "run_dir": str(self.run_dir)}
+            self.rundir.start(identity=identity, extra=self._extra(), args=args)
             return None
         saved = self.record.settings
         for key, value in identity.items():
@@ -236,9 +227,7 @@ class StreamRun:
                     f"now has {json_value(value)!r}; resume it with the same model and SAEs."
                 )
         state = self.load_checkpoint()
-        now = {**to_flat(self.config), "output_dir": str(self.run_dir)}
-        if _but_resume(now) != _but_resume(self.record.config) or settings != saved:
-            self._changed_settings = settings
+        self._identity = identity
         if state is not None:
             print(f"resuming after {self.progress.rows_done} prompts of shard {self.shard}")
         return state
@@ -248,18 +237,11 @@ class StreamRun:
         """Around what follows :meth:`start_or_resume`: a new run that fails before its first
         checkpoint (a refused setting found late, a bad row of text, Ctrl-C) is removed, so the
         corrected command runs in the same folder; a run with a checkpoint is kept to resume."""
-        if self._created is None:
-            yield
-            return
-        with removed_on_failure(*self._created, keep=self.checkpoint_path.is_file):
+        with self.rundir.removed_on_failure(keep=lambda path: (path / CHECKPOINT_FILE).is_file()):
             yield
 
-    def _write(self, settings: dict[str, Any]) -> None:
-        self.record.config = {**to_flat(self.config), "output_dir": str(self.run_dir)}
-        self.record.settings = settings
-        self.record.free_settings = free_keys(self.config)
-        self.record.extra = {"shard": self.shard.to_json(), "results_name": self.results_name}
-        self.record.write()
+    def _extra(self) -> dict[str, Any]:
+        return {"shard": self.shard.to_json(), "results_name": self.results_name}
 
     # -- files --
 
@@ -331,9 +313,9 @@ class StreamRun:
         ``accumulator`` from ``state`` (what :meth:`start_or_resume` returned)."""
         if state is not None:
             accumulator.load_state(state)
-        if self._changed_settings is not None:  # the checkpoint was good: record the resume
-            self._write(self._changed_settings)
-            self._changed_settings = None
+        if self._identity is not None:  # the checkpoint was good: record the resume's settings
+            self.rundir.update(self.config, identity=self._identity, extra=self._extra())
+            self._identity = None
         text, options = self.config.text, self.config.run
         batches = shard_batches(
             text.dataset_id,

@@ -101,8 +101,8 @@ class HierarchicalTopKSAE(TrainableSAE):
         }
 
     @property
-    def W_dec(self) -> Float[torch.Tensor, "D M"]:  # noqa: N802
-        """The flat view's decoder: D = 3 E rows, parents (``W_dec_EM``) then children
+    def W_dec(self) -> Float[torch.Tensor, "L M"]:  # noqa: N802
+        """The flat view's decoder: L = E + H = 3 E rows, parents (``W_dec_EM``) then children
         (``W_dec_HM``)."""
         return torch.cat([self.W_dec_EM, self.W_dec_HM])
 
@@ -117,7 +117,7 @@ class HierarchicalTopKSAE(TrainableSAE):
     def levels(self) -> dict[str, int]:
         return self.latent_banks()
 
-    def feature_vectors(self) -> Float[torch.Tensor, "D M"]:
+    def feature_vectors(self) -> Float[torch.Tensor, "L M"]:
         """Parent decoder rows, then the adjusted children (:meth:`adjusted_children_HM`)."""
         return torch.cat([self.W_dec_EM, self.adjusted_children_HM()])
 
@@ -148,15 +148,15 @@ class HierarchicalTopKSAE(TrainableSAE):
         """Active parents, their acts, each one's winning child index (in H) and its act."""
         return self._sparse_forward(x_BM)[1:]
 
-    def encode(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B D"]:
+    def encode(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B L"]:
         lead = x_BM.shape[:-1]
         idx, vals, cidx, cvals = self.encode_sparse(x_BM.reshape(-1, self.d_in))
         acts = torch.zeros(idx.shape[0], self.d_sae, dtype=x_BM.dtype, device=x_BM.device)
         acts.scatter_(1, idx, vals).scatter_(1, cidx + self.n_parents, cvals)
         return acts.reshape(*lead, self.d_sae)
 
-    def decode(self, acts_BD: Float[torch.Tensor, "*B D"]) -> Float[torch.Tensor, "*B M"]:
-        return acts_BD @ self.W_dec + self.b_dec_M
+    def decode(self, acts_BL: Float[torch.Tensor, "*B L"]) -> Float[torch.Tensor, "*B M"]:
+        return acts_BL @ self.W_dec + self.b_dec_M
 
     def train_forward(
         self,
@@ -202,22 +202,22 @@ class HierarchicalTopKSAE(TrainableSAE):
     @torch.no_grad()
     def resample(
         self,
-        dead_D: Int[torch.Tensor, " D"],
-        dirs_DM: Float[torch.Tensor, "D M"],
+        dead_Z: Int[torch.Tensor, " Z"],
+        dirs_ZM: Float[torch.Tensor, "Z M"],
         gen: torch.Generator,
     ) -> Resampled:
         """Parents as a flat SAE's latents; their children start small, random and with ratio 1."""
-        entries = super().resample(dead_D, dirs_DM, gen).entries
+        entries = super().resample(dead_Z, dirs_ZM, gen).entries
         C = self.children_per_parent
-        children_D = (C * dead_D[:, None] + torch.arange(C, device=dead_D.device)).flatten()
-        new_DM = F.normalize(torch.randn(children_D.numel(), self.d_in, generator=gen), dim=-1)
-        new_DM = new_DM.to(self.W_dec_HM.device)
-        self.W_dec_HM[children_D] = CHILD_INIT_NORM * new_DM
-        self.W_enc_MH[:, children_D] = new_DM.T
-        self.b_enc_H[children_D] = 0.0
-        self.child_ratio_H[children_D] = 1.0
-        entries.update(W_dec_HM=(0, children_D), W_enc_MH=(1, children_D), b_enc_H=(0, children_D))
-        return Resampled({PARENT: dead_D, CHILD: children_D}, entries)
+        children_N = (C * dead_Z[:, None] + torch.arange(C, device=dead_Z.device)).flatten()
+        new_NM = F.normalize(torch.randn(children_N.numel(), self.d_in, generator=gen), dim=-1)
+        new_NM = new_NM.to(self.W_dec_HM.device)
+        self.W_dec_HM[children_N] = CHILD_INIT_NORM * new_NM
+        self.W_enc_MH[:, children_N] = new_NM.T
+        self.b_enc_H[children_N] = 0.0
+        self.child_ratio_H[children_N] = 1.0
+        entries.update(W_dec_HM=(0, children_N), W_enc_MH=(1, children_N), b_enc_H=(0, children_N))
+        return Resampled({PARENT: dead_Z, CHILD: children_N}, entries)
 
     @torch.no_grad()
     def update_child_ratios(

@@ -150,13 +150,13 @@ class JumpReLUSAE(LinearSAE, TrainableSAE):
     @torch.no_grad()
     def resample(
         self,
-        dead_D: Int[torch.Tensor, " D"],
-        dirs_DM: Float[torch.Tensor, "D M"],
+        dead_Z: Int[torch.Tensor, " Z"],
+        dirs_ZM: Float[torch.Tensor, "Z M"],
         gen: torch.Generator,
     ) -> Resampled:
         """As a flat SAE's latents, and the threshold back to its initial value (a dead
         latent's has often climbed out of reach)."""
-        done = super().resample(dead_D, dirs_DM, gen)
-        self.threshold_E[dead_D] = self.init_threshold
-        done.entries["threshold_E"] = (0, dead_D)
+        done = super().resample(dead_Z, dirs_ZM, gen)
+        self.threshold_E[dead_Z] = self.init_threshold
+        done.entries["threshold_E"] = (0, dead_Z)
         return done

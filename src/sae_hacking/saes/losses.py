@@ -14,9 +14,9 @@ from sae_hacking.saes.trainable import PARENT, TrainOutput
 
 def fired_mask(
     idx_BK: Int[torch.Tensor, "B K"], vals_BK: Float[torch.Tensor, "B K"], n: int
-) -> Bool[torch.Tensor, " D"]:
-    """Bool ``[n]``: latents with a positive activation somewhere in the batch (an index in
-    the top k whose value was ReLU-ed to zero did not fire). No host sync."""
+) -> Bool[torch.Tensor, " _"]:
+    """Bool ``[n]`` over one bank's latents: those with a positive activation somewhere in the
+    batch (an index in the top k whose value was ReLU-ed to zero did not fire). No host sync."""
     hits = torch.zeros(n, device=idx_BK.device).index_add_(
         0, idx_BK.flatten(), (vals_BK > 0).flatten().float()
     )

@@ -86,8 +86,8 @@ class MatryoshkaBatchTopKSAE(LinearSAE, TrainableSAE):
     ) -> Float[torch.Tensor, "G B M"]:
         """Reconstruction from each nested prefix; the last one is the full reconstruction."""
         parts = [
-            a_BD @ w_DM
-            for a_BD, w_DM in zip(
+            acts_BR @ W_dec_RM  # R: one group's range of E
+            for acts_BR, W_dec_RM in zip(
                 acts_BE.split(self.group_sizes, dim=-1),
                 self.W_dec_EM.split(self.group_sizes, dim=0),
                 strict=True,

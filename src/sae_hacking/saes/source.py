@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sae_hacking.config import resolved_path, set_field, setting
+from sae_hacking.config import Config, resolved_path, set_field, setting
 from sae_hacking.errors import FieldError
 from sae_hacking.saes.names import looks_like_path
 
 
 @dataclass(frozen=True)
-class SAESource:
+class SAESource(Config):
     """A SAELens release + SAE id, or a local SAE (Gemma Scope params.npz, SAELens folder,
     sae_hacking .safetensors; ``sae_id`` is then an optional sub-path)."""
 
@@ -31,15 +31,18 @@ class SAESource:
     )
 
     def __post_init__(self):
+        super().__post_init__()
         if self.sae_id == "":
             set_field(self, "sae_id", None)
-        if self.release is None:
-            return
-        if looks_like_path(self.release):
+        if self.is_local:
+            set_field(self, "release", resolved_path(self.release))
+
+    def check_inputs(self) -> None:
+        """A local SAE must exist (whether it loads is seen when it does)."""
+        if self.is_local:
             path = Path(self.release).expanduser() / (self.sae_id or "")
             if not path.exists():
                 raise FieldError("sae_release", f"{path}: no such SAE file or folder.")
-            set_field(self, "release", resolved_path(self.release))
 
     @property
     def is_local(self) -> bool:

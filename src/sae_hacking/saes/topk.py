@@ -125,11 +125,11 @@ class TopKSAE(LinearSAE, TrainableSAE):
     def _auxk_loss(self, pre_BE, dead_E, residual_BM, k_aux: int, gather):
         """:func:`auxk_loss` over the dead latents' columns only (one host sync to list them):
         the same loss, without a masked copy and a top-k over all E columns."""
-        dead_D = dead_E.nonzero().flatten()
-        if dead_D.numel() == 0:
+        dead_Z = dead_E.nonzero().flatten()
+        if dead_Z.numel() == 0:
             return pre_BE.new_zeros(())
-        top = pre_BE[:, dead_D].topk(min(k_aux, dead_D.numel()), dim=-1)
-        idx_BK = dead_D[top.indices]
+        top = pre_BE[:, dead_Z].topk(min(k_aux, dead_Z.numel()), dim=-1)
+        idx_BK = dead_Z[top.indices]
         target_BM = residual_BM.detach()
         approx_BM = sparse_decode(idx_BK, gather(idx_BK).relu(), self.W_dec_EM)
         err = ((approx_BM - target_BM) ** 2).sum(-1).mean()

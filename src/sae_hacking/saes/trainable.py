@@ -86,15 +86,15 @@ class TrainableSAE(SAE):
     @torch.no_grad()
     def resample(
         self,
-        dead_D: Int[torch.Tensor, " D"],
-        dirs_DM: Float[torch.Tensor, "D M"],
+        dead_Z: Int[torch.Tensor, " Z"],
+        dirs_ZM: Float[torch.Tensor, "Z M"],
         gen: torch.Generator,
     ) -> Resampled:
-        """Move parent latents ``dead_D`` onto the unit directions ``dirs_DM`` (one each);
+        """Move parent latents ``dead_Z`` onto the unit directions ``dirs_ZM`` (one each);
         ``gen`` draws whatever else the architecture re-initialises. The default suits SAEs
         whose parent bank is one affine encoder/decoder pair (``W_enc_ME``, ``b_enc_E``,
         ``W_dec_EM``)."""
-        return Resampled({PARENT: dead_D}, resample_encoder_decoder(self, dead_D, dirs_DM))
+        return Resampled({PARENT: dead_Z}, resample_encoder_decoder(self, dead_Z, dirs_ZM))
 
     def levels(self) -> dict[str, int]:
         """Sizes of the consecutive ranges of :meth:`encode`'s latents, coarsest first:
@@ -102,7 +102,7 @@ class TrainableSAE(SAE):
         architecture has finer latents."""
         return {PARENT: self.d_sae}
 
-    def feature_vectors(self) -> Float[torch.Tensor, "D M"]:
+    def feature_vectors(self) -> Float[torch.Tensor, "L M"]:
         """Row ``i``: latent ``i``'s estimate of the whole feature it stands for (its decoder
         row, unless the architecture knows better), in :meth:`encode`'s order."""
         return self.W_dec
@@ -144,27 +144,27 @@ def train_step(
 
 @torch.no_grad()
 def resample_encoder_decoder(
-    sae: torch.nn.Module, dead_D: Int[torch.Tensor, " D"], dirs_DM: Float[torch.Tensor, "D M"]
-) -> dict[str, tuple[int, Int[torch.Tensor, " D"]]]:
-    """Point the latents ``dead_D`` of ``W_enc_ME``, ``b_enc_E``, ``W_dec_EM`` at ``dirs_DM``.
+    sae: torch.nn.Module, dead_Z: Int[torch.Tensor, " Z"], dirs_ZM: Float[torch.Tensor, "Z M"]
+) -> dict[str, tuple[int, Int[torch.Tensor, " Z"]]]:
+    """Point the latents ``dead_Z`` of ``W_enc_ME``, ``b_enc_E``, ``W_dec_EM`` at ``dirs_ZM``.
 
     Decoder rows get the live rows' mean norm and encoder columns the live columns' mean norm
     (so a new latent is neither drowned nor dominant), biases zero. Returns the entries changed.
     """
     W_enc_ME, b_enc_E, W_dec_EM = sae.W_enc_ME, sae.b_enc_E, sae.W_dec_EM
-    alive_E = torch.ones(W_enc_ME.shape[1], dtype=torch.bool, device=dead_D.device)
-    alive_E[dead_D] = False
+    alive_E = torch.ones(W_enc_ME.shape[1], dtype=torch.bool, device=dead_Z.device)
+    alive_E[dead_Z] = False
     enc_norm = W_enc_ME[:, alive_E].norm(dim=0).mean() if alive_E.any() else 1.0
-    W_dec_EM[dead_D] = dirs_DM * W_dec_EM[alive_E].norm(dim=-1).mean() if alive_E.any() else dirs_DM
-    W_enc_ME[:, dead_D] = dirs_DM.T * enc_norm
-    b_enc_E[dead_D] = 0.0
-    return {"W_dec_EM": (0, dead_D), "W_enc_ME": (1, dead_D), "b_enc_E": (0, dead_D)}
+    W_dec_EM[dead_Z] = dirs_ZM * W_dec_EM[alive_E].norm(dim=-1).mean() if alive_E.any() else dirs_ZM
+    W_enc_ME[:, dead_Z] = dirs_ZM.T * enc_norm
+    b_enc_E[dead_Z] = 0.0
+    return {"W_dec_EM": (0, dead_Z), "W_enc_ME": (1, dead_Z), "b_enc_E": (0, dead_Z)}
 
 
 @torch.no_grad()
 def residual_directions(
     sae: SAE, x_BM: Float[torch.Tensor, "B M"], n: int, gen: torch.Generator
-) -> Float[torch.Tensor, "D M"] | None:
+) -> Float[torch.Tensor, "Z M"] | None:
     """``n`` unit residual directions of inputs picked with probability proportional to their
     squared reconstruction error (Bricken et al. 2023); ``None`` when all are reconstructed."""
     residual_BM = x_BM - sae.decode(sae.encode(x_BM))

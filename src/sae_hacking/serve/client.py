@@ -1,20 +1,19 @@
-"""The highlight client (``sae-hacking highlight``, the seed's ``prompt_client.py``): asks a
-running ``sae-hacking serve`` for a prompt's activations over HTTP and writes a self-contained
-HTML file on the client's side. Torch-free: it only speaks HTTP and writes text.
+"""The highlight client (``sae-hacking highlight``, the legacy ``prompt_client.py``): asks a
+running ``sae-hacking serve`` for a prompt's activations over HTTP and saves, on the client's
+side, the server's own web page with that answer in it, self-contained and offline
+(:mod:`sae_hacking.serve.page`). Torch-free: it only speaks HTTP and writes text.
 
 The client trusts no server: an answer is checked against the API's models
-(:mod:`sae_hacking.serve.schema`) before any field is used, every field is escaped in the page,
-and the file name comes from the client's own settings only.
+(:mod:`sae_hacking.serve.schema`) before any field is used, it enters the page as escaped JSON
+only, and the file name comes from the client's own settings only.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import html
 import http.client
 import json
-import math
 import re
 import sys
 import threading
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sae_hacking.config import check_positive, set_field, setting
+from sae_hacking.config import Config, set_field, setting
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.saes.names import looks_like_path
 
@@ -40,7 +39,7 @@ API_FIELDS = re.compile(r"\b(sae_release|sae_id|feature_idx|top_k)\b")
 
 
 @dataclass(frozen=True)
-class HighlightConfig:
+class HighlightConfig(Config):
     prompt: str = setting("", help="the text to highlight")
     sae_release: str = setting(
         DEFAULT_RELEASE,
@@ -51,37 +50,27 @@ class HighlightConfig:
         help="SAE id within the release (a path takes none unless given: a sub-path)",
     )
     feature_idx: int | None = setting(
-        None, help="the latent to highlight (default: the strongest latent at each token)"
+        None, help="the latent to highlight (default: the strongest latent at each token)", ge=0
     )
-    top_k: int = setting(5, help="latents listed per token and for the prompt")
+    top_k: int = setting(5, help="latents listed per token and for the prompt", gt=0)
     output_dir: str = setting("prompts", help="folder (on this machine) for the HTML file")
     server_host: str = setting("127.0.0.1", help="address of the sae-hacking serve process")
-    server_port: int = setting(9000, help="its port")
+    server_port: int = setting(9000, help="its port", ge=1, le=65535)
     timeout: float = setting(
         30.0,
         help="seconds to wait for the server's answer (a cold SAE load on the server can take "
         "minutes)",
+        gt=0,
     )
     device: str | None = setting(
         None,
-        help="accepted for the seed's command line; the server chose its device when it "
+        help="accepted for the legacy command line; the server chose its device when it "
         "started (sae-hacking serve --device)",
     )
 
     def __post_init__(self):
-        check_positive("top_k", self.top_k)
-        if self.feature_idx is not None and self.feature_idx < 0:
-            raise FieldError("feature_idx", f"must not be negative, got {self.feature_idx}.")
-        if not 0 < self.server_port < 65536:
-            raise FieldError("server_port", f"must be a TCP port, got {self.server_port}.")
-        if not (math.isfinite(self.timeout) and self.timeout > 0):
-            raise FieldError(
-                "timeout", f"must be a positive number of seconds, got {self.timeout}."
-            )
-        out = Path(self.output_dir).expanduser()
-        if out.exists() and not out.is_dir():
-            raise FieldError("output_dir", f"{out} is a file, not a folder.")
-        # The seed's default id belongs to release names: a path is a whole SAE (`--sae-id ""`
+        super().__post_init__()
+        # The legacy default id belongs to release names: a path is a whole SAE (`--sae-id ""`
         # says "no id" for a release too).
         if self.sae_id is None and not looks_like_path(self.sae_release):
             set_field(self, "sae_id", DEFAULT_SAE_ID)
@@ -90,6 +79,10 @@ class HighlightConfig:
         """A request needs a prompt (the default is empty so ``--help`` can be shown)."""
         if not self.prompt:
             raise FieldError("prompt", "is required: the text to highlight.")
+
+    def check_inputs(self) -> None:
+        """The output folder can receive the page (:meth:`check_output_dir`)."""
+        self.check_output_dir()
 
     def check_output_dir(self) -> Path:
         """The output folder, if the page can be written there: an existing folder this user
@@ -273,87 +266,11 @@ def write_page(config: HighlightConfig, result: ActivationsResponse | dict[str, 
         ) from None
 
 
-def heat_rgb() -> str:
-    """The highlight colour, ``"R, G, B"``: the web page's ``--heat`` (assets/app.css), so the
-    client's page and the server's colour a token alike."""
-    from importlib import resources
-
-    css = resources.files("sae_hacking.serve").joinpath("assets", "app.css").read_text("utf-8")
-    return re.search(r"--heat:\s*([0-9]+,\s*[0-9]+,\s*[0-9]+)\s*;", css).group(1)
-
-
-def _intensity(value: float, top: float) -> float:
-    return max(0.0, min(1.0, value / top)) if top > 0 else 0.0
-
-
-def _num(value: float) -> str:
-    return f"{value + 0.0:.4g}"  # + 0.0: no "-0"
-
-
 def render_page(config: HighlightConfig, result: ActivationsResponse | dict[str, Any]) -> str:
-    """Tokens as spans whose background alpha is the activation over the prompt's maximum; a
-    tooltip (``title``) with each token's value and top latents; the prompt's top latents.
-    Every value from the server is escaped, numbers included."""
-    e = lambda value: html.escape(str(value))  # noqa: E731
+    """The server's own web page holding this answer (:func:`sae_hacking.serve.page.saved_page`):
+    the tokens laid out and coloured by the script the server's page runs, with no server.
+    Every value from the server reaches the page as escaped JSON only."""
+    from sae_hacking.serve.page import saved_page
+
     answer = _validated(result)
-    per_token = answer.top_per_token
-    values = answer.activations
-    if values is None:  # no latent chosen: the strongest latent at each token
-        values = [max((t.value for t in top), default=0.0) for top in per_token]
-    top = answer.max_activation
-    heat = heat_rgb()
-    spans = []
-    for token, value, latents in zip(answer.tokens, values, per_token, strict=True):
-        alpha = _intensity(value, top)
-        tip = _num(value) + "".join(f"\n#{t.index}: {_num(t.value)}" for t in latents)
-        spans.append(
-            f'<span class="tok" style="background: rgba({heat}, {alpha:.3f})" '
-            f'title="{e(tip)}">{e(token)}</span>'
-        )
-    rows = []
-    for t in answer.top_latents:
-        link = (
-            f'<a href="{e(t.url)}" rel="noopener noreferrer">{e(t.index)}</a>'
-            if (t.url or "").startswith(("http://", "https://"))
-            else e(t.index)
-        )
-        rows.append(f"<tr><td>{link}</td><td>{e(_num(t.max))}</td><td>{e(t.explanation)}</td></tr>")
-    sae, latent = answer.sae, answer.feature
-    what = (
-        f"latent {e(latent.index)}" + (f": {e(latent.explanation)}" if latent.explanation else "")
-        if latent
-        else "the strongest latent at each token"
-    )
-    if top > 0:
-        scale = (
-            f'<p>0 <span class="legend"></span> {e(_num(top))} <span class="muted">(hover a '
-            "token for its value and top latents)</span></p>"
-        )
-    elif latent:
-        scale = f'<p class="quiet">Latent {e(latent.index)} does not fire on this prompt.</p>'
-    else:
-        scale = '<p class="quiet">No latent fires on this prompt.</p>'
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<title>{e(config.prompt[:60])} — sae_hacking</title>
-<style>
-body {{ font: 15px/1.5 system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }}
-.prompt {{ white-space: pre-wrap; font-family: ui-monospace, monospace; padding: 1em;
-  border: 1px solid #ddd; border-radius: 6px; }}
-.tok {{ border-radius: 3px; }}
-.legend {{ display: inline-block; width: 12em; height: 0.9em; vertical-align: middle;
-  background: linear-gradient(to right, rgba({heat}, 0), rgba({heat}, 1)); }}
-table {{ border-collapse: collapse; }} td, th {{ padding: 0.2em 0.8em; text-align: left; }}
-.muted {{ color: #666; font-size: 0.9em; }}
-.quiet {{ font-weight: 600; }}
-</style></head><body>
-<h1>Prompt highlighted by {what}</h1>
-<p class="muted">SAE {e(sae.release)} {e(sae.sae_id or "")} at
-{e(sae.hook)} ({e(sae.d_sae)} latents); server {e(config.url)}</p>
-{scale}
-<div class="prompt">{"".join(spans)}</div>
-<h2>Top latents of the prompt</h2>
-<table><tr><th>latent</th><th>max</th><th>explanation</th></tr>{"".join(rows)}</table>
-</body></html>
-"""
+    return saved_page(answer.model_dump(mode="json"), config.prompt, config.url)

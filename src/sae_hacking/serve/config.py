@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from sae_hacking.config import check_positive, set_field, setting
+from sae_hacking.config import Config, resolved_path, set_field, setting
 from sae_hacking.errors import FieldError
 from sae_hacking.lm.source import ModelSource
 from sae_hacking.saes.names import looks_like_path
@@ -38,17 +38,17 @@ def split_sae_name(name: str) -> tuple[str, str | None]:
 
 
 @dataclass(frozen=True)
-class ServeConfig:
+class ServeConfig(Config):
     """Serve prompt highlighting: one model, loaded once, and a bounded cache of SAEs."""
 
-    model: ModelSource = setting(default_factory=ModelSource, help="model", prefix="")
+    model: ModelSource = setting(default_factory=ModelSource, help="model")
     host: str = setting(
         "127.0.0.1",
         help="address to listen on; anything but a loopback address lets other machines in "
         "(the server has no authentication)",
         kind="free",
     )
-    port: int = setting(9000, help="TCP port to listen on", kind="free")
+    port: int = setting(9000, help="TCP port to listen on", kind="free", ge=1, le=65535)
     allowed_hosts: tuple[str, ...] = setting(
         (),
         help="host names (or addresses) clients may reach this server by, besides 127.0.0.1, "
@@ -61,39 +61,33 @@ class ServeConfig:
         help="directories under which clients may name SAEs by path (files or folders); "
         "without it, only SAELens releases load",
     )
-    max_saes: int = setting(4, help="SAEs kept loaded; the least recently used is freed")
+    max_saes: int = setting(4, help="SAEs kept loaded; the least recently used is freed", gt=0)
     sae: tuple[str, ...] = setting(
         (), help="SAEs to load at start: RELEASE/ID (SAELens) or local paths"
     )
     max_prompt_tokens: int = setting(
-        1024, help="longest prompt accepted, in tokens (BOS not counted)"
+        1024, help="longest prompt accepted, in tokens (BOS not counted)", ge=1
     )
     quiet: bool = setting(False, help="no request log and no Neuronpedia warnings", kind="free")
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.host:
             raise FieldError("host", "must not be empty.")
-        if not 1 <= self.port <= 65535:
-            raise FieldError("port", f"must be between 1 and 65535, got {self.port}.")
-        check_positive("max_saes", self.max_saes)
-        if self.max_prompt_tokens < 1:
-            raise FieldError(
-                "max_prompt_tokens", f"must be at least 1, got {self.max_prompt_tokens}."
-            )
         set_field(self, "allowed_hosts", tuple(self._checked_host(h) for h in self.allowed_hosts))
         if self.sae_dir is not None:
-            set_field(self, "sae_dir", tuple(self._checked_dir(d) for d in self.sae_dir))
+            set_field(self, "sae_dir", tuple(resolved_path(d) for d in self.sae_dir))
         if len(self.sae) > self.max_saes:
             raise FieldError(
                 "sae", f"names {len(self.sae)} SAEs but `max_saes` is {self.max_saes}."
             )
 
-    @staticmethod
-    def _checked_dir(name: str) -> str:
-        path = Path(name).expanduser()
-        if not path.is_dir():
-            raise FieldError("sae_dir", f"{name}: no such directory.")
-        return str(path.resolve())
+    def check_inputs(self) -> None:
+        """The model, and every `sae_dir` a directory."""
+        super().check_inputs()
+        for name in self.sae_dir or ():
+            if not Path(name).expanduser().is_dir():
+                raise FieldError("sae_dir", f"{name}: no such directory.")
 
     @staticmethod
     def _checked_host(name: str) -> str:

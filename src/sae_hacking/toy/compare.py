@@ -1,4 +1,5 @@
-"""``toy-compare``: flat TopK vs hierarchical TopK vs Matryoshka on identical toy data.
+"""``toy-compare``: flat TopK vs hierarchical TopK vs Matryoshka on identical data (the toy
+data, or SAELens's synthetic hierarchies with ``--data saelens``).
 
 For each seed, the three SAEs see the same dataset and the same training batches (both are
 functions of the seed alone). The latent budget is matched in decoder vectors: the hierarchical
@@ -7,6 +8,10 @@ groups: E outer, 2E inner). Their k defaults to sae_k: the same number of top-k 
 input as the hierarchical SAE's parents (each of which brings its winning child along). Pass
 ``--flat-k 2*sae_k`` to match decoder vectors used per input (L0) instead: with that slack a flat
 SAE can spend two latents per feature and absorption largely disappears on this data.
+
+The comparison's run directory holds its own ``run.json`` (kind ``toy-compare``) and one folder
+per architecture and seed, ``ARCH-seedS/``: each a toy run of its own (``run.json`` of kind
+``toy`` with that run's config), which ``sae-hacking toy --resume ARCH-seedS`` continues.
 """
 
 from __future__ import annotations
@@ -21,16 +26,25 @@ from dataclasses import replace
 from pathlib import Path
 
 from sae_hacking.atomic import atomic_write, atomic_write_json, atomic_write_text
-from sae_hacking.config import to_flat
 from sae_hacking.device import resolve_device
-from sae_hacking.folders import check_new_folder, create_new_folder, removed_on_failure
-from sae_hacking.runs.files import default_run_dir, write_args_yaml
 from sae_hacking.runs.options import RunDirOptions
+from sae_hacking.runs.rundir import RunDir
+from sae_hacking.toy.config import KIND as TOY_KIND
 from sae_hacking.toy.config import ToyCompareConfig, ToyConfig
 
+KIND = "toy-compare"
+OUTPUTS = ("comparison.md", "comparison.csv", "comparison.json", "comparison.png")
 ARCH_ORDER = ("topk", "hierarchical", "matryoshka")
 LABELS = {"topk": "flat TopK", "hierarchical": "hierarchical TopK", "matryoshka": "Matryoshka"}
+# Rows of the table, those of both data sources (a row no run has is left out): SAELens's own
+# evaluation (`--data saelens`), then ours.
 COLUMNS = (
+    "saelens_mcc",
+    "saelens_uniqueness",
+    "saelens_f1_score",
+    "saelens_precision",
+    "saelens_recall",
+    "feature_recovery_mean",
     "pair_detection_rate",
     "single_feature_detection_rate",
     "child_recovery_mean",
@@ -39,8 +53,10 @@ COLUMNS = (
     "absorption_rate",
     "dead_parent_frac",
     "dead_child_frac",
+    "dead_eval_frac",
     "l0",
     "fvu",
+    "explained_variance",
 )
 
 
@@ -65,13 +81,24 @@ def arch_config(base: ToyConfig, architecture: str, seed: int, flat_k: int) -> T
 def _train_one(job: tuple[dict, str]) -> dict[str, float | int]:
     import torch
 
+    from sae_hacking.toy.experiment import CHECKPOINT
+    from sae_hacking.toy.experiment import OUTPUTS as TOY_OUTPUTS
     from sae_hacking.toy.train import ToyTrainer
 
     config_dict, run_dir = job
     torch.set_num_threads(1)
     config = ToyConfig.from_dict(config_dict)
-    write_args_yaml(Path(run_dir), config.to_dict())
-    return ToyTrainer(config, Path(run_dir), quiet=True).train()
+    # A toy run as `sae-hacking toy` makes it, so `toy --resume` continues it; one that fails
+    # before its first checkpoint leaves nothing.
+    with RunDir.create(
+        config,
+        TOY_KIND,
+        outputs=TOY_OUTPUTS,
+        keep=lambda path: (path / CHECKPOINT).is_file(),
+        output_dir=run_dir,
+        resume=None,
+    ) as rundir:
+        return ToyTrainer(config, rundir.path, quiet=True).train()
 
 
 def summarize(results: dict[str, list[dict[str, float | int]]]) -> dict[str, dict[str, tuple]]:
@@ -88,10 +115,14 @@ def summarize(results: dict[str, list[dict[str, float | int]]]) -> dict[str, dic
     return table
 
 
+def present_columns(table: dict[str, dict[str, tuple]]) -> list[str]:
+    return [c for c in COLUMNS if any(c in row for row in table.values())]
+
+
 def markdown_table(table: dict[str, dict[str, tuple]]) -> str:
     lines = ["| metric | " + " | ".join(LABELS[a] for a in table) + " |"]
     lines.append("|---" * (len(table) + 1) + "|")
-    for col in COLUMNS:
+    for col in present_columns(table):
         cells = []
         for arch in table:
             cell = table[arch].get(col)
@@ -113,7 +144,7 @@ def csv_table(table: dict[str, dict[str, tuple]]) -> str:
 def comparison_plot(table: dict[str, dict[str, tuple]], path: Path) -> None:
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
 
-    cols = [c for c in COLUMNS if c not in ("l0",)]
+    cols = [c for c in present_columns(table) if c not in ("l0",)]
     fig = Figure(figsize=(12, 4.5), layout="tight")
     ax = fig.subplots()
     width = 0.8 / len(table)
@@ -138,13 +169,18 @@ def run_comparison(config: ToyCompareConfig) -> dict:
         (arch, seed): arch_config(base, arch, seed, flat_k) for arch in ARCH_ORDER for seed in seeds
     }
     resolve_device(base.device)
-    path = Path(base.run.output_dir or default_run_dir(f"toy-compare-E{base.sae_hidden_dim}"))
-    check_new_folder(path, "output_dir")
-    out_dir, top = create_new_folder(path, "output_dir")
     # A failed start leaves no folder behind; one with finished runs in it is kept (no resume
-    # here, but their metrics and SAEs are results).
-    with removed_on_failure(out_dir, top, keep=lambda: any(out_dir.glob("*/metrics.json"))):
-        write_args_yaml(out_dir, to_flat(config))
+    # of the comparison, but their metrics and SAEs are results, and each resumes as a toy run).
+    with RunDir.create(
+        config,
+        KIND,
+        f"toy-compare-E{base.sae_hidden_dim}",
+        OUTPUTS,
+        keep=lambda path: any(path.glob("*/metrics.json")),
+        output_dir=base.run.output_dir,
+        resume=None,
+    ) as rundir:
+        out_dir = rundir.path
         jobs = [(c.to_dict(), str(out_dir / f"{a}-seed{s}")) for (a, s), c in configs.items()]
         if config.jobs == 1:
             from tqdm import tqdm

@@ -24,8 +24,8 @@ Definitions (all cosines are between directions, so decoder norms do not matter)
   least once. A latent that does not fire when its feature is present had the feature absorbed.
 - **dead fraction** (parent level, and child level where the SAE has one: hierarchical children,
   Matryoshka's inner groups): latents that fire on no validation sample.
-- **L0**: mean number of active latents per sample (hierarchical: parents + children).
-- **FVU**: fraction of variance unexplained, sum |x - x_hat|^2 / sum |x - mean(x)|^2.
+- **MSE, FVU, explained variance, L0**: as every trainer reports them
+  (:func:`sae_hacking.training.metrics.reconstruction_metrics`), on the validation samples.
 """
 
 from __future__ import annotations
@@ -36,19 +36,22 @@ from jaxtyping import Bool, Float
 
 from sae_hacking.data.toy import ToyBatch, ToyDataset
 from sae_hacking.saes.trainable import PARENT, TrainableSAE
+from sae_hacking.training.metrics import reconstruction_metrics
 
 
 def cosine_matrix(
-    a_DM: Float[torch.Tensor, "D M"], b_NM: Float[torch.Tensor, "N M"]
-) -> Float[torch.Tensor, "D N"]:
-    return F.normalize(a_DM, dim=-1, eps=1e-12) @ F.normalize(b_NM, dim=-1, eps=1e-12).T
+    a: Float[torch.Tensor, "_ M"], b: Float[torch.Tensor, "_ M"]
+) -> Float[torch.Tensor, "_ _"]:
+    """Entry ``[i, j]``: the cosine between row ``i`` of ``a`` and row ``j`` of ``b`` (any two
+    sets of vectors: latents, true features)."""
+    return F.normalize(a, dim=-1, eps=1e-12) @ F.normalize(b, dim=-1, eps=1e-12).T
 
 
-def effective_vectors(sae: TrainableSAE) -> Float[torch.Tensor, "D M"]:
+def effective_vectors(sae: TrainableSAE) -> Float[torch.Tensor, "L M"]:
     return sae.feature_vectors()
 
 
-def parent_level_vectors(sae: TrainableSAE) -> Float[torch.Tensor, "D M"]:
+def parent_level_vectors(sae: TrainableSAE) -> Float[torch.Tensor, "E M"]:
     return sae.W_dec[: sae.levels()[PARENT]]
 
 
@@ -65,10 +68,12 @@ def pair_success_E(sae: TrainableSAE, dataset: ToyDataset) -> Bool[torch.Tensor,
 
 
 def absorption_rate(
-    acts_parent_level_BD: torch.Tensor, matched_A: torch.Tensor, active_BA: torch.Tensor
+    acts_BL: torch.Tensor, matched_A: torch.Tensor, active_BA: torch.Tensor
 ) -> float:
-    """See the module docstring; ``matched_A[a]`` is the column matched to parent ``a``."""
-    fires_BA = acts_parent_level_BD[:, matched_A] > 0
+    """See the module docstring; ``acts_BL`` holds the SAE's latents in ``encode``'s order
+    (or a leading range of them, such as the parent level), ``matched_A[a]`` is the column
+    matched to parent ``a``."""
+    fires_BA = acts_BL[:, matched_A] > 0
     missed_A = (active_BA & ~fires_BA).sum(0).float()
     present_A = active_BA.sum(0).float()
     seen = present_A > 0
@@ -78,31 +83,24 @@ def absorption_rate(
 @torch.no_grad()
 def evaluate(sae: TrainableSAE, dataset: ToyDataset, val: ToyBatch) -> dict[str, float]:
     """All metrics of the module docstring on the validation batch ``val``."""
-    x_BM = val.x_BM
-    acts_BD = sae.encode(x_BM)
-    recon_BM = sae.decode(acts_BD)
-    sq_err = ((recon_BM - x_BM) ** 2).sum()
-    out: dict[str, float] = {
-        "val_mse": float(((recon_BM - x_BM) ** 2).mean()),
-        "fvu": float(sq_err / ((x_BM - x_BM.mean(0)) ** 2).sum().clamp_min(1e-12)),
-        "l0": float((acts_BD > 0).sum(-1).float().mean()),
-    }
+    out = reconstruction_metrics(sae, val.x_BM)
+    acts_BL = sae.encode(val.x_BM)
     child_cos = cosine_matrix(dataset.all_children_DM, effective_vectors(sae)).max(-1).values
     parent_vecs = parent_level_vectors(sae)
-    parent_cos_AD = cosine_matrix(dataset.parents_AM, parent_vecs)
+    parent_cos_AE = cosine_matrix(dataset.parents_AM, parent_vecs)
     out["child_recovery_mean"] = float(child_cos.mean())
     out["child_recovery_min"] = float(child_cos.min())
-    out["parent_recovery_mean"] = float(parent_cos_AD.max(-1).values.mean())
-    out["parent_recovery_min"] = float(parent_cos_AD.max(-1).values.min())
+    out["parent_recovery_mean"] = float(parent_cos_AE.max(-1).values.mean())
+    out["parent_recovery_min"] = float(parent_cos_AE.max(-1).values.min())
     n_parent_level = sae.levels()[PARENT]
-    parent_acts_BD = acts_BD[:, :n_parent_level]
+    parent_acts_BE = acts_BL[:, :n_parent_level]
     out["absorption_rate"] = absorption_rate(
-        parent_acts_BD, parent_cos_AD.argmax(-1), dataset.active_parents_BA(val)
+        parent_acts_BE, parent_cos_AE.argmax(-1), dataset.active_parents_BA(val)
     )
-    out["dead_parent_frac"] = float((parent_acts_BD > 0).sum(0).eq(0).float().mean())
+    out["dead_parent_frac"] = float((parent_acts_BE > 0).sum(0).eq(0).float().mean())
     if "child" in sae.levels():
-        child_acts_BD = acts_BD[:, n_parent_level:]
-        out["dead_child_frac"] = float((child_acts_BD > 0).sum(0).eq(0).float().mean())
+        child_acts_BH = acts_BL[:, n_parent_level:]
+        out["dead_child_frac"] = float((child_acts_BH > 0).sum(0).eq(0).float().mean())
     if sae.children_per_parent == 2:
         out["pair_detection_rate"] = float(pair_success_E(sae, dataset).float().mean())
         nearest_H = cosine_matrix(child_vectors(sae), dataset.all_children_DM).argmax(-1)

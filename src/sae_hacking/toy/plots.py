@@ -60,10 +60,10 @@ def decoder_rows(sae: TrainableSAE) -> tuple[torch.Tensor, int]:
     if not C:
         return sae.W_dec, 0
     E = sae.levels()[PARENT]
-    W_dec_DM, features_DM = sae.W_dec, sae.feature_vectors()
-    children_ECM = W_dec_DM[E:].view(E, C, -1)
-    adjusted_ECM = features_DM[E:].view(E, C, -1)
-    grouped = torch.cat([W_dec_DM[:E, None], children_ECM, adjusted_ECM], dim=1)
+    W_dec_LM, features_LM = sae.W_dec, sae.feature_vectors()
+    children_ECM = W_dec_LM[E:].view(E, C, -1)
+    adjusted_ECM = features_LM[E:].view(E, C, -1)
+    grouped = torch.cat([W_dec_LM[:E, None], children_ECM, adjusted_ECM], dim=1)
     return grouped.reshape(-1, sae.d_in), 1 + 2 * C
 
 
@@ -127,6 +127,33 @@ def save_all_plots(
         _curves(Path(metrics_jsonl), out_dir / "training_curves.png")
 
 
+@torch.no_grad()
+def save_synthetic_plots(sae: TrainableSAE, data, out_dir: Path, metrics_jsonl: Path | None = None):
+    """The plots that apply to SAELens's synthetic data (``data``: a
+    :class:`~sae_hacking.data.synthetic.SyntheticData`): true features against each other and
+    against the SAE's effective decoder vectors (sorted by best-matching feature), and the
+    training curves."""
+    out_dir = Path(out_dir)
+    truth = data.features_FM.to(sae.W_dec.device)
+    _heatmap(
+        cosine_matrix(truth, truth),
+        out_dir / "feature_vs_feature_similarity.png",
+        "Cosine similarity between true features",
+        "feature (SAELens order)",
+        "feature",
+    )
+    sims = cosine_matrix(effective_vectors(sae), truth)
+    _heatmap(
+        sims[torch.argsort(sims.argmax(-1), stable=True)],
+        out_dir / "decoder_vs_feature_sorted.png",
+        "Effective decoder vectors vs true features, sorted by matched feature",
+        "true feature",
+        "effective decoder vector",
+    )
+    if metrics_jsonl is not None and Path(metrics_jsonl).is_file():
+        _curves(Path(metrics_jsonl), out_dir / "training_curves.png")
+
+
 def _decoder_norms(sae: TrainableSAE, dataset: ToyDataset, path: Path) -> None:
     fig = Figure(figsize=(max(6.0, 0.25 * sae.W_dec.shape[0] ** 0.9), 4), layout="tight")
     ax = fig.subplots()
@@ -137,9 +164,9 @@ def _decoder_norms(sae: TrainableSAE, dataset: ToyDataset, path: Path) -> None:
         e = torch.arange(E).numpy()
         colors = ["tab:green" if s else "tab:red" for s in ok]
         width = 0.75 / (C + 1)
-        norms_D = sae.W_dec.norm(dim=-1)
-        ax.bar(e - width * C / 2, norms_D[:E].cpu().numpy(), width, color=colors, label="parent")
-        child_EC = norms_D[E:].view(E, C).cpu().numpy()
+        norms_L = sae.W_dec.norm(dim=-1)
+        ax.bar(e - width * C / 2, norms_L[:E].cpu().numpy(), width, color=colors, label="parent")
+        child_EC = norms_L[E:].view(E, C).cpu().numpy()
         for j in range(C):
             alpha = 0.6 - 0.25 * j / max(C - 1, 1)
             x = e + width * (j + 1 - C / 2)
@@ -157,7 +184,8 @@ def _decoder_norms(sae: TrainableSAE, dataset: ToyDataset, path: Path) -> None:
 
 
 def _curves(metrics_jsonl: Path, path: Path) -> None:
-    records = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line]
+    rows = (json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line)
+    records = [r for r in rows if r.get("split", "eval") == "eval"]
     if not records:
         return
     keys = [
@@ -165,6 +193,7 @@ def _curves(metrics_jsonl: Path, path: Path) -> None:
         for k in (
             "fvu",
             "pair_detection_rate",
+            "feature_recovery_mean",
             "child_recovery_mean",
             "absorption_rate",
             "dead_parent_frac",

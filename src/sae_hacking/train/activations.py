@@ -32,8 +32,9 @@ from sae_hacking.atomic import atomic_write, atomic_write_json
 from sae_hacking.data.text import TokenBatch, batch_prompts, length_sorted, open_text_stream
 from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.runs.shards import Shard
-from sae_hacking.train.checks import CACHE_FILE, check_cache_folder, reason
+from sae_hacking.train.checks import CACHE_FILE, check_cache_folder
 from sae_hacking.train.config import TrainConfig
+from sae_hacking.training.checkpoint import reason
 
 # Prompts are read SORT_WINDOW forward batches at a time and regrouped by length, so a forward
 # pads little (the shuffle mixes them again): on benchmarks/train_vs_saelens.py's prompts the

@@ -3,9 +3,8 @@
 The SAE is evaluated as it will be exported (:func:`sae_hacking.train.scaling.exported`: the
 input scaling folded into its weights), so what is measured is what users will load:
 
-- reconstruction of the held-out activations: MSE, FVU (fraction of variance unexplained,
-  ``sum ||x - x̂||² / sum ||x - mean x||²``) and explained variance ``1 - FVU``, L0 (mean active
-  latents per token);
+- reconstruction of the held-out activations: MSE, FVU, explained variance and L0, as every
+  trainer reports them (:func:`sae_hacking.training.metrics.reconstruction_metrics`);
 - next-token cross-entropy of the held-out prompts clean, with the hook zero-ablated, and with
   the SAE's reconstruction spliced in (error term dropped; :func:`sae_hacking.saes.splice.splice`),
   and the **CE loss recovered** ``(CE_zero − CE_spliced) / (CE_zero − CE_clean)``: 1 when the
@@ -23,6 +22,7 @@ from jaxtyping import Float
 from sae_hacking.data.text import TokenBatch
 from sae_hacking.saes.base import SAE
 from sae_hacking.saes.splice import splice
+from sae_hacking.training.metrics import reconstruction_metrics
 
 # Prompts per forward when computing the cross-entropy: logits are [B, S, V], and V is 256k for
 # Gemma, so they are computed a few prompts at a time.
@@ -91,29 +91,6 @@ def ce_loss_recovered(ce_clean: float, ce_zero: float, ce_spliced: float) -> flo
     changes nothing (the ratio is undefined)."""
     gap = ce_zero - ce_clean
     return (ce_zero - ce_spliced) / gap if gap != 0 else float("nan")
-
-
-@torch.no_grad()
-def reconstruction_metrics(
-    sae: SAE, acts_TM: Float[torch.Tensor, "T M"], chunk: int = 4096
-) -> dict[str, float]:
-    """MSE, FVU, explained variance and L0 of ``sae`` on ``acts_TM`` (``chunk`` tokens at a
-    time: the dense codes of a 65k-wide SAE are large)."""
-    mean_M = acts_TM.mean(0)
-    err = var = active = 0.0
-    for x_TM in acts_TM.split(chunk):
-        acts_TE = sae.encode(x_TM)
-        err += float(((sae.decode(acts_TE) - x_TM) ** 2).sum())
-        var += float(((x_TM - mean_M) ** 2).sum())
-        active += float((acts_TE > 0).sum())
-    n_tokens = acts_TM.shape[0]
-    fvu = err / var if var > 0 else float("nan")
-    return {
-        "mse": err / acts_TM.numel(),
-        "fvu": fvu,
-        "explained_variance": 1 - fvu,
-        "l0": active / n_tokens,
-    }
 
 
 @torch.no_grad()

@@ -42,6 +42,12 @@ class DataParallel:
     def forward(self, x_BM, dead_E, k_aux) -> TrainOutput:
         return self.module(x_BM, dead_E, k_aux)
 
+    def broadcast_parameters(self) -> None:
+        """Every replica takes rank 0's parameters (after a change each rank made on its own
+        inputs, such as resampling)."""
+        for param in self.module.parameters():
+            dist.broadcast(param.data, src=0)
+
     @staticmethod
     def sync_fired(fired: torch.Tensor) -> torch.Tensor:
         counts = fired.to(torch.int32)

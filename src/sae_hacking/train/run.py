@@ -21,18 +21,16 @@ import sys
 import warnings
 from pathlib import Path
 
-from sae_hacking.config import to_flat
 from sae_hacking.errors import FieldError, SettingWarning, UsageError
-from sae_hacking.runs.record import RunRecord, plan_run
-from sae_hacking.train.checks import (
+from sae_hacking.runs.record import RunRecord
+from sae_hacking.train.config import KIND, TrainConfig
+from sae_hacking.training.checkpoint import (
     TRAINER_CHECKPOINT,
     all_finite,
-    check_cache_folder,
     checkpoint_step,
     json_safe,
     read_trainer_state,
 )
-from sae_hacking.train.config import KIND, TrainConfig
 
 OUTPUTS = ("metrics.json", "sae.safetensors")
 SAELENS_FOLDER = "saelens"
@@ -77,26 +75,19 @@ def run(config: TrainConfig) -> tuple[Path | None, dict]:
 
 
 def _run(config: TrainConfig, ranks) -> tuple[Path, dict]:
-    main = ranks is None or ranks.rank == 0
-    record = _on_main(ranks, lambda: _plan(config, ranks.world if ranks else 1))
-    check_cache_folder(config.activation_cache)
-    config.model.check_reachable()
-    config.text.check_reachable()
-    if main:
+    from sae_hacking.runs.rundir import RunDir
+
+    rundir = RunDir.plan(config, KIND, slug(config), OUTPUTS, ranks=ranks)
+    config.check_inputs()
+    if rundir.main:
         warn_settings(config, ranks.world if ranks else 1)
-    if record.resumed:
-        return _resume(config, record, ranks)
+    if rundir.resumed:
+        return _resume(config, rundir, ranks)
     lm = load_model(config)
-    run_dir, top = _on_main(ranks, lambda: _create(config, record.run_dir, ranks))
-    from sae_hacking.folders import removed_on_failure
-
     # Before its first checkpoint a run has nothing to resume: a failure removes what it
-    # created, so that the corrected command starts in the same folder. Only rank 0 writes.
-    def keep() -> bool:
-        return not main or (run_dir / TRAINER_CHECKPOINT).is_file()
-
-    with removed_on_failure(run_dir, top, keep=keep):
-        return run_dir, finish(_trainer(config, run_dir, lm, ranks))
+    # created, so that the corrected command starts in the same folder.
+    with rundir.started(keep=lambda path: (path / TRAINER_CHECKPOINT).is_file()):
+        return rundir.path, finish(_trainer(config, rundir.path, lm, ranks))
 
 
 def warn_settings(config: TrainConfig, world: int) -> None:
@@ -112,40 +103,6 @@ def warn_settings(config: TrainConfig, world: int) -> None:
         )
 
 
-def _on_main(ranks, fn):
-    """``fn()`` here, or on rank 0 with its result shared (so that one process decides)."""
-    if ranks is None:
-        return fn()
-    from sae_hacking.runs.distributed import on_rank0
-
-    return on_rank0(ranks, fn)
-
-
-def _plan(config: TrainConfig, world: int) -> RunRecord:
-    record = plan_run(config, KIND, slug(config), OUTPUTS)
-    saved = record.extra.get("world_size", 1)
-    if record.resumed and saved != world:
-        raise FieldError(
-            "resume",
-            f"{record.run_dir} was trained by {saved} processes; resume it with as many "
-            "(torchrun --nproc-per-node, times nodes).",
-        )
-    return record
-
-
-def _create(config: TrainConfig, run_dir: Path, ranks) -> tuple[Path, Path | None]:
-    from sae_hacking.folders import create_new_folder
-    from sae_hacking.runs.files import write_args_yaml
-
-    run_dir, top = create_new_folder(run_dir, "output_dir")
-    record = RunRecord.for_config(run_dir, KIND, config, OUTPUTS)
-    if ranks is not None:
-        record.extra = {"world_size": ranks.world}
-    record.write()
-    write_args_yaml(run_dir, to_flat(config))
-    return run_dir, top
-
-
 def load_model(config: TrainConfig):
     lm = config.model.load()
     lm.hook_point(config.hook)  # a hook this model lacks is one line, before any folder exists
@@ -158,13 +115,13 @@ def _trainer(config: TrainConfig, run_dir: Path, lm, ranks=None):
     return LMTrainer(config, run_dir, lm, ranks)
 
 
-def _resume(config: TrainConfig, record: RunRecord, ranks) -> tuple[Path, dict]:
-    run_dir = record.run_dir
+def _resume(config: TrainConfig, rundir, ranks) -> tuple[Path, dict]:
+    run_dir = rundir.path
     world = ranks.world if ranks else 1
     total = config.total_steps(world)
-    done = finished_metrics(record)
+    done = finished_metrics(rundir.record)
     if done is not None and done.get("step") == total:
-        if ranks is None or ranks.rank == 0:
+        if rundir.main:
             print(f"{run_dir} is complete (resume it with more training tokens to train on).")
         return run_dir, done
     if not (run_dir / TRAINER_CHECKPOINT).is_file():
@@ -177,10 +134,7 @@ def _resume(config: TrainConfig, record: RunRecord, ranks) -> tuple[Path, dict]:
     trainer = _trainer(config, run_dir, lm, ranks)
     trainer.load_checkpoint(state)
     # Only a resume that goes on records its settings (a refused or failed one writes nothing).
-    updated = RunRecord.for_config(run_dir, KIND, config, OUTPUTS)
-    updated.extra = record.extra
-    if updated.config != record.config and (ranks is None or ranks.rank == 0):
-        updated.write()
+    rundir.update(config)
     return run_dir, finish(trainer)
 
 
@@ -226,21 +180,11 @@ def finish(trainer) -> dict:
     atomic_write_json(run_dir / "metrics.json", metrics)
     # The summary is the result, so --quiet (no progress bar) still prints it.
     print(f"run directory: {run_dir}", file=sys.stderr)
-    for line in summary_lines(metrics):
+    from sae_hacking.training.metrics import summary_lines
+
+    for line in summary_lines(metrics, SUMMARY_KEYS, summary_note):
         print(line)
     return metrics
-
-
-def summary_lines(metrics: dict) -> list[str]:
-    """The final metrics, one a line, each figure that needs it explained."""
-    lines = []
-    for key in SUMMARY_KEYS:
-        if key not in metrics:
-            continue
-        value = metrics[key]
-        shown = "n/a" if value is None else f"{value:.4f}"
-        lines.append(f"  {key:24s} {shown}{summary_note(key, metrics)}")
-    return lines
 
 
 def summary_note(key: str, m: dict) -> str:

@@ -3,7 +3,7 @@
 - ``expected_norm`` (SAELens's ``expected_average_only_in``): ``x' = s x`` with
   ``s = sqrt(M) / mean ||x||`` estimated once, on the run's first block, so one learning rate
   and one sparsity coefficient suit every model and layer.
-- ``per_batch`` (the seed's): ``x' = (x - mean) / std * sqrt(M)`` with the mean and std of all
+- ``per_batch`` (the legacy scripts'): ``x' = (x - mean) / std * sqrt(M)`` with the mean and std of all
   elements of each batch. The exported SAE uses the running averages of both, the one affine
   map that stands for them.
 - ``none``: ``x' = x``.
@@ -50,7 +50,7 @@ class Scaling:
         if self.mode == "per_batch":
             mean, std = x_BM.mean(), x_BM.std()
             # Host floats keep the running sums in float64 and in the checkpoint's JSON; the
-            # sync is the price of the seed's mode (a few microseconds a step).
+            # sync is the price of the legacy mode (a few microseconds a step).
             self.mean_sum += float(mean)
             self.std_sum += float(std)
             self.batches += 1

@@ -17,7 +17,7 @@ Two implementations of the same semantics:
   through only the layers between the two hooks. When the reader reads after the attention of
   its layer, everything after that attention is position-wise, so the rest of that layer runs on
   the last real token alone.
-- :func:`naive_effects` (``--method naive``): the seed's method, written independently as the
+- :func:`naive_effects` (``--method naive``): the legacy method, written independently as the
   oracle: per prompt one full forward to rank, one full forward for the baseline and one full
   forward of the whole model per ablated latent (``k + 2``), with the SAE spliced by
   :func:`sae_hacking.saes.splice.splice` and the prompt alone (no padding).
@@ -174,10 +174,10 @@ def reader_input_at(
     end_hook: str,
     context: RunContext,
     last_N: Int[torch.Tensor, " N"],
-) -> Float[torch.Tensor, "N D"]:
-    """The activation at ``end_hook`` (D wide), at position ``last_N[n]`` of each row, when the
-    one at ``start_hook`` is ``acts_NSM`` (``context`` has one entry per row; M is the start
-    hook's width, e.g. heads x head size for ``hook_z``).
+) -> Float[torch.Tensor, "N _"]:
+    """The activation at ``end_hook`` (that hook's width), at position ``last_N[n]`` of each row,
+    when the one at ``start_hook`` is ``acts_NSM`` (``context`` has one entry per row; M is the
+    start hook's width, e.g. heads x head size for ``hook_z``).
 
     Only the layers in between run. Once the reader's layer has done its attention, the rest is
     position-wise: if ``end_hook`` lies after that attention, the layers up to it run on every
@@ -328,7 +328,7 @@ def _unused(d_reader: int) -> PromptEffects:
 
 
 def naive_effects(setup: AblationSetup, batch) -> list[PromptEffects]:
-    """The seed's method: ``k + 2`` full forwards of the whole model per prompt, the prompt
+    """The legacy method: ``k + 2`` full forwards of the whole model per prompt, the prompt
     alone. Independent of :func:`fast_effects`; the tests compare the two."""
     return [
         _naive_prompt(setup, batch.input_ids_BS[b], batch.real_token_mask_BS[b], mask)

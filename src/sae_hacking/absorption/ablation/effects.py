@@ -278,7 +278,7 @@ RESULT_KEYS = {
     "ablation_counts_D for the mean effect",
     "effects_fixed_DE": f"int64 [D, E]: the exact sums behind effects_DE, in units of "
     f"2**-{FRACTION_BITS}",
-    "ablation_counts_D": "int64 [D]: prompts in which each latent was ablated (the seed's "
+    "ablation_counts_D": "int64 [D]: prompts in which each latent was ablated (the legacy "
     "how_often_activated)",
     "n_prompts": "int64 []: prompts used (all prompts, or those whose top K held a selected "
     "feature)",

@@ -33,8 +33,7 @@ def run(config: AblateConfig) -> Path:
 def run_one(config: AblateConfig) -> Path:
     """Ablate (or continue ablating) and write ``ablations.safetensors.zst``; returns it."""
     record = plan_run(config, KIND, SLUG, OUTPUTS)
-    config.model.check_reachable()
-    config.text.check_reachable()
+    config.check_inputs()
     from sae_hacking.absorption.ablation.core import make_setup
     from sae_hacking.absorption.ablation.stream import (
         AblationAccumulator,

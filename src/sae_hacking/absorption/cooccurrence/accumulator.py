@@ -11,7 +11,7 @@ from the SAE encoding the model's activation at the SAE's hook. Counted exactly,
 - ``activations_e`` (int64): tokens where each latent is active; ``tokens_1``: tokens counted.
 
 Memory (e = 65,536): the packed triangle in int32 is e(e+1)/2 · 4 B = 8,590,065,664 B, half the
-seed's dense float32 e × e (17,179,869,184 B) plus the diagonal's 256 KiB. Every count is at most
+legacy dense float32 e × e (17,179,869,184 B) plus the diagonal's 256 KiB. Every count is at most
 the number of tokens counted, so int32 is exact up to 2,147,483,647 tokens (2M prompts × 100
 tokens = 2·10^8); past that the accumulator is promoted to int64 before it can overflow.
 It lives on the model's device when that is CUDA, else on the CPU. On CUDA the host never

@@ -10,10 +10,10 @@ entry ``(i, j)`` lies at ``row_start[i] + j`` with ``row_start[i] = i·e − i(i
 (:func:`row_starts`). Rows mode: the full rows ``C[r, :]`` of selected latents, ``[D, e]``.
 
 Kernels (all give identical integers; the tests compare them with the loop definition,
-:func:`sae_hacking.testing.count_pairs_reference`):
+:func:`tests.oracles.count_pairs_reference`):
 
 - :func:`add_pairs_numba`: a compiled loop over each token's pairs, rows split across threads
-  (CPU; 11× the seed's sparse-matmul method, see ``benchmarks/cooccurrence_speed.py``).
+  (CPU; 11× the legacy sparse-matmul method, see ``benchmarks/cooccurrence_speed.py``).
 - :func:`add_pairs_torch`: the same pairs as index tensors and one ``index_add_`` (any device;
   the path on CUDA, where the scatter-add is atomic and fast).
 """

@@ -23,8 +23,7 @@ def run(config: CooccurrenceConfig) -> Path:
 def run_one(config: CooccurrenceConfig) -> Path:
     """Count (or continue counting) and write ``cooccurrences.safetensors.zst``; returns it."""
     record = plan_run(config, KIND, SLUG, OUTPUTS)
-    config.model.check_reachable()
-    config.text.check_reachable()
+    config.check_inputs()
     from sae_hacking.absorption.cooccurrence.accumulator import CooccurrenceAccumulator
     from sae_hacking.runs.distributed import wrote
     from sae_hacking.runs.stream import StreamRun

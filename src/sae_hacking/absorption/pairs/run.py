@@ -1,11 +1,11 @@
 """The ``pairs`` run (stage 3): ``run(config)`` reads an ``ablate`` and a ``cooccurrences``
 results file, finds the absorption candidates (:mod:`sae_hacking.absorption.pairs.search`) and
 writes a new run directory: ``pairs.csv``, ``histogram.png``, ``effect_vs_decoder.png``, ``report.html``
-and, last, ``pairs.json`` (``meta`` + ``pairs``, the seed's shape with more fields; ``meta``
+and, last, ``pairs.json`` (``meta`` + ``pairs``, the legacy shape with more fields; ``meta``
 records both inputs' datasets and shards).
 
-Semantics, with the seed's defects fixed: only latents ablated at least ``min_ablations`` times
-are compared (the seed compared every row of a dense matrix, so never-ablated latents flooded
+Semantics, with the legacy script's defects fixed: only latents ablated at least ``min_ablations`` times
+are compared (the legacy script compared every row of a dense matrix, so never-ablated latents flooded
 the output); effects are mean effects (sum / ablation count); each pair also carries its
 decoder cosine (effects may merely mirror decoder similarity), its expected co-occurrence under
 independence and the chance of seeing none, activation and ablation counts, and Neuronpedia
@@ -25,8 +25,7 @@ from sae_hacking.absorption.configs import PairsConfig
 from sae_hacking.absorption.pairs.identity import KIND, OUTPUTS
 from sae_hacking.config import to_flat
 from sae_hacking.errors import FieldError, SettingWarning, UsageError
-from sae_hacking.folders import check_new_folder, create_new_folder, remove_created
-from sae_hacking.runs.record import RunRecord
+from sae_hacking.runs.rundir import RunDir
 
 CSV_COLUMNS = (
     "id1",
@@ -49,21 +48,14 @@ CSV_COLUMNS = (
 
 def run(config: PairsConfig) -> Path:
     """Find the pairs and write the run directory; returns the run directory."""
-    from sae_hacking.runs.files import default_run_dir
-
     config.require_inputs()
     if config.run.resume is not None:
         raise FieldError("resume", "does not apply: a pairs run is quick and does not resume.")
-    path = Path(config.run.output_dir or default_run_dir(KIND))
-    check_new_folder(path, "output_dir")
+    rundir = RunDir.plan(config, KIND, KIND, OUTPUTS)  # the folder is checked before the work
     result = find(config)
-    run_dir, top = create_new_folder(path, "output_dir")
-    try:
-        write_outputs(run_dir, config, result)
-    except BaseException:
-        remove_created(run_dir, top)
-        raise
-    return run_dir
+    with rundir.started():  # nothing resumes: a failed write leaves nothing
+        write_outputs(rundir.path, config, result)
+    return rundir.path
 
 
 def find(config: PairsConfig) -> dict[str, Any]:
@@ -255,12 +247,12 @@ def _explanations(config: PairsConfig, settings: dict, n_latents: int):
 
 
 def write_outputs(run_dir: Path, config: PairsConfig, result: dict[str, Any]) -> Path:
-    """``run.json`` (listing :data:`OUTPUTS`), then ``pairs.csv``, the plots, ``report.html``
-    and last ``pairs.json``, each atomically: the run is complete when ``pairs.json`` is there."""
+    """Into a run directory (``run.json`` listing :data:`OUTPUTS`): ``pairs.csv``, the plots,
+    ``report.html`` and last ``pairs.json``, each atomically: the run is complete when
+    ``pairs.json`` is there."""
     from sae_hacking.atomic import atomic_write_json, atomic_write_text
     from sae_hacking.reports.pairs import write_pair_plots, write_report
 
-    RunRecord.for_config(run_dir, KIND, config, OUTPUTS).write()
     atomic_write_text(run_dir / "pairs.csv", pairs_csv(result["pairs"]))
     write_pair_plots(run_dir, result, log_scale=not config.no_log_scale)
     report = write_report(run_dir, result)

@@ -6,14 +6,14 @@ Inputs are the compared latents' mean ablation effects (one row per latent over 
 when its **effect cosine** is at least ``threshold`` (above it when ``strict``), its co-occurrence count is at most
 ``max_cooccurrence`` and its expected co-occurrence under independence (``a_i a_j / N``, ``a`` the
 activation counts over ``N`` tokens) is at least ``min_expected``. Effects are compared as signs
-(the seed's ``sign(mean effect)``; the dot products of sign vectors are exact integers in float32
+(the legacy ``sign(mean effect)``; the dot products of sign vectors are exact integers in float32
 up to 2²⁴ readers, so every method gives the same cosines bit for bit) or raw.
 
 :func:`find_pairs` works in blocks: ``block × block`` products of the normalised rows, filters
 applied per block, the histogram of every passing pair's cosine accumulated per block, and the
 ``max_pairs`` best pairs kept in a bounded buffer (order: cosine descending, then ``i``, then
-``j``, so ties are deterministic). It never holds a ``D × D`` matrix. The seed's per-row loop
-(one matrix-vector product per latent) is :func:`sae_hacking.testing.find_pairs_reference`; the
+``j``, so ties are deterministic). It never holds a ``D × D`` matrix. The legacy per-row loop
+(one matrix-vector product per latent) is :func:`tests.oracles.find_pairs_reference`; the
 tests compare the two.
 """
 
@@ -99,7 +99,7 @@ def find_pairs(
     """All passing pairs of the compared latents ``latents_D`` (ascending ids; their rows and
     norms from :func:`comparable_rows`, their activation counts over ``tokens`` tokens).
 
-    ``firsts_D`` (bool): only pairs whose first latent is marked (the seed's ``--max-steps``);
+    ``firsts_D`` (bool): only pairs whose first latent is marked (the legacy ``--max-steps``);
     ``focus_D`` (bool): only pairs containing a marked latent (``--just-these``).
     ``count_pairs(ids_a, ids_b)`` gives the co-occurrence counts of the pairs (on the CPU).
     """

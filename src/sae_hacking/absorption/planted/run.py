@@ -31,36 +31,43 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sae_hacking.config import check_positive, set_field, setting
+from sae_hacking.config import Config, set_field, setting
 from sae_hacking.errors import FieldError
 
 Pair = tuple[int, int]
 KIND = "validate-absorption"
+OUTPUTS = ("validation.json",)
 # (n_prompts, d_sae, reader_d_sae) of a full run and of a quick one.
 FULL = (400, 64, 128)
 QUICK = (150, 40, 128)
 
 
 @dataclass(frozen=True)
-class ValidateConfig:
+class ValidateConfig(Config):
     """Plant absorption in a tiny model's SAE and check that the search finds it."""
 
     seed: int = setting(0, help="seed of the tiny model, its prompts and the SAEs")
     quick: bool = setting(False, help="a smaller run (fewer prompts and latents), for tests")
-    n_prompts: int | None = setting(None, help=f"generated prompts; {QUICK[0]} with `quick`")
-    max_tokens_in_prompt: int = setting(32, help="tokens per prompt including BOS")
-    d_sae: int | None = setting(None, help=f"ablator SAE latents; {QUICK[1]} with `quick`")
-    reader_d_sae: int | None = setting(None, help="reader SAE latents")
-    n_planted: int = setting(4, help="planted absorption pairs")
+    n_prompts: int | None = setting(None, help=f"generated prompts; {QUICK[0]} with `quick`", gt=0)
+    # Checked as the tokenizer would, but before the model loads.
+    max_tokens_in_prompt: int = setting(
+        32, help="tokens per prompt including BOS", ge=2, why="BOS + a token"
+    )
+    d_sae: int | None = setting(None, help=f"ablator SAE latents; {QUICK[1]} with `quick`", gt=0)
+    reader_d_sae: int | None = setting(None, help="reader SAE latents", gt=0)
+    n_planted: int = setting(4, help="planted absorption pairs", gt=0)
     n_controls: int = setting(
         3,
         help="control pairs of each kind (co-occurring with similar decoders; exclusive with "
         "unrelated decoders)",
+        ge=0,
     )
     min_decoder_cosine: float = setting(
         0.9,
         help="the planted pairs' and the co-occurring controls' decoder cosines are drawn "
         "uniformly from [C, C + 0.7 (1 - C)]",
+        gt=0,
+        lt=1,
     )
     output_dir: str | None = setting(
         None,
@@ -70,27 +77,15 @@ class ValidateConfig:
     quiet: bool = setting(False, help="no progress bars", kind="free")
 
     def __post_init__(self):
+        super().__post_init__()
         preset = QUICK if self.quick else FULL
         for key, value in zip(("n_prompts", "d_sae", "reader_d_sae"), preset, strict=True):
             if getattr(self, key) is None:
                 set_field(self, key, value)
-            check_positive(key, getattr(self, key))
-        if self.max_tokens_in_prompt < 2:  # as the tokenizer would, but before the model
-            raise FieldError(
-                "max_tokens_in_prompt",
-                f"must be at least 2 (BOS + a token), got {self.max_tokens_in_prompt}.",
-            )
-        check_positive("n_planted", self.n_planted)
-        if self.n_controls < 0:
-            raise FieldError("n_controls", f"must not be negative, got {self.n_controls}.")
         special = 2 * (self.n_planted + 2 * self.n_controls)
         if special > self.d_sae:
             raise FieldError(
                 "d_sae", f"is {self.d_sae}, too few for the {special} latents of the pairs."
-            )
-        if not 0 < self.min_decoder_cosine < 1:
-            raise FieldError(
-                "min_decoder_cosine", f"must be in (0, 1), got {self.min_decoder_cosine}."
             )
         if self.output_dir is not None:
             set_field(self, "output_dir", str(Path(self.output_dir).expanduser().absolute()))
@@ -271,17 +266,16 @@ def format_evaluation(ev: Evaluation) -> str:
 def run(config: ValidateConfig, slug: str = KIND) -> tuple[Path, Evaluation]:
     """Build the tiny model and the SAEs, run the three stages, check the pairs (module
     docstring); returns the run directory and the evaluation."""
-    from sae_hacking.folders import check_new_folder, create_new_folder, removed_on_failure
-    from sae_hacking.runs.files import default_run_dir
-
-    run_dir = check_new_folder(config.output_dir or default_run_dir(slug), "output_dir")
-    run_dir, top = create_new_folder(run_dir, "output_dir")
-    from sae_hacking.absorption.planted.saes import build_inputs
+    from sae_hacking.runs.rundir import RunDir
 
     # Nothing here resumes: a run that fails at any stage leaves nothing, and runs again.
-    with removed_on_failure(run_dir, top):
-        inputs = build_inputs(config, run_dir)
-        return run_dir, _search_and_check(config, run_dir, inputs)
+    with RunDir.create(
+        config, KIND, slug, OUTPUTS, output_dir=config.output_dir, resume=None
+    ) as rundir:
+        from sae_hacking.absorption.planted.saes import build_inputs
+
+        inputs = build_inputs(config, rundir.path)
+        return rundir.path, _search_and_check(config, rundir.path, inputs)
 
 
 def _search_and_check(config: ValidateConfig, run_dir: Path, inputs) -> Evaluation:
@@ -292,13 +286,8 @@ def _search_and_check(config: ValidateConfig, run_dir: Path, inputs) -> Evaluati
     from sae_hacking.absorption.cooccurrence import run as cooccurrence_run
     from sae_hacking.absorption.pairs import run as pairs_run
     from sae_hacking.atomic import atomic_write_json
-    from sae_hacking.config import from_flat, recorded_settings, to_flat
-    from sae_hacking.runs.record import RunRecord
+    from sae_hacking.config import from_flat, to_flat
 
-    record = RunRecord(
-        run_dir, KIND, to_flat(config), recorded_settings(config, ()), outputs=("validation.json",)
-    )
-    record.write()
     common = {
         "model": str(inputs.model),
         "device": "cpu",

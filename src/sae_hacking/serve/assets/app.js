@@ -1,10 +1,12 @@
 // The prompt-highlighting page. Every piece of data (tokens, explanations, error messages) enters the
 // DOM through textContent or attribute setters, never as markup, so a prompt cannot inject anything.
+// The same script shows a page saved by `sae-hacking highlight` (serve/page.py): that page carries
+// one answer in a JSON block and has no server to ask (showSaved).
 "use strict";
 
 (function () {
   const $ = (id) => document.getElementById(id);
-  // The one highlight colour is app.css's --heat (the highlight client reads it there too).
+  // The one highlight colour is app.css's --heat.
   const HEAT = getComputedStyle(document.documentElement).getPropertyValue("--heat").trim();
 
   // ---- pure helpers ----
@@ -65,6 +67,7 @@
   let current = null; // the token shown in the panel
   let pinned = false; // a clicked token keeps the panel while the mouse crosses other tokens
   let reinspect = null; // after highlighting by a latent from the panel, show the same token again
+  let saved = false; // a saved page: one answer, no server, latents are not buttons
 
   function readForm() {
     return {
@@ -157,11 +160,13 @@
 
   // ---- rendering ----
   function latentButton(index, value, chosen) {
-    const button = document.createElement("button");
-    button.type = "button";
+    // A saved page cannot ask for another latent: the same label, as text.
+    const button = document.createElement(saved ? "span" : "button");
     button.className = "latent" + (chosen ? " chosen" : "");
     button.dataset.latent = String(index);
     button.textContent = value === undefined ? `#${index}` : `#${index}  ${fmt(value)}`;
+    if (saved) return button;
+    button.type = "button";
     button.title = `highlight by latent ${index}`;
     button.addEventListener("click", () => highlightBy(index));
     return button;
@@ -355,8 +360,22 @@
     }
   }
 
+  // ---- a saved page ----
+  function showSaved(block) {
+    const data = JSON.parse(block.textContent);
+    saved = true;
+    $("query").hidden = true;
+    $("latents-hint").textContent = "top latents here";
+    $("model").textContent = `saved by sae-hacking highlight from ${data.server}`;
+    document.title = `${data.prompt.slice(0, 60)} — SAE prompt highlighting`;
+    last = data.answer;
+    render(data.answer);
+  }
+
   // ---- wiring ----
   function start() {
+    const block = $("saved-answer");
+    if (block) return showSaved(block);
     $("query").addEventListener("submit", (event) => {
       event.preventDefault();
       run(readForm(), true);

@@ -1,4 +1,4 @@
-"""The seed's ``train_sae.py`` and ``train_topk_sae.py`` with the seed's flags, as a user runs
+"""The legacy ``train_sae.py`` and ``train_topk_sae.py`` with their own flags, as a user runs
 them (subprocesses)."""
 
 from __future__ import annotations
@@ -41,13 +41,13 @@ def local(tiny_model_path, prompts_path):
     ]  # fmt: skip
 
 
-def test_help_as_the_seed_readme_says():
+def test_help_as_the_legacy_readme_says():
     for name in ("train_sae.py", "train_topk_sae.py"):
         done = script(name, "-h")
         assert done.returncode == 0, done.stderr
         for flag in ("--sae_hidden_dim", "--max_step", "--only_count_tokens", "--cuda"):
             assert flag in done.stdout or flag.replace("_", "-") in done.stdout
-    # The seed's defaults: TinyStories-33M at hidden_states[2], over TinyStories.
+    # The legacy defaults: TinyStories-33M at hidden_states[2], over TinyStories.
     done = script("train_topk_sae.py", "-h")
     for default in (
         "roneneldan/TinyStories-33M",
@@ -57,7 +57,7 @@ def test_help_as_the_seed_readme_says():
         assert default in done.stdout
 
 
-def test_seed_relu_script_trains_a_relu_sae(local, tmp_path):
+def test_legacy_relu_script_trains_a_relu_sae(local, tmp_path):
     out = tmp_path / "relu"
     done = script(
         "train_sae.py", *local, "--sae_hidden_dim", "48", "--max_step", "6",
@@ -70,7 +70,7 @@ def test_seed_relu_script_trains_a_relu_sae(local, tmp_path):
     assert (out / "saelens" / "cfg.json").is_file()
 
 
-def test_seed_topk_script_hierarchical_and_abridge(local, tmp_path):
+def test_legacy_topk_script_hierarchical_and_abridge(local, tmp_path):
     out = tmp_path / "hier"
     done = script(
         "train_topk_sae.py", *local, "--sae_hidden_dim", "16", "--k", "4", "--max_step", "4",
@@ -82,7 +82,7 @@ def test_seed_topk_script_hierarchical_and_abridge(local, tmp_path):
     assert not (out / "saelens").exists() and (out / "sae.safetensors").is_file()
 
 
-def test_seed_flags_count_tokens_and_cuda(local):
+def test_legacy_flags_count_tokens_and_cuda(local):
     done = script("train_topk_sae.py", *local, "--only_count_tokens", "--abridge", "10")
     assert done.returncode == 0, done.stderr
     assert "10 prompts" in done.stdout

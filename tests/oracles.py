@@ -1,7 +1,7 @@
-"""Helpers for the tests only: oracles written as plain loops, random SAEs, test-only edits.
+"""Oracles for the tests: definitions written as plain loops, and a test-only latent edit.
 
-Nothing in the package imports this module; the tests (and anyone checking a change by hand)
-do. Fast paths live in the package; the definitions they are checked against live here.
+Fast paths live in the package; the definitions they are checked against live here (nothing in
+the package imports this module).
 """
 
 from __future__ import annotations
@@ -13,40 +13,7 @@ import torch
 from jaxtyping import Float, Int
 
 from sae_hacking.absorption.cooccurrence.kernels import row_starts
-from sae_hacking.saes.base import SAE, SAEInfo
-from sae_hacking.saes.jumprelu import JumpReLUSAE
-from sae_hacking.saes.relu import ReLUSAE
 from sae_hacking.saes.splice import LatentEdit, check_latent_ids
-from sae_hacking.saes.tiny import randomise_
-from sae_hacking.saes.topk import TopKSAE
-
-# -- random SAEs ------------------------------------------------------------------------------
-
-RANDOM_SAE_KINDS = ("jumprelu", "relu", "topk")
-
-
-def random_sae(
-    hook: str | None,
-    d_sae: int,
-    seed: int = 0,
-    d_in: int = 64,
-    kind: str = "jumprelu",
-    scale: float = 0.3,
-    k: int = 8,
-) -> SAE:
-    """An inference-only SAE of ``kind`` at ``hook`` with every parameter ``N(0, scale^2)``
-    (JumpReLU thresholds made non-negative; TopK keeps ``k`` latents)."""
-    info = SAEInfo(hook_name=hook)
-    if kind == "jumprelu":
-        sae = JumpReLUSAE(d_in, d_sae, info=info)
-    elif kind == "relu":
-        sae = ReLUSAE(d_in, d_sae, info=info)
-    elif kind == "topk":
-        sae = TopKSAE(d_in, d_sae, k=k, info=info)
-    else:
-        raise ValueError(f"kind must be one of {', '.join(RANDOM_SAE_KINDS)}, got {kind!r}")
-    return randomise_(sae, seed, scale)
-
 
 # -- co-occurrence counts ---------------------------------------------------------------------
 
@@ -122,7 +89,7 @@ def find_pairs_reference(
     firsts_D=None,
     focus_D=None,
 ):
-    """The seed's per-row loop, as the oracle of
+    """The legacy per-row loop, as the oracle of
     :func:`sae_hacking.absorption.pairs.search.find_pairs`: one matrix-vector product per latent,
     then every later latent checked one by one."""
     from sae_hacking.absorption.pairs.search import HISTOGRAM_BINS, FoundPairs, histogram_bins

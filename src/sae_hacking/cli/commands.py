@@ -1,0 +1,207 @@
+"""The command table: every subcommand whose flags come from a typed config, declared once.
+
+A row (:class:`~sae_hacking.cli.configargs.Command`) names the command's config class, its
+``--help`` texts, the title of its top-level settings (a nested config's settings are titled by
+that field's help, on the config), the legacy spellings of its flags (``aliases``; they keep the
+legacy command lines working and name no setting: ``run.json``, results and errors use the flat
+key), the legacy switches (``--cuda`` for ``--device cuda``) and the settings it shows no flag
+for. :data:`METAVARS` holds the placeholder of a setting's value in ``--help``, for every command.
+The modules of this package add what a command does (its function) and nothing declarative.
+Config classes are named by ``"module:Class"`` and imported when a command's parser is built (all
+torch-free), so the toy command imports no language-model layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sae_hacking.cli.configargs import Command, Switch
+
+# By flat key; a setting not here shows N (int), F (float), or its key's last word.
+METAVARS = {
+    "rows": "LATENT",
+    "selected_features": "LATENT",
+    "just_these": "LATENT",
+    "shard": "I/N",
+    "resume": "RUN_DIR",
+    "abridge_ablations_to": "K",
+    "exclude_latent_threshold": "F",
+    "frequencies_from": "FILE",
+    "magnitude_range": ("LO", "HI"),
+    "seeds": "SEED",
+    "activation_cache": "DIR",
+    "matryoshka_groups": "SIZE",
+    "hook": "HOOK",
+    "sae_dir": "DIR",
+    "sae": "RELEASE/ID",
+    "host": "HOST",
+    "allowed_hosts": "NAME",
+    "input_path": "PATH",
+    "cooccurrence_path": "PATH",
+    "saes": "HOOK",
+}
+
+CUDA = Switch("--cuda", "device", "cuda", "same as --device cuda")
+HIERARCHICAL = Switch(
+    "--hierarchical",
+    "architecture",
+    "hierarchical",
+    "train the hierarchical TopK SAE (same as --architecture hierarchical)",
+)
+MAX_TOKENS = {"max_tokens_in_prompt": ("--max-tokens",)}
+LEGACY_TOY = {"perturbation_size": ("--perturbation_size",)}
+VALIDATE_HELP = (
+    "Plant absorption and check that the search finds it. Builds a tiny Gemma-2-style model, an "
+    "ablator SAE at blocks.1.hook_mlp_out with planted pairs (two latents with decoder cosine >= "
+    "--min-decoder-cosine that never fire on the same token, splitting one parent feature's "
+    "tokens), co-occurring controls (equally similar decoders, firing together) and exclusive "
+    "controls (never together, unrelated decoders), and a reader SAE at blocks.2.hook_resid_post; "
+    "then runs cooccurrences -> ablate -> pairs through the same code as those commands, all in "
+    "one new run directory. Passes when every planted pair is in the output and ranks above every "
+    "other pair by effect cosine, and no co-occurring control is in the output. Prints "
+    "precision/recall at k = the number of planted pairs for the effect-cosine ranking and for "
+    "decoder cosine alone. Exit code 0: pass; 1: fail; 2: bad input."
+)
+
+_ROWS = (
+    Command(
+        "toy",
+        "sae_hacking.toy.config:ToyConfig",
+        help="train one SAE on toy data",
+        description="Train an SAE on the toy hierarchical dataset (A parents, each with two "
+        "perturbed children) and measure feature recovery, pair detection and absorption. Writes "
+        "a run directory with run.json, args.yaml, TensorBoard events, "
+        "metrics.jsonl/metrics.json, safetensors checkpoints and plots.",
+        title="toy dataset, SAE and training",
+        aliases=LEGACY_TOY,
+        switches=(HIERARCHICAL, CUDA),
+    ),
+    Command(
+        "toy-compare",
+        "sae_hacking.toy.config:ToyCompareConfig",
+        help="flat vs hierarchical vs Matryoshka on toy data",
+        description="Train flat TopK, hierarchical TopK and Matryoshka SAEs on identical toy data "
+        "with a matched latent budget over several seeds; print a side-by-side table (mean ± std) "
+        "and write markdown, CSV and a comparison plot.",
+        title="comparison",
+        aliases=LEGACY_TOY,
+        switches=(CUDA,),
+        # Settings that a comparison chooses itself, per architecture.
+        skip=("architecture", "handcode_sae", "init", "matryoshka_groups", "resume", "plots"),
+    ),
+    Command(
+        "make-tiny-model",
+        "sae_hacking.lm.tiny_config:TinyModelConfig",
+        help="write a tiny random-weight model with a trained tokenizer, for offline runs",
+        description="Write a local Hugging Face model folder with random weights and a BPE "
+        "tokenizer trained on generated text. Every LM command accepts it as --model PATH. "
+        "Everything is written to a temporary folder first, so a failure leaves nothing behind.",
+        title="model",
+        skip=("path",),  # a positional argument
+    ),
+    Command(
+        "train",
+        "sae_hacking.train.config:TrainConfig",
+        help="train an SAE on LM activations",
+        description="Train an SAE (relu, topk, batchtopk, jumprelu, hierarchical, matryoshka) on a "
+        "language model's activations at one hook, streamed from a text dataset through a "
+        "shuffle buffer (optionally cached on disk). Logs MSE, FVU, L0, dead latents and CE loss "
+        "recovered on held-out prompts to TensorBoard and metrics.jsonl; checkpoints and resumes "
+        "exactly; exports sae.safetensors and, where SAELens has the architecture, a SAELens "
+        "folder.",
+        title="SAE and training",
+        aliases={
+            "sae_hidden_dim": ("--sae_hidden_dim",),
+            "max_step": ("--max_step",),
+            "l1_coefficient": ("--l1_coefficient",),
+            "only_count_tokens": ("--only_count_tokens",),
+            "n_prompts": ("--abridge",),
+            **MAX_TOKENS,
+        },
+        switches=(HIERARCHICAL, CUDA),
+        # The text's settings are shared with other commands; here they count training rows,
+        # read after the held-out ones.
+        help_overrides={
+            "n_prompts": "training rows to use (default: all): the dataset's first "
+            "`eval_prompts` rows are held out for evaluation and training reads the N rows after "
+            "them; a resumed, unfinished run may change it",
+        },
+    ),
+    Command(
+        "cooccurrences",
+        "sae_hacking.absorption.configs:CooccurrenceConfig",
+        help="count latent co-occurrences over a text stream",
+        description="Count, over the real tokens of the first --n-prompts prompts, how often each "
+        "pair of ablator-SAE latents is active together (exact integers; the diagonal is each "
+        "latent's activation count). Writes cooccurrences.safetensors.zst + cooccurrences.json "
+        "to the run directory; checkpoints every --save-frequency prompts; --resume, --shard i/n "
+        "and `sae-hacking merge` for long runs.",
+        aliases=MAX_TOKENS,
+    ),
+    Command(
+        "ablate",
+        "sae_hacking.absorption.configs:AblateConfig",
+        help="selective ablation effects, ablator SAE -> reader SAE",
+        description="For each prompt, zero each of the top K active latents of the ablator SAE "
+        "(spliced with its error term) in turn and record how the reader SAE's latents change at "
+        "the last real token. Writes ablations.safetensors.zst + ablations.json to the run "
+        "directory: effects_DE (summed baseline - ablated, one row per ablated latent latents_D), "
+        "ablation_counts_D, n_prompts. Shards (--shard i/n) are combined with `sae-hacking merge`.",
+        title="ablation",
+        aliases=MAX_TOKENS,
+    ),
+    Command(
+        "pairs",
+        "sae_hacking.absorption.configs:PairsConfig",
+        help="absorption candidates from ablation effects + co-occurrences",
+        description="Find pairs of ablated ablator latents that never (or rarely) fire together "
+        "yet change the reader SAE alike: absorption candidates. Only latents ablated at least "
+        "--min-ablations times are compared; effects are mean effects (sum / ablation count), "
+        "compared by sign unless --skip-torch-sign; each pair also carries its decoder cosine, "
+        "expected co-occurrence under independence (N f1 f2) and Neuronpedia explanations. "
+        "Inputs of only some shards of a run, or counted on different datasets, are refused "
+        "unless --allow-partial / --allow-other-dataset. Writes pairs.csv, histogram.png, "
+        "effect_vs_decoder.png, report.html and, last, pairs.json to a new run directory.",
+        title="pairs",
+        skip=("resume",),
+    ),
+    Command(
+        "validate-absorption",
+        "sae_hacking.absorption.planted.run:ValidateConfig",
+        help="plant absorption in a tiny model's SAE and check the search finds it",
+        description=VALIDATE_HELP,
+        title="planted absorption",
+    ),
+    Command(
+        "demo",
+        "sae_hacking.absorption.planted.run:ValidateConfig",
+        help="see the absorption search work on a tiny model (under a minute)",
+        description="See the absorption search work: the whole pipeline (cooccurrences -> ablate "
+        "-> pairs) on a tiny model with planted absorption pairs (as validate-absorption; under a "
+        "minute on a 2-core CPU), ending with the path of the pairs report (report.html). Exit "
+        "code 0: the planted pairs were found; 1: they were not; 2: bad input.",
+        title="planted absorption",
+    ),
+    Command(
+        "serve",
+        "sae_hacking.serve.config:ServeConfig",
+        help="prompt-highlighting server (HTTP API + web page)",
+        description="Serve prompt highlighting over HTTP: the model loads once; SAEs load on "
+        "demand (SAELens release + id, or paths under --sae-dir) into a cache of --max-saes. "
+        "POST /api/activations gives a prompt's tokens and their latent activations, GET / a web "
+        "page to explore them, /docs the API.",
+        title="server",
+    ),
+    Command(
+        "highlight",
+        "sae_hacking.serve.client:HighlightConfig",
+        help="highlight a prompt through a running server",
+        description="Send a prompt to a running `sae-hacking serve` and write a self-contained "
+        "HTML file (tokens coloured by how strongly the latent fires, hover for values and top "
+        "latents) into --output-dir on this machine; prints its path.",
+        title="highlight",
+    ),
+)
+COMMANDS = {
+    row.name: dataclasses.replace(row, metavars={**METAVARS, **row.metavars}) for row in _ROWS
+}

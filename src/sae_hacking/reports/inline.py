@@ -1,0 +1,40 @@
+"""What a self-contained page needs: its data as a JSON block that no text can break out of,
+and a Content-Security-Policy that runs only the page's own inline style and script and
+forbids every fetch. Used by ``report.html`` (:mod:`sae_hacking.reports.pairs`) and by the
+page ``sae-hacking highlight`` saves (:mod:`sae_hacking.serve.page`)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+
+def script_json(obj: Any) -> str:
+    """JSON safe inside ``<script type="application/json">``: no ``<``, ``>`` or ``&`` left to
+    end the element or open a comment, whatever the text holds."""
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def sha256_source(text: str) -> str:
+    """The CSP source (``sha256-…``) that allows exactly this inline style or script."""
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode()
+
+
+def locked_policy(css: str, script: str) -> str:
+    """A policy for a page whose only style is ``css`` and only script is ``script``, both
+    inline: no requests (images only as ``data:`` URLs), no base URL, no form submission."""
+    return (
+        "default-src 'none'; img-src data:; base-uri 'none'; form-action 'none'; "
+        f"style-src '{sha256_source(css)}'; script-src '{sha256_source(script)}'"
+    )
+
+
+def inline_element(tag: str, text: str) -> str:
+    """``<tag>text</tag>`` for a packaged asset; text that would end the element early is a
+    packaging error, caught here rather than as a broken page."""
+    if f"</{tag}" in text.lower():
+        raise ValueError(f"an inline <{tag}> may not contain </{tag}")
+    return f"<{tag}>{text}</{tag}>"
