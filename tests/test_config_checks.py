@@ -61,7 +61,7 @@ def test_every_declared_bound_refuses_on_direct_construction():
                 err.value,
             )
             checked += 1
-    assert checked >= 50  # every check_positive / check_non_negative the configs had, and more
+    assert checked >= 50  # every hand-written range check the configs had, and more
 
 
 @pytest.mark.parametrize(

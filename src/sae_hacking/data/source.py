@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from sae_hacking.config import Config, resolved_path, set_field, setting
 from sae_hacking.data.streams import check_text_source, looks_local
-from sae_hacking.errors import FieldError
 
 DEFAULT_DATASET = "monology/pile-uncopyrighted"
 
@@ -23,7 +22,10 @@ class TextSource(Config):
         None, help="column holding the text, for .jsonl/.parquet/hub datasets (default: text)"
     )
     max_tokens_in_prompt: int = setting(
-        1024, help="tokens per prompt including BOS; longer prompts are cut"
+        1024,
+        help="tokens per prompt including BOS; longer prompts are cut",
+        ge=2,  # as tokenizing would refuse, but before the model loads
+        why="BOS + a token",
     )
     batch_size: int = setting(8, help="prompts per forward pass", kind="free", gt=0)
     n_prompts: int | None = setting(
@@ -35,11 +37,6 @@ class TextSource(Config):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.max_tokens_in_prompt >= 2:  # as tokenizing would, but before the model loads
-            raise FieldError(
-                "max_tokens_in_prompt",
-                f"must be at least 2 (BOS + a token), got {self.max_tokens_in_prompt}.",
-            )
         if looks_local(self.dataset_id):
             set_field(self, "dataset_id", resolved_path(self.dataset_id))
 
