@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "sae_hacking.cli.pairs",
     "sae_hacking.cli.merge",
     "sae_hacking.cli.validate",
+    "sae_hacking.cli.bench",
     "sae_hacking.cli.serve",
     "sae_hacking.cli.highlight",
 )

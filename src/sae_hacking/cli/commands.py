@@ -183,6 +183,20 @@ _ROWS = (
         title="planted absorption",
     ),
     Command(
+        "absorption-bench",
+        "sae_hacking.absorption.bench.config:BenchConfig",
+        help="absorption that training produces in a tiny LM with known features, and the "
+        "search scored against it",
+        description="Build tiny LMs whose ablator hook carries known group (parent) and token "
+        "(child) directions and whose later block reads the groups; train ablator SAEs of "
+        "several architectures and widths (and a reader SAE) with `train`; label every ablator "
+        "latent from the truth (parent and absorbing latents, absorption rate); run "
+        "cooccurrences -> ablate -> pairs on each and score every ranking of the candidate "
+        "pairs (effect cosine by sign and raw, decoder cosine, co-occurrence evidence, a "
+        "combined rank) against the absorption pairs. Writes bench.json and bench.md.",
+        title="absorption bench",
+    ),
+    Command(
         "serve",
         "sae_hacking.serve.config:ServeConfig",
         help="prompt-highlighting server (HTTP API + web page)",

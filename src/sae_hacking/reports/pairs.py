@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import re
@@ -29,6 +28,7 @@ from typing import Any
 
 from sae_hacking.atomic import atomic_write, atomic_write_text
 from sae_hacking.errors import SETTING_REFERENCE
+from sae_hacking.reports.figures import figure, png_bytes
 from sae_hacking.reports.inline import locked_policy, script_json
 
 HISTOGRAM = "histogram.png"
@@ -88,19 +88,11 @@ def write_pair_plots(run_dir: str | Path, result: Mapping, log_scale: bool = Tru
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
-
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})  # same bytes every time
-    return buffer.getvalue()
+    return figure(width, height, DPI)
 
 
 def histogram_png(result: Mapping, log_scale: bool = True) -> bytes:
-    return _png(histogram_figure(result, log_scale))
+    return png_bytes(histogram_figure(result, log_scale))
 
 
 def histogram_figure(result: Mapping, log_scale: bool = True):
@@ -185,7 +177,7 @@ def scatter_png(result: Mapping) -> bytes:
     ax.set_xlabel("decoder cosine")
     ax.set_ylabel("effect cosine")
     ax.set_title(f"{len(points):,} kept pairs: effect vs decoder similarity")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _number(value: Any) -> int | float | None:

@@ -1,0 +1,81 @@
+"""`sae-hacking absorption-bench`: its settings, and a quick run end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from sae_hacking.absorption.bench.config import BenchConfig
+from sae_hacking.cli import main
+from sae_hacking.errors import FieldError
+
+
+def test_presets_and_refused_settings():
+    quick = BenchConfig(quick=True)
+    assert quick.widths == (60,) and quick.architectures == ("topk", "hierarchical")
+    assert BenchConfig().architectures == (
+        "topk",
+        "hierarchical",
+        "matryoshka",
+        "batchtopk",
+        "relu",
+    )
+    with pytest.raises(FieldError, match="widths.*multiple of 3"):
+        BenchConfig(widths=(32,))
+    with pytest.raises(FieldError, match="architectures.*jumprelu"):
+        BenchConfig(architectures=("topk", "jumprelu"))
+    with pytest.raises(FieldError, match="k.*even"):
+        BenchConfig(k=3)
+    with pytest.raises(FieldError, match="seeds"):
+        BenchConfig(seeds=())
+
+
+def test_a_bad_flag_is_one_line_before_torch(capsys):
+    assert main(["absorption-bench", "--widths", "31"]) == 2
+    assert "--widths has 31" in capsys.readouterr().err
+
+
+def numbers(value):
+    """Every leaf of a JSON value."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from numbers(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from numbers(v)
+    else:
+        yield value
+
+
+@pytest.mark.slow
+def test_a_quick_bench_runs_end_to_end(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["absorption-bench", "--quick", "--seeds", "0", "--output-dir", str(out)]) == 0
+    bench = json.loads((out / "bench.json").read_text())
+    runs = {r["architecture"]: r for r in bench["runs"]}
+    assert set(runs) == {"topk", "hierarchical"}
+    assert all(r["probe_accuracy"] >= 0.99 for r in runs.values())
+    assert runs["topk"]["absorption_rate"] > 0.1  # training produces absorption
+    for run in runs.values():
+        assert set(run["rankings"]) == {
+            "effect_sign",
+            "effect_raw",
+            "decoder",
+            "cooccurrence",
+            "combined",
+        }
+        for score in run["rankings"].values():
+            assert score["n_candidates"] > 0 and score["n_truth"] == run["n_absorption_pairs"]
+    # Every cell of the tables is a number computed by the run (no placeholder).
+    for entry in bench["table"]:
+        for key in ("absorption_rate", "fvu", "l0"):
+            assert all(math.isfinite(v) for v in entry[key])
+    assert all(v is None or isinstance(v, (int, float, str)) for v in numbers(bench["table"]))
+    table = (out / "bench.md").read_text()
+    assert "| topk | 60 |" in table and "—" not in table.split("Average precision")[0]
+    for name in ("world", "reader", "topk-w60", "hierarchical-w60"):
+        assert (out / "seed0" / name).is_dir()
+    assert (out / "seed0" / "topk-w60" / "pairs-sign" / "pairs.json").is_file()
+    assert (out / "bench.html").is_file() and (out / "absorption_by_group.png").is_file()
