@@ -32,9 +32,19 @@ def without_none(tp: Any) -> tuple[Any, bool]:
 
 
 def literal_choices(tp: Any) -> tuple | None:
-    """The allowed values of a ``Literal[...]`` annotation (also inside ``X | None``)."""
+    """The allowed values of a ``Literal[...]`` annotation (also inside ``X | None``, and of each
+    item of a ``tuple[Literal[...], ...]``)."""
     inner, _ = without_none(tp)
+    inner = tuple_item(inner) or inner
     return typing.get_args(inner) if typing.get_origin(inner) is typing.Literal else None
+
+
+def tuple_item(tp: Any) -> Any:
+    """The item type of ``tuple[X, ...]``; ``None`` for any other annotation."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    return None
 
 
 def check_value(key: str, value: Any, f: dataclasses.Field, hint: Any) -> None:
@@ -46,10 +56,14 @@ def check_value(key: str, value: Any, f: dataclasses.Field, hint: Any) -> None:
         return
     check_finite(key, value)
     choices = literal_choices(tp)
-    if choices is not None and value not in choices:
-        raise FieldError(
-            key, f"is {value!r}, expected one of {', '.join(str(c) for c in choices)}."
-        )
+    if choices is not None:
+        items = value if tuple_item(tp) is not None else (value,)
+        wrong = [item for item in items if item not in choices]
+        if wrong:
+            verb = "has" if tuple_item(tp) is not None else "is"
+            raise FieldError(
+                key, f"{verb} {wrong[0]!r}, expected one of {', '.join(str(c) for c in choices)}."
+            )
     bounds = f.metadata.get("bounds")
     if bounds and not _within(value, bounds):
         why = f.metadata.get("why")

@@ -170,8 +170,9 @@ def test_hub_dataset_offline_fails_fast(network_attempts):
     start = time.monotonic()
     with pytest.raises(UsageError, match="`dataset_id` nonexistent-org/nope.*local .txt"):
         open_text_stream("nonexistent-org/nope")
-    # No connection at all in offline mode; the bound only catches a hang (retries take ~20 s).
-    assert network_attempts == [] and time.monotonic() - start < 10
+    # No connection at all in offline mode (retries would show up as attempts); the generous
+    # time bound only catches a hang.
+    assert network_attempts == [] and time.monotonic() - start < 60
 
 
 def test_tokenised_batches_are_deterministic(tmp_path, gemma_tok):

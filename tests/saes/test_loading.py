@@ -216,9 +216,9 @@ def test_release_download_offline_fails_fast_and_clearly(tmp_path, monkeypatch, 
     start = time.monotonic()
     with pytest.raises(UsageError) as info:
         load_sae("gemma-scope-2b-pt-mlp-canonical", "layer_20/width_65k/canonical")
-    # Offline: no connection at all. The generous bound only catches a hang (huggingface_hub's
-    # retries take about 20 s).
-    assert network_attempts == [] and time.monotonic() - start < 10
+    # Offline: no connection at all (huggingface_hub's retries would show up as attempts); the
+    # generous time bound only catches a hang.
+    assert network_attempts == [] and time.monotonic() - start < 60
     message = str(info.value)
     assert "google/gemma-scope-2b-pt-mlp/layer_20/width_65k/average_l0_88/params.npz" in message
     assert "HF_HUB_OFFLINE" in message and "HF_HOME" in message

@@ -335,7 +335,9 @@ def test_a_silent_server_times_out_saying_what_it_waits_for(fake_server, tmp_pat
     server = fake_server(delay=60)
     start = time.monotonic()
     assert main(highlight(server, tmp_path / "out", "--timeout", "2.5")) == EXIT_USAGE
-    assert time.monotonic() - start < 10
+    # The server answers after 60 s; the client gave up long before (the bound is generous for
+    # a loaded machine, and still far from the server's delay).
+    assert time.monotonic() - start < 30
     err = capsys.readouterr().err.splitlines()
     assert err[0] == f"waiting for http://127.0.0.1:{server.port} ..."
     assert len(err) == 2 and "did not answer within 2.5 s" in err[1] and "--timeout" in err[1]

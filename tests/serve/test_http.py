@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 
 import pytest
 from fastapi import FastAPI
@@ -24,6 +23,7 @@ from sae_hacking.serve.http import (
     host_name,
     json_error_protocol,
 )
+from tests.servers import wait_until_started
 
 
 def config(**settings) -> ServeConfig:
@@ -145,10 +145,7 @@ def uvicorn_port():
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until_started(server, thread)
     try:
         yield sock.getsockname()[1]
     finally:

@@ -9,7 +9,6 @@ import os
 import re
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from sae_hacking.serve.page import asset
 from tests.browser import guard
+from tests.servers import wait_until_started
 
 HOOK = "blocks.1.hook_resid_post"
 D_SAE = 24
@@ -49,10 +49,7 @@ def server(tiny_model_path, tmp_path_factory):
     uv = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", lifespan="on"))
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 120
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
+    wait_until_started(uv, thread)
     try:
         yield {"base": f"http://127.0.0.1:{port}", "release": str(sae.resolve())}
     finally:

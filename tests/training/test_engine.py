@@ -72,6 +72,9 @@ def test_any_iterator_of_batches_trains_and_logs_one_schema(tmp_path):
     assert evals[-1]["lr"] == pytest.approx(3e-3 / 18)
 
 
+STOP = 20  # a checkpoint step (checkpoint_every 20), with resamplings on both sides of it
+
+
 @pytest.mark.parametrize("remedy", ["aux-k", "resampling"])
 def test_resume_from_a_checkpoint_takes_the_uninterrupted_steps(tmp_path, remedy):
     remedies = (
@@ -80,23 +83,26 @@ def test_resume_from_a_checkpoint_takes_the_uninterrupted_steps(tmp_path, remedy
         else DeadRemedies(dead_steps=5, resample_every=10, seed=7)
     )
     straight = engine(tmp_path / "a", remedies=remedies)
+    moved = []
+    resample = straight.resample_dead
+    straight.resample_dead = lambda f: moved.append(resample(f)) or moved[-1]
     straight.train(batches(0), evaluate_on(straight), dict, inputs)
-    stopped = engine(tmp_path / "b", total=40, remedies=remedies)
-    stopped.cadence = Cadence(60, 20, 10, 20)  # the same run, killed after step 40's checkpoint
-    stopped.schedule.total = 60
+    if remedy == "resampling":  # the remedy under test did act, before and after the stop
+        assert sum(moved[: STOP // 10]) > 0 and sum(moved[STOP // 10 :]) > 0
+    stopped = engine(tmp_path / "b", remedies=remedies)
     it = batches(0)
 
-    def until_40():
-        for _ in range(40):
+    def until_stop():  # the same run, killed after the checkpoint of step STOP
+        for _ in range(STOP):
             yield next(it)
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        stopped.train(until_40(), evaluate_on(stopped), lambda: {"next": stopped.step}, inputs)
+        stopped.train(until_stop(), evaluate_on(stopped), lambda: {"next": stopped.step}, inputs)
     resumed = engine(tmp_path / "b", remedies=remedies)
     state = resumed.load_checkpoint(read_trainer_state(tmp_path / "b", world=1))
-    assert state == {"next": 40} and resumed.step == 40
-    resumed.train(batches(40), evaluate_on(resumed), dict, inputs)
+    assert state == {"next": STOP} and resumed.step == STOP
+    resumed.train(batches(STOP), evaluate_on(resumed), dict, inputs)
     for name, tensor in straight.sae.state_dict().items():
         assert torch.equal(resumed.sae.state_dict()[name], tensor), name
     for bank, since in straight.since_fired.items():
@@ -141,6 +147,8 @@ def test_reconstruction_metrics_chunked_equal_whole_and_nan_without_variance():
     whole = reconstruction_metrics(sae, x_TM, chunk=len(x_TM))
     parts = reconstruction_metrics(sae, x_TM, chunk=7)
     assert parts == pytest.approx(whole, rel=1e-5)
+    given = reconstruction_metrics(sae, x_TM, chunk=7, codes_TL=sae.encode(x_TM))
+    assert given == pytest.approx(whole, rel=1e-5)
     assert whole["explained_variance"] == pytest.approx(1 - whole["fvu"])
     flat = reconstruction_metrics(sae, torch.ones(10, M))
     assert math.isnan(flat["fvu"]) and math.isnan(flat["explained_variance"])
@@ -153,3 +161,19 @@ def test_warmup_decay_matches_its_definition():
     c = WarmupDecay(1.0, total=110, warmup=10, decay="cosine")
     assert c.lr(10) == pytest.approx(1.0) and c.lr(60) == pytest.approx(0.5)
     assert c.lr(110) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_toy_checkpoint_of_the_format_before_the_engine_resumes(tmp_path):
+    """Toy checkpoints written before the engine: no data-source states, the plateau's state
+    under "scheduler"."""
+    e = engine(tmp_path, schedule=Plateau(min_lr=1e-4, patience=0), lr=1e-3)
+    e.train(batches(0), evaluate_on(e), dict)
+    state = torch.load(tmp_path / "checkpoint.trainer.pt", weights_only=True)
+    old = {k: v for k, v in state.items() if k not in ("ranks", "schedule")}
+    old.update(scheduler=state["schedule"], best_val=0.5)
+    torch.save(old, tmp_path / "checkpoint.trainer.pt")
+    again = engine(tmp_path, schedule=Plateau(min_lr=1e-4, patience=0), lr=1e-3)
+    assert again.load_checkpoint(read_trainer_state(tmp_path, world=1)) == {}
+    assert again.step == 60 and again.schedule.state_dict() == e.schedule.state_dict()
+    for name, tensor in e.sae.state_dict().items():
+        assert torch.equal(again.sae.state_dict()[name], tensor), name

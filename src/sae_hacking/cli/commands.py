@@ -29,6 +29,7 @@ METAVARS = {
     "frequencies_from": "FILE",
     "magnitude_range": ("LO", "HI"),
     "seeds": "SEED",
+    "architectures": "ARCH",
     "activation_cache": "DIR",
     "matryoshka_groups": "SIZE",
     "hook": "HOOK",

@@ -129,7 +129,7 @@ def leaf_argument(leaf: Leaf, aliases: Iterable[str] = ()) -> tuple[list[str], d
     flags = [flag_for(leaf.key), *aliases]
     if typing.get_origin(tp) is tuple:
         args = typing.get_args(tp)
-        kwargs["type"] = args[0]
+        kwargs["type"] = _base_type(args[0])  # a tuple of Literal: argparse checks each
         kwargs["nargs"] = "+" if len(args) == 2 and args[1] is Ellipsis else len(args)
     else:
         kwargs["type"] = tp

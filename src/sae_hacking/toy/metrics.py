@@ -83,8 +83,8 @@ def absorption_rate(
 @torch.no_grad()
 def evaluate(sae: TrainableSAE, dataset: ToyDataset, val: ToyBatch) -> dict[str, float]:
     """All metrics of the module docstring on the validation batch ``val``."""
-    out = reconstruction_metrics(sae, val.x_BM)
     acts_BL = sae.encode(val.x_BM)
+    out = reconstruction_metrics(sae, val.x_BM, codes_TL=acts_BL)
     child_cos = cosine_matrix(dataset.all_children_DM, effective_vectors(sae)).max(-1).values
     parent_vecs = parent_level_vectors(sae)
     parent_cos_AE = cosine_matrix(dataset.parents_AM, parent_vecs)

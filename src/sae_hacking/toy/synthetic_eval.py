@@ -223,7 +223,7 @@ def our_metrics(
     parents_N = data.parent_features.to(x_BM.device)
     fires_BL = latents_BL > 0
     return {
-        **reconstruction_metrics(sae, x_BM),
+        **reconstruction_metrics(sae, x_BM, codes_TL=latents_BL),
         "absorption_rate": absorption_rate(
             latents_BL, cos_FL[parents_N].argmax(-1), acts_BF[:, parents_N] > 0
         ),

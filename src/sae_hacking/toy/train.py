@@ -167,12 +167,13 @@ class ToyTrainer:
         else:
             from sae_hacking.toy.synthetic_eval import evaluate_synthetic, our_metrics
 
-            metrics = our_metrics(self.sae, self.dataset, self.val_x_BM, self.val_acts_BF)
             if self.engine.step >= self.config.max_step:
-                theirs = evaluate_synthetic(
+                # Theirs and ours, on the validation samples (drawn again from their generator).
+                metrics = evaluate_synthetic(
                     self.sae, self.dataset, self.config.val_size, self.val_generator()
                 )
-                metrics.update({k: v for k, v in theirs.items() if k.startswith("saelens_")})
+            else:
+                metrics = our_metrics(self.sae, self.dataset, self.val_x_BM, self.val_acts_BF)
         self.sae.train()
         return metrics
 

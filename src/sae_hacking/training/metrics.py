@@ -22,14 +22,19 @@ from sae_hacking.saes.base import SAE
 
 @torch.no_grad()
 def reconstruction_metrics(
-    sae: SAE, acts_TM: Float[torch.Tensor, "T M"], chunk: int = 4096
+    sae: SAE,
+    acts_TM: Float[torch.Tensor, "T M"],
+    chunk: int = 4096,
+    codes_TL: Float[torch.Tensor, "T L"] | None = None,
 ) -> dict[str, float]:
     """MSE, FVU, explained variance and L0 of ``sae`` on ``acts_TM`` (``chunk`` rows at a time:
-    the dense codes of a 65k-wide SAE are large)."""
+    the dense codes of a 65k-wide SAE are large). ``codes_TL``: ``sae.encode(acts_TM)``, when
+    the caller has it already (it is not computed again)."""
     mean_M = acts_TM.mean(0)
     err = var = active = 0.0
-    for x_TM in acts_TM.split(chunk):
-        acts_TE = sae.encode(x_TM)
+    parts = [None] * -(-acts_TM.shape[0] // chunk) if codes_TL is None else codes_TL.split(chunk)
+    for x_TM, given_TL in zip(acts_TM.split(chunk), parts, strict=True):
+        acts_TE = sae.encode(x_TM) if given_TL is None else given_TL
         err += float(((sae.decode(acts_TE) - x_TM) ** 2).sum())
         var += float(((x_TM - mean_M) ** 2).sum())
         active += float((acts_TE > 0).sum())

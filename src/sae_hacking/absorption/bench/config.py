@@ -26,8 +26,7 @@ class BenchConfig(Config):
         (0, 1, 2, 3, 4), help="seeds of the world (model, geometry, prompts) and of the SAEs"
     )
     groups: int = setting(16, help="G: groups (first letters) of the vocabulary", ge=2, le=20)
-    # A tuple of choices: checked in __post_init__ (declared choices cover single values).
-    architectures: tuple[str, ...] | None = setting(
+    architectures: tuple[BenchArchitecture, ...] | None = setting(
         None, help="ablator SAEs to train (quick: topk hierarchical)"
     )
     widths: tuple[int, ...] | None = setting(
@@ -59,12 +58,6 @@ class BenchConfig(Config):
         for key, value in zip(("prompts", "steps", "widths", "architectures"), preset, strict=True):
             if getattr(self, key) is None:
                 set_field(self, key, tuple(value) if isinstance(value, tuple) else value)
-        unknown = [a for a in self.architectures if a not in ARCHITECTURES]
-        if unknown:
-            raise FieldError(
-                "architectures",
-                f"has {', '.join(unknown)}; expected some of {', '.join(ARCHITECTURES)}.",
-            )
         if not self.seeds:
             raise FieldError("seeds", "needs at least one seed.")
         for width in self.widths:

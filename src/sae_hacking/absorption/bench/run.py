@@ -62,12 +62,15 @@ def run(config: BenchConfig) -> tuple[Path, dict]:
 def _seed(config: BenchConfig, folder: Path, seed: int) -> list[dict]:
     import torch
 
+    from sae_hacking.absorption.bench.labels import label_latents
     from sae_hacking.absorption.bench.world import (
         make_world,
         probe_accuracy,
         read_real_tokens,
     )
+    from sae_hacking.atomic import atomic_write_json
     from sae_hacking.lm.hooked import HookedLM
+    from sae_hacking.saes.releases import load_sae
 
     world = make_world(folder / "world", groups=config.groups, seed=seed, prompts=config.prompts)
     lm = HookedLM.from_pretrained(str(world.path), device="cpu", dtype="float32")
@@ -91,17 +94,11 @@ def _seed(config: BenchConfig, folder: Path, seed: int) -> list[dict]:
                 seed,
                 where / "train",
             )
-            from sae_hacking.saes.releases import load_sae
-
             sae = load_sae(str(sae_path))
             with torch.no_grad():
                 acts_NL = sae.encode(acts_NM)
                 rows_LM = sae.feature_vectors() if hasattr(sae, "feature_vectors") else sae.W_dec
-            from sae_hacking.absorption.bench.labels import label_latents
-
             labels = label_latents(acts_NL, group_N, ids_N, rows_LM, world.parents_GM)
-            from sae_hacking.atomic import atomic_write_json
-
             atomic_write_json(where / "labels.json", labels.to_json())
             scores = _search(config, world, sae_path, reader, labels, where)
             rows.append(
