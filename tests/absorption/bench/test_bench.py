@@ -9,6 +9,7 @@ import pytest
 
 from sae_hacking.absorption.bench.config import BenchConfig
 from sae_hacking.cli import main
+from sae_hacking.config import from_flat
 from sae_hacking.errors import FieldError
 
 
@@ -24,8 +25,10 @@ def test_presets_and_refused_settings():
     )
     with pytest.raises(FieldError, match="widths.*multiple of 3"):
         BenchConfig(widths=(32,))
+    # Through from_flat, as every interface builds it (the tests' type checker would refuse the
+    # direct construction before the config's own check).
     with pytest.raises(FieldError, match="architectures.*jumprelu"):
-        BenchConfig(architectures=("topk", "jumprelu"))
+        from_flat(BenchConfig, {"architectures": ["topk", "jumprelu"]})
     with pytest.raises(FieldError, match="k.*even"):
         BenchConfig(k=3)
     with pytest.raises(FieldError, match="seeds"):
