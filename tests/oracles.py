@@ -109,7 +109,9 @@ def find_pairs_reference(
                 continue
             count = int(count_pairs(latents_D[i : i + 1], latents_D[j : j + 1])[0])
             expected = float(activations_D[i]) * float(activations_D[j]) / tokens
-            if count > rules.max_cooccurrence or expected < rules.min_expected:
+            rarer = min(int(activations_D[i]), int(activations_D[j]))
+            rare_enough = count <= rules.max_cooccurrence or count <= rules.max_share * rarer
+            if not rare_enough or expected < rules.min_expected:
                 continue
             found.append((-cosine, i, j, count, expected))
             hist[int(histogram_bins(torch.tensor([cosine]))[0])] += 1

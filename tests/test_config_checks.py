@@ -257,7 +257,7 @@ LEGACY_EXAMPLES = [
             "ablator_sae_neuronpedia_id": "gemma-2-2b/20-gemmascope-mlp-65k",
             "cosine_sim_threshold": -0.2,
             "cooccurrence_path": "/results/cooccurrences.safetensors",
-            "skip_torch_sign": True,
+            "compare": "raw",
             "just_these": [15000],
         },
     ),

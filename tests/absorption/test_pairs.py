@@ -45,6 +45,7 @@ def assert_same(found, reference, exact=True):
         PairFilter(threshold=-0.2, max_cooccurrence=1, max_pairs=25, block_size=16),
         PairFilter(threshold=-1.0, max_cooccurrence=3, block_size=64),  # every pair
         PairFilter(threshold=0.1, max_cooccurrence=2, min_expected=5.0, block_size=5),
+        PairFilter(threshold=-0.3, max_cooccurrence=0, max_share=0.05, block_size=11),
     ],
 )
 def test_blocked_pairs_equal_the_per_row_loop(sign, rules):
@@ -59,6 +60,21 @@ def test_blocked_pairs_equal_the_per_row_loop(sign, rules):
     assert cosines == sorted(cosines, reverse=True)
     assert len(cosines) == min(rules.max_pairs, found.n_passing)
     assert (found.first_K < found.second_K).all()
+
+
+def test_a_share_rule_keeps_pairs_that_fire_together_rarely_for_the_rarer_latent():
+    latents, rows, norms, activations, counts = problem(3, False)
+    strict = PairFilter(threshold=-1.0, max_cooccurrence=0, block_size=16)
+    share = PairFilter(threshold=-1.0, max_cooccurrence=0, max_share=0.05, block_size=16)
+    never = find_pairs(latents, rows, norms, activations, 100, counts, strict)
+    rarely = find_pairs(latents, rows, norms, activations, 100, counts, share)
+    assert rarely.n_passing > never.n_passing
+    kept = dict.fromkeys(zip(rarely.first_K.tolist(), rarely.second_K.tolist(), strict=True))
+    assert all(p in kept for p in zip(never.first_K.tolist(), never.second_K.tolist(), strict=True))
+    position = {int(latent): k for k, latent in enumerate(latents)}
+    for a, b, c in zip(rarely.first_K, rarely.second_K, rarely.cooccurrence_K, strict=True):
+        rarer = min(int(activations[position[int(a)]]), int(activations[position[int(b)]]))
+        assert int(c) == 0 or int(c) <= 0.05 * rarer
 
 
 def test_focus_and_first_latent_limits_match_the_loop():

@@ -65,10 +65,13 @@ def test_the_legacy_command_line_writes_every_output(runs, tmp_path, capsys):
     assert sum(meta["histogram"]["counts"]) == meta["n_pairs_passing"]
     with (runs / "ablate" / "ablations.json").open() as handle:
         ablated = json.load(handle)
-    assert meta["inputs"]["hook"] == ABLATOR and meta["compare"] == "sign"
+    # The defaults: raw effects, pairs that fire together on at most half the rarer one's tokens.
+    assert meta["inputs"]["hook"] == ABLATOR and meta["compare"] == "raw"
+    assert any(p["cooccurrence_count"] > 0 for p in found)
     for p in found:
         a, b = p["ablator1"], p["ablator2"]
-        assert a["id"] < b["id"] and p["cooccurrence_count"] == 0
+        rarer = min(a["activation_count"], b["activation_count"])
+        assert a["id"] < b["id"] and p["cooccurrence_count"] <= 0.5 * rarer
         assert p["cosine_similarity"] >= -0.2 and -1.0 <= p["decoder_cosine"] <= 1.0
         assert a["ablation_count"] >= 1 and b["ablation_count"] >= 1
         assert a["url"] == f"https://www.neuronpedia.org/x/y/{a['id']}"
@@ -160,6 +163,29 @@ def test_legacy_script_path(runs, tmp_path):
     for flag in ("--input-path", "--cooccurrence-path", "--cooccurrence-threshold", "--cosine-sim-threshold",
                  "--ablator-sae-neuronpedia-id", "--just-these", "--skip-torch-sign", "--max-steps", "--no-log-scale"):  # fmt: skip
         assert flag in flags, flag
+    words = "".join(help_text.split())  # the script's own defaults, not sae-hacking pairs'
+    assert "(defaultsign)" in words and "(default0:only--cooccurrence-thresholdcounts" in words
+
+
+def test_the_legacy_script_keeps_the_legacy_semantics(runs, tmp_path):
+    from sae_hacking.cli import script_main
+
+    common = ["--input-path", str(runs / "ablate"), "--cooccurrence-path", str(runs / "cooc"),
+              "--cosine-sim-threshold", "-1", "--device", "cpu"]  # fmt: skip
+    assert script_main("sae_hacking.cli.pairs", [*common, "--output-dir", str(tmp_path / "a")]) == 0
+    legacy = json.loads((tmp_path / "a" / "pairs.json").read_text())
+    assert legacy["meta"]["compare"] == "sign"
+    assert legacy["pairs"] and all(p["cooccurrence_count"] == 0 for p in legacy["pairs"])
+    # The same flags through sae-hacking: raw effects and rare co-occurrence (the new defaults).
+    assert main(["pairs", *common, "--output-dir", str(tmp_path / "b")]) == 0
+    default = json.loads((tmp_path / "b" / "pairs.json").read_text())
+    assert default["meta"]["compare"] == "raw"
+    assert default["meta"]["n_pairs_passing"] > legacy["meta"]["n_pairs_passing"]
+    # --skip-torch-sign and explicit settings still win over the legacy script's defaults.
+    argv = [*common, "--skip-torch-sign", "--max-cooccurrence-share", "0.5"]
+    assert script_main("sae_hacking.cli.pairs", [*argv, "--output-dir", str(tmp_path / "c")]) == 0
+    again = json.loads((tmp_path / "c" / "pairs.json").read_text())
+    assert again["pairs"] == default["pairs"]
 
 
 def test_explanations_from_a_file_reach_the_pairs_and_the_report(runs, tmp_path):

@@ -59,6 +59,9 @@ def _entry(architecture, rate, ap):
         "l0": [2.0, 0.0],
         "dead_frac": [0.0, 0.0],
         "probe_accuracy": [1.0, 0.0],
+        "truth_kept": {"never": [0.2, 0.1], "rare": [0.9, 0.05]},
+        "returned": {"pairs": [1500.0, 10.0], "precision": [0.0125, 0.0025]},
+        "rules": {"never": {"decoder": [0.05, 0.15]}, "rare": {"decoder": [0.5, 0.7]}},
         "decoder": {
             "average_precision": ap,
             "precision_at_truth": [0.125, 0.025],
@@ -150,9 +153,12 @@ def test_page_tables_and_pngs(written):
     assert "img-src data:" in policy
     # The tables of bench.md: mean ± std with three decimals, a dash where there is no number.
     assert (
-        "<td>topk</td><td>30</td><td>2</td><td>0.250 ± 0.050</td><td>10.000 ± 0.000</td><td>—</td>"
-        in page
+        "<td>topk</td><td>30</td><td>2</td><td>0.250 ± 0.050</td><td>10.000 ± 0.000</td>"
+        "<td>0.200 ± 0.100</td><td>0.900 ± 0.050</td><td>1500.000 ± 10.000</td>"
+        "<td>0.013 ± 0.003</td><td>—</td>" in page
     )
+    # AP by candidate rule: mean ± std over the seeds' values; a rule not scored is a dash.
+    assert "<td>0.100 ± 0.071</td><td>0.600 ± 0.141</td><td>—</td></tr>" in page
     assert "<td>0.457 ± 0.012</td>" in page
     assert "<td>0.125 ± 0.025 (1.5)</td>" in page  # precision at n_truth (siblings)
     assert "the cosine of the two latents&#x27; decoder rows" in page
@@ -214,8 +220,8 @@ def test_bench_page_in_chromium(chromium, written):
         assert len(widths) == 3 and all(w > 0 for w in widths)
         assert errors == [] and refused == []
         assert page.evaluate("typeof window.pwned") == "undefined"
-        # The hostile architecture is shown as the literal text it is, in each of the 3 tables.
+        # The hostile architecture is shown as the literal text it is, in each of the 4 tables.
         cells = page.locator("td").all_text_contents()
-        assert cells.count(HOSTILE) == 3
+        assert cells.count(HOSTILE) == 4
     finally:
         page.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from sae_hacking.absorption.ablation.identity import Method, SumsPlace
 from sae_hacking.config import Config, resolved_path, set_field, setting
@@ -222,6 +223,15 @@ class PairsConfig(Config):
     cooccurrence_threshold: int = setting(
         0, help="keep pairs active together on at most this many tokens", ge=0
     )
+    max_cooccurrence_share: float = setting(
+        0.5,
+        help="also keep pairs active together on at most this share of the rarer latent's "
+        "active tokens, in [0, 1]; 0: only `cooccurrence_threshold` counts (the legacy rule). "
+        "Why: in absorption-bench most absorbing latents of trained SAEs fire with their parent "
+        "on some tokens, which this rule keeps (README, 'Absorption that training produces')",
+        ge=0,
+        le=1,
+    )
     cosine_sim_threshold: float | None = setting(
         None,
         help="keep pairs whose effect cosine is at least this, in [-1, 1]; default: above 0 "
@@ -230,10 +240,10 @@ class PairsConfig(Config):
         ge=-1,
         le=1,
     )
-    skip_torch_sign: bool = setting(
-        False,
-        help="compare the raw mean effects; default: compare their signs (sign(mean effect)), "
-        "as the legacy script did",
+    compare: Literal["raw", "sign"] = setting(
+        "raw",
+        help="compare the mean effects raw, or their signs (sign(mean effect)) as the legacy "
+        "script did; raw ranks absorption pairs far better in absorption-bench",
     )
     min_ablations: int = setting(
         1,

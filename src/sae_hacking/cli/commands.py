@@ -49,6 +49,9 @@ HIERARCHICAL = Switch(
     "hierarchical",
     "train the hierarchical TopK SAE (same as --architecture hierarchical)",
 )
+SKIP_TORCH_SIGN = Switch(
+    "--skip-torch-sign", "compare", "raw", "compare the raw mean effects (same as --compare raw)"
+)
 MAX_TOKENS = {"max_tokens_in_prompt": ("--max-tokens",)}
 LEGACY_TOY = {"perturbation_size": ("--perturbation_size",)}
 VALIDATE_HELP = (
@@ -158,13 +161,15 @@ _ROWS = (
         description="Find pairs of ablated ablator latents that never (or rarely) fire together "
         "yet change the reader SAE alike: absorption candidates. Only latents ablated at least "
         "--min-ablations times are compared; effects are mean effects (sum / ablation count), "
-        "compared by sign unless --skip-torch-sign; each pair also carries its decoder cosine, "
+        "compared raw (--compare sign: by sign, as the legacy look_for_pairs.py does by "
+        "default); each pair also carries its decoder cosine, "
         "expected co-occurrence under independence (N f1 f2) and Neuronpedia explanations. "
         "Inputs of only some shards of a run, or counted on different datasets, are refused "
         "unless --allow-partial / --allow-other-dataset. Writes pairs.csv, histogram.png, "
         "effect_vs_decoder.png, report.html and, last, pairs.json to a new run directory.",
         title="pairs",
         skip=("resume",),
+        switches=(SKIP_TORCH_SIGN,),
     ),
     Command(
         "validate-absorption",

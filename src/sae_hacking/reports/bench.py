@@ -40,19 +40,24 @@ DPI = 110
 # What each ranking orders the candidate pairs by (absorption/bench/ranking.py); a ranking the
 # page does not know is still plotted and tabled, described as such.
 RANKINGS = {
-    "effect_sign": "the cosine of the two latents' mean ablation effects on the reader SAE, "
-    "effects compared by sign (the pairs command's default)",
-    "effect_raw": "the same cosine on the raw mean effects (pairs --skip-torch-sign)",
+    "effect_sign": "the cosine of the signs of the two latents' mean ablation effects on the "
+    "reader SAE (the legacy look_for_pairs.py's default)",
+    "effect_raw": "the cosine of the two latents' raw mean ablation effects on the reader SAE "
+    "(the pairs command's default)",
     "decoder": "the cosine of the two latents' decoder rows",
     "cooccurrence": "how surely the two never fire together by more than chance: the "
     "co-occurrences expected if they were independent, N·f1·f2",
-    "combined": "the mean of the sign effect cosine's and the decoder cosine's percentile "
+    "combined": "the mean of the raw effect cosine's and the decoder cosine's percentile "
     "ranks among the candidates",
 }
 # (bench.json key, column header) of the first table, as in bench.md.
 SAE_COLUMNS = (
     ("absorption_rate", "absorption rate"),
     ("n_absorbing", "absorbing latents"),
+    ("truth_kept.never", "absorption pairs kept: never together"),
+    ("truth_kept.rare", "kept: rarely together"),
+    ("returned.pairs", "pairs `pairs` returns"),
+    ("returned.precision", "their precision"),
     ("fvu", "FVU"),
     ("l0", "L0"),
     ("dead_frac", "dead"),
@@ -135,7 +140,7 @@ def render_page(bench, entries, names, figures, groups_figure) -> str:
     )
     sae_head = ["SAE", "width", "seeds", *(label for _, label in SAE_COLUMNS)]
     sae_rows = [
-        [*_key(e), len(e.get("seeds") or []), *(_cell(e.get(k)) for k, _ in SAE_COLUMNS)]
+        [*_key(e), len(e.get("seeds") or []), *(_cell(_get(e, k)) for k, _ in SAE_COLUMNS)]
         for e in entries
     ]
     ap_rows = [
@@ -143,6 +148,8 @@ def render_page(bench, entries, names, figures, groups_figure) -> str:
         for e in entries
     ]
     at_truth = [[*_key(e), *(_at_truth(_ranking(e, n)) for n in names)] for e in entries]
+    rule_names = [(n, r) for n in ("effect_raw", "decoder") for r in ("never", "rare", "all")]
+    rule_rows = [[*_key(e), *(_rule_ap(e, n, r) for n, r in rule_names)] for e in entries]
     described = "".join(
         f"<dt>{_e(n)}</dt><dd>{_e(RANKINGS.get(n, 'a ranking this page does not describe'))}</dd>"
         for n in names
@@ -154,14 +161,19 @@ def render_page(bench, entries, names, figures, groups_figure) -> str:
         "mean over groups of the share of a group's occurrences on which its parent latent is "
         "silent while an absorbing latent fires; dead: share of latents that had not fired for a while at the end of training.</p>",
         _table(sae_head, sae_rows),
-        "</section><section><h2>Rankings</h2><p>Candidates: the pairs of latents that never "
-        "fire together; truth: the absorption pairs (a group's parent latent and each of its "
-        "absorbing latents). Each ranking orders the candidates by:</p>",
+        "</section><section><h2>Rankings</h2><p>Candidates: the pairs of latents that fire "
+        "together on at most half the rarer one's tokens (what pairs keeps by default); truth: "
+        "the absorption pairs (a group's parent latent and each of its absorbing latents). Each "
+        "ranking orders the candidates by:</p>",
         f"<dl>{described}</dl>",
         "<h3>Average precision against the absorption pairs</h3>",
         _table(["SAE", "width", *names], ap_rows),
         "<h3>Precision at k = number of truth pairs (sibling pairs among those k)</h3>",
         _table(["SAE", "width", *names], at_truth),
+        "<h3>Average precision by candidate rule</h3><p>never: pairs that never fire together "
+        "(the legacy search); rare: at most half the rarer one's tokens together (pairs' "
+        "default); all: every pair.</p>",
+        _table(["SAE", "width", *(f"{n} {r}" for n, r in rule_names)], rule_rows),
         "</section><section><h2>Precision and recall at k</h2>",
         *(_figure_html(*f) for f in figures),
         "</section><section><h2>Absorption per group</h2>",
@@ -199,6 +211,26 @@ def _same_cell(run: Mapping, entry: Mapping) -> bool:
         entry.get("architecture"),
         entry.get("width"),
     )
+
+
+def _get(entry: Mapping, dotted: str) -> Any:
+    """``entry["a"]["b"]`` for ``"a.b"``; None where a level is missing."""
+    value: Any = entry
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _rule_ap(entry: Mapping, name: str, rule: str) -> str:
+    """Mean ± std over seeds of a ranking's AP under a candidate rule (``entry["rules"]``)."""
+    values = _get(entry, f"rules.{rule}.{name}")
+    if not isinstance(values, (list, tuple)):
+        return "—"
+    values = [v for v in map(_number, values) if v is not None]
+    if not values:
+        return "—"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return _cell([statistics.fmean(values), std])
 
 
 def _ranking(entry: Mapping, name: str) -> Mapping:

@@ -71,6 +71,27 @@ def test_a_quick_bench_runs_end_to_end(tmp_path):
         }
         for score in run["rankings"].values():
             assert score["n_candidates"] > 0 and score["n_truth"] == run["n_absorption_pairs"]
+        rules = run["rules"]
+        for name in run["rankings"]:  # each rule keeps a superset of the one before
+            kept = [rules[r][name]["n_candidates"] for r in ("never", "rare", "all")]
+            assert kept == sorted(kept) and rules["rare"][name] == {
+                k: run["rankings"][name][k] for k in rules["rare"][name]
+            }
+        returned = run["returned"]
+        assert returned["pairs"] > 0 and 0 <= returned["truth"] <= run["n_absorption_pairs"]
+    # What pairs returns with its defaults is the default rule's candidates with effect cosine > 0.
+    folder = out / "seed0" / "topk-w60"
+    every = json.loads((folder / "pairs-raw" / "pairs.json").read_text())["pairs"]
+    rarer = [
+        min(p["ablator1"]["activation_count"], p["ablator2"]["activation_count"]) for p in every
+    ]
+    expected = {
+        (p["ablator1"]["id"], p["ablator2"]["id"])
+        for p, r in zip(every, rarer, strict=True)
+        if p["cosine_similarity"] > 0 and p["cooccurrence_count"] <= 0.5 * r
+    }
+    found = json.loads((folder / "pairs" / "pairs.json").read_text())["pairs"]
+    assert {(p["ablator1"]["id"], p["ablator2"]["id"]) for p in found} == expected
     # Every cell of the tables is a number computed by the run (no placeholder).
     for entry in bench["table"]:
         for key in ("absorption_rate", "fvu", "l0"):

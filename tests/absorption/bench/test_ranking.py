@@ -11,6 +11,7 @@ import torch
 from sae_hacking.absorption.bench.ranking import (
     PairColumns,
     average_precision,
+    candidate_rules,
     combined_score,
     cooccurrence_score,
     percentile_rank,
@@ -166,3 +167,21 @@ def test_rankings_from_a_pairs_result():
     assert list(rankings(PairColumns.from_result(pairs_result())))[0] == "effect_sign"
     empty = PairColumns.from_result({"meta": {}, "pairs": []})
     assert all(s.numel() == 0 for s in rankings(empty).values())
+
+
+def test_candidate_rules_and_subsets():
+    result = pairs_result("raw")
+    for p, count in zip(result["pairs"], (0, 3, 6), strict=True):
+        p["cooccurrence_count"] = count
+        p["ablator1"]["activation_count"], p["ablator2"]["activation_count"] = 10, 40
+    columns = PairColumns.from_result(result)
+    assert columns.rarer_K.tolist() == [10, 10, 10]
+    kept = {name: rule(columns).tolist() for name, rule in candidate_rules(0.5).items()}
+    assert kept == {
+        "never": [True, False, False],
+        "rare": [True, True, False],
+        "all": [True, True, True],
+    }
+    rare = columns.subset(candidate_rules(0.5)["rare"](columns))
+    assert rare.first_K.tolist() == [2, 1] and rare.compare == "raw"
+    assert rare.effect_cosine_K.tolist() == pytest.approx([0.9, 0.5])

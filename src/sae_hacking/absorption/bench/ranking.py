@@ -22,13 +22,18 @@ The rankings, as functions of a ``pairs`` result's columns (``pairs.json``'s per
 ``p_no_cooccurrence``; ``meta.compare`` says whether effects were compared as signs or raw):
 
 - ``effect_sign`` / ``effect_raw``: the effect cosine, from a result run with signs or raw
-  (two ``pairs`` runs; to rank the same candidates both need a threshold that keeps every
-  never-co-occurring pair, ``cosine_sim_threshold`` -1);
+  (two ``pairs`` runs; to rank the same candidates both keep every pair,
+  ``cosine_sim_threshold`` -1 and ``max_cooccurrence_share`` 1, and a candidate rule chooses);
 - ``decoder``: the decoder cosine;
 - ``cooccurrence``: the evidence that the two never fire together by more than chance,
   ``1 - exp(-expected)`` (``p_no_cooccurrence = exp(-expected)`` is the chance of seeing no
   co-occurrence if they were independent); ranked by ``expected`` itself, the same order
   without the ties ``exp`` makes when it underflows to 0 (``expected`` > 745);
+**Candidate rules** (:data:`CANDIDATE_RULES`): which pairs are ranked at all, from the counts
+``c`` (tokens both fired on) and the rarer latent's firings ``r = min(a_i, a_j)``: ``never``
+(``c = 0``, the legacy search), ``rare`` (``c ≤ s·r`` with ``s`` the ``pairs`` default
+``max_cooccurrence_share``, what ``pairs`` keeps by default) and ``all`` (no co-occurrence test).
+
 - ``combined``: the mean of the effect cosine's and the decoder cosine's percentile ranks among
   the candidates (ties share their average rank). Why: the two signals fail on different pairs.
   The decoder cosine separates a parent from its child (child decoder ≈ ``c g_X + …``, cosine
@@ -61,7 +66,17 @@ class PairColumns:
     decoder_cosine_K: Float[torch.Tensor, " K"]
     cooccurrence_K: Int[torch.Tensor, " K"]
     expected_K: Float[torch.Tensor, " K"]  # "expected_cooccurrence"
+    rarer_K: Int[torch.Tensor, " K"]  # the rarer latent's activation count
     compare: str = "sign"  # meta.compare: how the effect cosines were computed
+
+    def subset(self, keep_K: Bool[torch.Tensor, " K"]) -> PairColumns:
+        """The candidates marked by ``keep_K``."""
+        tensors = {
+            name: getattr(self, name)[keep_K]
+            for name in self.__dataclass_fields__
+            if name != "compare"
+        }
+        return PairColumns(**tensors, compare=self.compare)
 
     @classmethod
     def from_result(cls, result: Mapping) -> PairColumns:
@@ -80,8 +95,27 @@ class PairColumns:
             decoder_cosine_K=column("decoder_cosine", torch.float64),
             cooccurrence_K=column("cooccurrence_count", torch.long),
             expected_K=column("expected_cooccurrence", torch.float64),
+            rarer_K=torch.tensor(
+                [
+                    min(
+                        int(p["ablator1"]["activation_count"]),
+                        int(p["ablator2"]["activation_count"]),
+                    )
+                    for p in pairs
+                ],
+                dtype=torch.long,
+            ),
             compare=str((result.get("meta") or {}).get("compare", "sign")),
         )
+
+
+def candidate_rules(share: float) -> dict[str, Callable[[PairColumns], torch.Tensor]]:
+    """The candidate rules (module docstring), ``rare`` with the co-occurrence share ``share``."""
+    return {
+        "never": lambda c: c.cooccurrence_K == 0,
+        "rare": lambda c: c.cooccurrence_K.double() <= share * c.rarer_K.double(),
+        "all": lambda c: torch.ones_like(c.cooccurrence_K, dtype=torch.bool),
+    }
 
 
 def effect_score(columns: PairColumns) -> Float[torch.Tensor, " K"]:

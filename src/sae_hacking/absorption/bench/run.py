@@ -7,12 +7,13 @@ SAE trained at the reader hook, and for each width and architecture an ablator S
 the ablator hook, all by the ``train`` command's own :func:`sae_hacking.train.run.run`. Each
 ablator SAE is labelled from the truth (:mod:`~sae_hacking.absorption.bench.labels`: parent and
 absorbing latents, absorption rate), then the search runs through the commands' run functions
-(``cooccurrences`` → ``ablate`` → ``pairs``, the latter twice: effects compared by sign and raw,
-both keeping every pair that never fires together), and every ranking of those candidates is
-scored against the absorption pairs (:mod:`~sae_hacking.absorption.bench.ranking`).
+(``cooccurrences`` → ``ablate`` → ``pairs``, the latter three times: every pair with effects
+compared by sign and raw, and once with ``pairs``' defaults, as a user runs it). Every ranking is
+scored against the absorption pairs under every candidate rule
+(:mod:`~sae_hacking.absorption.bench.ranking`; the tables: :mod:`~sae_hacking.absorption.bench.summary`).
 
 The run directory holds ``seedS/world/``, ``seedS/reader/``, ``seedS/ARCH-wW/`` (the SAE's
-training run, ``cooccurrences/``, ``ablations/``, ``pairs-sign/``, ``pairs-raw/``,
+training run, ``cooccurrences/``, ``ablations/``, ``pairs-sign/``, ``pairs-raw/``, ``pairs/``,
 ``labels.json``), and ``bench.json`` (every number), ``bench.md`` (the tables) and
 ``bench.html`` (the tables, precision/recall curves and per-group absorption; PNGs beside it).
 """
@@ -21,16 +22,20 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import sys
 from pathlib import Path
 
 from sae_hacking.absorption.bench.config import KIND, OUTPUTS, BenchConfig
+from sae_hacking.absorption.bench.summary import markdown, summarize
+from sae_hacking.absorption.configs import PairsConfig
+
+PAIRS_DEFAULTS = PairsConfig()
 
 # Precision and recall are reported at these ranks, and at the number of truth pairs.
 KS = (5, 10, 20)
 READER_WIDTH, READER_K = 64, 4
-RANKING_NAMES = ("effect_sign", "effect_raw", "decoder", "cooccurrence", "combined")
+# The candidate rule that ``pairs`` applies by default (``rare``, at its default share).
+DEFAULT_RULE = "rare"
 
 
 def run(config: BenchConfig) -> tuple[Path, dict]:
@@ -115,7 +120,7 @@ def _seed(config: BenchConfig, folder: Path, seed: int) -> list[dict]:
                     "fvu": _number(metrics.get("fvu")),
                     "l0": _number(metrics.get("l0")),
                     "dead_frac": _number(metrics.get("dead_frac")),
-                    "rankings": scores,
+                    **scores,
                 }
             )
     return rows
@@ -156,9 +161,16 @@ def _train(config, world, hook, architecture, width, k, seed, folder):
 
 
 def _search(config, world, sae_path: Path, reader_path: Path, labels, folder: Path) -> dict:
-    """``cooccurrences`` → ``ablate`` → ``pairs`` (sign and raw), every ranking scored."""
+    """``cooccurrences`` → ``ablate`` → ``pairs``, every ranking scored under every candidate
+    rule, and what ``pairs`` returns with its defaults."""
     from sae_hacking.absorption.ablation import run as ablation_run
-    from sae_hacking.absorption.bench.ranking import PairColumns, rankings, score_ranking
+    from sae_hacking.absorption.bench.ranking import (
+        PairColumns,
+        candidate_rules,
+        in_set,
+        rankings,
+        score_ranking,
+    )
     from sae_hacking.absorption.configs import AblateConfig, CooccurrenceConfig, PairsConfig
     from sae_hacking.absorption.cooccurrence import run as cooccurrence_run
     from sae_hacking.absorption.pairs import run as pairs_run
@@ -186,36 +198,63 @@ def _search(config, world, sae_path: Path, reader_path: Path, labels, folder: Pa
         "output_dir": str(folder / "ablations"),
     }
     ab = ablation_run.run(from_flat(AblateConfig, ablate))
-    results = {}
-    for compare, raw in (("sign", False), ("raw", True)):
-        pairs = {
+
+    def pairs(name: str, **settings) -> dict:
+        flat = {
             "input_path": str(ab),
             "cooccurrence_path": str(co),
-            "cosine_sim_threshold": -1.0,  # every never-co-occurring pair: the candidates
-            "cooccurrence_threshold": 0,
-            "skip_torch_sign": raw,
             "max_pairs": max(1, n_latents * (n_latents - 1) // 2),
             "device": "cpu",
-            "output_dir": str(folder / f"pairs-{compare}"),
+            "output_dir": str(folder / name),
             "quiet": True,
+            **settings,
         }
-        pairs_dir = pairs_run.run(from_flat(PairsConfig, pairs))
-        results[compare] = json.loads((Path(pairs_dir) / "pairs.json").read_text("utf-8"))
+        pairs_dir = pairs_run.run(from_flat(PairsConfig, flat))
+        return json.loads((Path(pairs_dir) / "pairs.json").read_text("utf-8"))
+
+    # Every pair (any cosine, any co-occurrence), effects compared both ways; the rules below
+    # choose the candidates. And pairs as a user runs it: its defaults.
+    every = {"cosine_sim_threshold": -1.0, "max_cooccurrence_share": 1.0}
+    columns = {
+        compare: PairColumns.from_result(pairs(f"pairs-{compare}", compare=compare, **every))
+        for compare in ("sign", "raw")
+    }
+    returned = PairColumns.from_result(pairs("pairs"))
     truth, siblings = labels.absorption_pairs, labels.sibling_pairs
     ks = sorted({*KS, max(1, len(truth))})
-    scored = {}
-    for compare, result in results.items():
-        columns = PairColumns.from_result(result)
-        for name, score_K in rankings(columns).items():
-            if compare == "raw" and name != "effect_raw":
-                continue  # the other rankings do not depend on how effects were compared
-            scored[name] = {
-                **score_ranking(
-                    columns.first_K, columns.second_K, score_K, truth, ks, siblings
-                ).to_json(),
-                "n_latents": n_latents,
-            }
-    return scored
+    by_rule = {}
+    for rule, keep in candidate_rules(PAIRS_DEFAULTS.max_cooccurrence_share).items():
+        scores = {}
+        for compare, cols in columns.items():
+            cols = cols.subset(keep(cols))
+            for name, score_K in rankings(cols).items():
+                if compare == "raw" or name == "effect_sign":  # the rest: from raw effects
+                    scored = score_ranking(
+                        cols.first_K, cols.second_K, score_K, truth, ks, siblings
+                    )
+                    scores[name] = {**scored.to_json(), "n_latents": n_latents}
+        by_rule[rule] = scores
+    hits = in_set(returned.first_K, returned.second_K, set(truth))
+    n = returned.first_K.numel()
+    return {
+        "rankings": by_rule[DEFAULT_RULE],
+        "rules": {
+            rule: {name: _rule_cell(score) for name, score in scores.items()}
+            for rule, scores in by_rule.items()
+        },
+        "returned": {
+            "pairs": n,
+            "truth": int(hits.sum()),
+            "siblings": int(in_set(returned.first_K, returned.second_K, set(siblings)).sum()),
+            "precision": int(hits.sum()) / n if n else None,
+            "recall": int(hits.sum()) / len(truth) if truth else None,
+        },
+    }
+
+
+def _rule_cell(score: dict) -> dict:
+    keys = ("average_precision", "n_candidates", "n_truth_candidates", "n_truth")
+    return {key: score[key] for key in keys}
 
 
 def _number(value) -> float | None:
@@ -223,90 +262,3 @@ def _number(value) -> float | None:
         return None
     value = float(value)
     return None if math.isnan(value) else value
-
-
-def _mean_std(values: list[float | int | None]) -> tuple[float, float] | None:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def summarize(rows: list[dict]) -> dict:
-    """Per architecture and width, over seeds: absorption, FVU, L0, dead latents, and every
-    ranking's average precision, precision and recall at the number of truth pairs."""
-    groups: dict[tuple[str, int], list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["architecture"], row["width"]), []).append(row)
-    table = []
-    for (architecture, width), runs in groups.items():
-        entry = {"architecture": architecture, "width": width, "seeds": [r["seed"] for r in runs]}
-        for key in (
-            "absorption_rate",
-            "n_absorbing",
-            "n_absorption_pairs",
-            "fvu",
-            "l0",
-            "dead_frac",
-            "probe_accuracy",
-        ):
-            entry[key] = _mean_std([r[key] for r in runs])
-        # The most any ranking can find: the absorption pairs that never fire together.
-        entry["truth_among_candidates"] = _mean_std(
-            [
-                r["rankings"]["decoder"]["n_truth_candidates"] / r["n_absorption_pairs"]
-                for r in runs
-                if r["n_absorption_pairs"]
-            ]
-        )
-        for name in RANKING_NAMES:
-            scores = [r["rankings"][name] for r in runs if name in r["rankings"]]
-            at_truth = [s["ks"].index(max(1, s["n_truth"])) for s in scores]
-            entry[name] = {
-                "average_precision": _mean_std([s["average_precision"] for s in scores]),
-                "precision_at_truth": _mean_std(
-                    [s["precision"][i] for s, i in zip(scores, at_truth, strict=True)]
-                ),
-                "siblings_at_truth": _mean_std(
-                    [float(s["siblings"][i]) for s, i in zip(scores, at_truth, strict=True)]
-                ),
-                "per_seed_average_precision": [s["average_precision"] for s in scores],
-            }
-        table.append(entry)
-    return {"table": table}
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "—"
-    mean, std = value
-    return f"{mean:.3f} ± {std:.3f}"
-
-
-def markdown(summary: dict, config: BenchConfig) -> str:
-    lines = [
-        f"absorption-bench: seeds {' '.join(map(str, config.seeds))}, {config.groups} groups, "
-        f"{config.prompts} prompts, {config.steps} steps, k {config.k}",
-        "",
-        "| SAE | width | absorption rate | absorbing latents | absorption pairs that never "
-        "co-occur | FVU | L0 | dead |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for e in summary["table"]:
-        lines.append(
-            f"| {e['architecture']} | {e['width']} | {_cell(e['absorption_rate'])} | "
-            f"{_cell(e['n_absorbing'])} | {_cell(e['truth_among_candidates'])} | "
-            f"{_cell(e['fvu'])} | {_cell(e['l0'])} | {_cell(e['dead_frac'])} |"
-        )
-    lines += [
-        "",
-        "Average precision against the absorption pairs (candidates: pairs that never fire "
-        "together):",
-        "",
-        "| SAE | width | " + " | ".join(RANKING_NAMES) + " |",
-        "|---|---|" + "---|" * len(RANKING_NAMES),
-    ]
-    for e in summary["table"]:
-        cells = [_cell(e[name]["average_precision"]) for name in RANKING_NAMES]
-        lines.append(f"| {e['architecture']} | {e['width']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

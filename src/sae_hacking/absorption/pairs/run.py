@@ -110,7 +110,7 @@ def find(config: PairsConfig) -> dict[str, Any]:
             firsts_D = torch.arange(latents_D.numel()) < config.max_steps
         needed = latents_D if focus_D is None else latents_D[focus_D]
         lookup = CooccurrenceLookup(counts, needed, "cooccurrence_path")
-        rows_DE, norms_D = comparable_rows(effects.rows(positions), not config.skip_torch_sign)
+        rows_DE, norms_D = comparable_rows(effects.rows(positions), config.compare == "sign")
         found = find_pairs(
             latents_D,
             rows_DE.to(device),
@@ -121,6 +121,7 @@ def find(config: PairsConfig) -> dict[str, Any]:
             PairFilter(
                 config.cosine_rule()[0],
                 config.cooccurrence_threshold,
+                config.max_cooccurrence_share,
                 config.min_expected_cooccurrence,
                 config.max_pairs,
                 config.block_size,
@@ -178,7 +179,7 @@ def find(config: PairsConfig) -> dict[str, Any]:
             "tokens": lookup.tokens,
             "datasets": datasets,
         },
-        "compare": "raw" if config.skip_torch_sign else "sign",
+        "compare": config.compare,
         "n_compared": int(latents_D.numel()),
         "n_pairs_passing": found.n_passing,
         "n_pairs_kept": len(pairs),

@@ -3,9 +3,14 @@ yet change the reader SAE alike — absorption candidates.
 
 Inputs are the compared latents' mean ablation effects (one row per latent over the reader's
 ``E`` latents) and a co-occurrence lookup. A pair ``(i, j)``, ``i < j`` in latent order, passes
-when its **effect cosine** is at least ``threshold`` (above it when ``strict``), its co-occurrence count is at most
-``max_cooccurrence`` and its expected co-occurrence under independence (``a_i a_j / N``, ``a`` the
-activation counts over ``N`` tokens) is at least ``min_expected``. Effects are compared as signs
+when its **effect cosine** is at least ``threshold`` (above it when ``strict``), its co-occurrence
+count ``c_ij`` is at most ``max_cooccurrence`` **or** at most ``max_share × min(a_i, a_j)`` (the two
+fire together on at most that share of the rarer one's firings; ``a`` the activation counts over
+``N`` tokens), and its expected co-occurrence under independence (``a_i a_j / N``) is at least
+``min_expected``. Why a share: in the absorption testbed (``absorption-bench``) most absorbing
+latents of a trained SAE fire together with their parent on some tokens (partial absorption), so
+a count rule near zero drops them, while a share rule keeps them and still drops latents that
+fire together as a rule. Effects are compared as signs
 (the legacy ``sign(mean effect)``; the dot products of sign vectors are exact integers in float32
 up to 2²⁴ readers, so every method gives the same cosines bit for bit) or raw.
 
@@ -34,6 +39,7 @@ CountLookup = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class PairFilter:
     threshold: float = 0.0  # minimum effect cosine
     max_cooccurrence: int = 0  # maximum tokens both fired on
+    max_share: float = 0.0  # or: at most this share of the rarer latent's firings
     min_expected: float = 0.0  # minimum expected co-occurrence if independent
     max_pairs: int = 100_000
     block_size: int = 4096
@@ -41,6 +47,13 @@ class PairFilter:
 
     def passes(self, cosine: torch.Tensor) -> torch.Tensor:
         return cosine > self.threshold if self.strict else cosine >= self.threshold
+
+    def cooccurrence_passes(
+        self, counts: torch.Tensor, activations_a: torch.Tensor, activations_b: torch.Tensor
+    ) -> torch.Tensor:
+        """Count ≤ ``max_cooccurrence``, or ≤ ``max_share`` × the rarer latent's firings."""
+        rarer = torch.minimum(activations_a, activations_b).double()
+        return (counts <= self.max_cooccurrence) | (counts.double() <= self.max_share * rarer)
 
 
 @dataclass
@@ -136,7 +149,9 @@ def find_pairs(
             cosine = cosine_AB[pa, pb].cpu()
             expected = activations_D[first].double() * activations_D[second].double() / tokens
             counts = count_pairs(latents_D[first], latents_D[second])
-            ok = (counts <= rules.max_cooccurrence) & (expected >= rules.min_expected)
+            ok = rules.cooccurrence_passes(counts, activations_D[first], activations_D[second]) & (
+                expected >= rules.min_expected
+            )
             first, second, cosine = first[ok], second[ok], cosine[ok]
             counts, expected = counts[ok], expected[ok]
             n_passing += int(first.numel())

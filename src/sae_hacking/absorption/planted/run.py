@@ -316,6 +316,10 @@ def _search_and_check(config: ValidateConfig, run_dir: Path, inputs) -> Evaluati
         # -1 keeps every pair that never co-occurs: the whole candidate set, to rank.
         "cosine_sim_threshold": -1.0,
         "cooccurrence_threshold": 0,
+        # Planted pairs never fire together by construction: the candidates are the pairs that
+        # never do (pairs' default also keeps rare co-occurrence; README: on planted geometry
+        # that admits random pairs whose raw effects outrank a planted pair).
+        "max_cooccurrence_share": 0.0,
         "max_pairs": max(1, config.d_sae * (config.d_sae - 1) // 2),
         "explanations_file": str(inputs.explanations),
         "device": "cpu",
