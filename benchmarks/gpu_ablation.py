@@ -149,7 +149,9 @@ def pairs_on_device(d: int, e: int, device: torch.device) -> dict:
 
     latents_D, effects_DE, activations_D, count_pairs = make_input(d, e, 0, 0.01)
     rows_DE, norms_D = comparable_rows(effects_DE.to(device), sign=True)
-    rules = PairFilter(0.0, 0, 0.0, 100_000, 4096)
+    rules = PairFilter(
+        threshold=0.0, max_cooccurrence=0, min_expected=0.0, max_pairs=100_000, block_size=4096
+    )
     found, seconds, peak = timed(
         device,
         lambda: find_pairs(latents_D, rows_DE, norms_D, activations_D, 10**7, count_pairs, rules),

@@ -271,7 +271,13 @@ def stage_pairs(c) -> list:
     effects_DE[torch.rand(d, e, generator=gen, device=dev) < 0.5] = 0.0
     rows_DE, norms_D = comparable_rows(effects_DE, sign=True)
     del effects_DE
-    rules = PairFilter(0.0, 0, 0.0, 100_000, args.pairs_block)
+    rules = PairFilter(
+        threshold=0.0,
+        max_cooccurrence=0,
+        min_expected=0.0,
+        max_pairs=100_000,
+        block_size=args.pairs_block,
+    )
     n_rows, tokens = min(args.pairs_rows, d), 10**7
     firsts_D = torch.arange(d) < n_rows
     inputs = (latents_D, rows_DE, norms_D, activations_D, tokens, count_pairs, rules)

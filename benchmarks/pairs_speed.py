@@ -113,7 +113,13 @@ def main() -> None:
     rows_DE, norms_D = comparable_rows(effects_DE, sign=True)
     del effects_DE
     rows_DE, norms_D = rows_DE.to(device), norms_D.to(device)
-    rules = PairFilter(args.threshold, 0, 0.0, args.max_pairs, args.block)
+    rules = PairFilter(
+        threshold=args.threshold,
+        max_cooccurrence=0,
+        min_expected=0.0,
+        max_pairs=args.max_pairs,
+        block_size=args.block,
+    )
     tokens = 10**7
     firsts_D = torch.arange(args.d) < args.rows
 

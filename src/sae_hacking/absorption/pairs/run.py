@@ -121,11 +121,11 @@ def find(config: PairsConfig) -> dict[str, Any]:
             PairFilter(
                 config.cosine_rule()[0],
                 config.cooccurrence_threshold,
-                config.max_cooccurrence_share,
                 config.min_expected_cooccurrence,
                 config.max_pairs,
                 config.block_size,
                 strict=config.cosine_rule()[1],
+                max_share=config.max_cooccurrence_share,
             ),
             firsts_D,
             focus_D,

@@ -39,11 +39,11 @@ CountLookup = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class PairFilter:
     threshold: float = 0.0  # minimum effect cosine
     max_cooccurrence: int = 0  # maximum tokens both fired on
-    max_share: float = 0.0  # or: at most this share of the rarer latent's firings
     min_expected: float = 0.0  # minimum expected co-occurrence if independent
     max_pairs: int = 100_000
     block_size: int = 4096
     strict: bool = False  # effect cosine > threshold instead of ≥ (pairs' default rule: > 0)
+    max_share: float = 0.0  # or co-occurrence ≤ this share of the rarer latent's firings
 
     def passes(self, cosine: torch.Tensor) -> torch.Tensor:
         return cosine > self.threshold if self.strict else cosine >= self.threshold
