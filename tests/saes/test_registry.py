@@ -20,7 +20,7 @@ def test_the_registry_imports_without_torch():
         "print(TRAINABLE, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    trainable = ("topk", "hierarchical", "matryoshka", "batchtopk", "jumprelu", "relu")
+    trainable = ("topk", "hierarchical", "matryoshka", "batchtopk", "jumprelu", "relu", "tiered")
     assert out.stdout.strip() == f"{trainable} False"
 
 

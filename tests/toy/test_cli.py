@@ -176,7 +176,7 @@ def test_toy_compare_writes_table_csv_and_plot(tmp_path):
     csv_rows = (tmp_path / "comparison.csv").read_text().splitlines()
     assert csv_rows[0] == "architecture,metric,mean,std"
     assert any(r.startswith("hierarchical,pair_detection_rate,") for r in csv_rows)
-    assert len(list(tmp_path.glob("*-seed*"))) == 6
+    assert len(list(tmp_path.glob("*-seed*"))) == 8  # 4 architectures x 2 seeds
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ def test_each_sub_run_is_a_toy_run_that_resumes(tmp_path, capsys):
         record = read_record(sub, "toy")
         expected = arch_config(base, arch, 1, base.sae_k)
         assert (expected.architecture, expected.seed) == (arch, 1)
-        assert expected.sae_hidden_dim == (4 if arch == "hierarchical" else 12)
+        assert expected.sae_hidden_dim == (4 if arch in ("hierarchical", "tiered") else 12)
         # The sub-run's own config, naming its folder: what `toy --resume` starts from.
         saved = from_flat(ToyConfig, record.config)
         assert saved == replace(expected, run=RunDirOptions(output_dir=str(sub)))

@@ -20,6 +20,7 @@ OPTIONS = {
     "batchtopk": {"d_sae": 12, "k": 3},
     "jumprelu": {"d_sae": 12},
     "relu": {"d_sae": 12},
+    "tiered": {"n_parents": 4, "k": 2},
 }
 
 
@@ -48,6 +49,8 @@ def random_sae(name, threshold=None):
             sae.child_ratio_H.uniform_(0.3, 2.0, generator=gen(3))
         if threshold is not None and hasattr(sae, "threshold"):
             sae.threshold.fill_(threshold)
+        if threshold is not None and hasattr(sae, "child_threshold"):
+            sae.child_threshold.fill_(threshold)
         if name == "jumprelu":
             sae.threshold_E.uniform_(0.0, 0.2, generator=gen(3))
     return sae

@@ -18,6 +18,7 @@ OPTIONS = {
     "batchtopk": {"d_sae": 12, "k": 3},
     "jumprelu": {"d_sae": 12, "l0_coefficient": 0.1},
     "relu": {"d_sae": 12, "l1_coefficient": 0.1},
+    "tiered": {"n_parents": 6, "k": 2, "children_per_parent": 2},
 }
 
 

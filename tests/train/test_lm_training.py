@@ -118,10 +118,12 @@ def test_activation_cache_replays_the_model(make_config, tmp_path, monkeypatch):
         run(make_config("other", activation_cache=str(cache), hook="blocks.0.hook_resid_post"))
 
 
-@pytest.mark.parametrize("architecture", ["batchtopk", "jumprelu", "matryoshka", "hierarchical"])
+@pytest.mark.parametrize(
+    "architecture", ["batchtopk", "jumprelu", "matryoshka", "hierarchical", "tiered"]
+)
 def test_every_architecture_trains(make_config, architecture):
     changes = {"architecture": architecture, "max_step": 60, "eval_every": 60}
-    if architecture == "hierarchical":
+    if architecture in ("hierarchical", "tiered"):
         changes.update(sae_hidden_dim=32, k=4)
     if architecture == "jumprelu":
         changes.update(l0_coefficient=0.01, lr=1e-3)
@@ -129,7 +131,7 @@ def test_every_architecture_trains(make_config, architecture):
     train = records(run_dir, "train")
     assert train[-1]["mse"] < train[0]["mse"]
     assert metrics["fvu"] < 1.0
-    assert (run_dir / "saelens").is_dir() == (architecture != "hierarchical")
+    assert (run_dir / "saelens").is_dir() == (architecture not in ("hierarchical", "tiered"))
     loaded = load_sae(str(run_dir / "sae.safetensors"))
     assert loaded.architecture == architecture
 

@@ -83,15 +83,26 @@ _ROWS = (
     Command(
         "toy-compare",
         "sae_hacking.toy.config:ToyCompareConfig",
-        help="flat vs hierarchical vs Matryoshka on toy data",
-        description="Train flat TopK, hierarchical TopK and Matryoshka SAEs on identical toy data "
-        "with a matched latent budget over several seeds; print a side-by-side table (mean ± std) "
-        "and write markdown, CSV and a comparison plot.",
+        help="flat vs hierarchical vs Matryoshka vs tiered on toy or SAELens data",
+        description="Train flat TopK, hierarchical TopK, Matryoshka and tiered SAEs on identical "
+        "data (the toy data or SAELens's synthetic hierarchies) with a matched latent budget over "
+        "several seeds; print a side-by-side table (mean ± std) and write markdown, CSV and a "
+        "comparison plot.",
         title="comparison",
         aliases=LEGACY_TOY,
         switches=(CUDA,),
         # Settings that a comparison chooses itself, per architecture.
-        skip=("architecture", "handcode_sae", "init", "matryoshka_groups", "resume", "plots"),
+        skip=(
+            "architecture",
+            "handcode_sae",
+            "init",
+            "matryoshka_groups",
+            "children_per_parent",
+            "child_k",
+            "nested_weight",
+            "resume",
+            "plots",
+        ),
     ),
     Command(
         "make-tiny-model",

@@ -5,7 +5,7 @@ what :attr:`SAE.architecture` says; SAELens's name for the same architecture, wh
 one, is used only when reading or writing the SAELens format. An SAE is exported to SAELens in
 its inference form: BatchTopK and Matryoshka SAEs become JumpReLU SAEs whose every threshold is
 the learnt global one, as SAELens saves its own (``export_as``); a hierarchical SAE has no
-SAELens form. Classes are imported on demand, so reading the choices costs nothing and loading
+SAELens form, nor has a tiered SAE (children fire only under their parent). Classes are imported on demand, so reading the choices costs nothing and loading
 one kind stays light.
 """
 
@@ -50,6 +50,7 @@ ARCHITECTURES = (
         "jumprelu", "sae_hacking.saes.jumprelu:JumpReLUSAE", True, "jumprelu", export_as="jumprelu"
     ),
     Architecture("relu", "sae_hacking.saes.relu:ReLUSAE", True, "standard", export_as="standard"),
+    Architecture("tiered", "sae_hacking.saes.tiered:TieredSAE", True),
 )
 BY_NAME = {arch.name: arch for arch in ARCHITECTURES}
 NAMES = tuple(BY_NAME)

@@ -1,10 +1,11 @@
-"""``toy-compare``: flat TopK vs hierarchical TopK vs Matryoshka on identical data (the toy
-data, or SAELens's synthetic hierarchies with ``--data saelens``).
+"""``toy-compare``: flat TopK vs hierarchical TopK vs Matryoshka vs the tiered SAE on identical
+data (the toy data, or SAELens's synthetic hierarchies with ``--data saelens``).
 
 For each seed, the three SAEs see the same dataset and the same training batches (both are
 functions of the seed alone). The latent budget is matched in decoder vectors: the hierarchical
 SAE has E parents + 2E children, so the flat and Matryoshka SAEs get 3E latents (Matryoshka
-groups: E outer, 2E inner). Their k defaults to sae_k: the same number of top-k choices per
+groups: E outer, 2E inner); the tiered SAE has E parents with 2 children each, its defaults
+otherwise (k parents and k children per input on average). Their k defaults to sae_k: the same number of top-k choices per
 input as the hierarchical SAE's parents (each of which brings its winning child along). Pass
 ``--flat-k 2*sae_k`` to match decoder vectors used per input (L0) instead: with that slack a flat
 SAE can spend two latents per feature and absorption largely disappears on this data.
@@ -34,8 +35,13 @@ from sae_hacking.toy.config import ToyCompareConfig, ToyConfig
 
 KIND = "toy-compare"
 OUTPUTS = ("comparison.md", "comparison.csv", "comparison.json", "comparison.png")
-ARCH_ORDER = ("topk", "hierarchical", "matryoshka")
-LABELS = {"topk": "flat TopK", "hierarchical": "hierarchical TopK", "matryoshka": "Matryoshka"}
+ARCH_ORDER = ("topk", "hierarchical", "matryoshka", "tiered")
+LABELS = {
+    "topk": "flat TopK",
+    "hierarchical": "hierarchical TopK",
+    "matryoshka": "Matryoshka",
+    "tiered": "tiered",
+}
 # Rows of the table, those of both data sources (a row no run has is left out): SAELens's own
 # evaluation (`--data saelens`), then ours.
 COLUMNS = (
@@ -65,6 +71,8 @@ def arch_config(base: ToyConfig, architecture: str, seed: int, flat_k: int) -> T
     common = {"seed": seed, "plots": False, "handcode_sae": False, "run": RunDirOptions()}
     if architecture == "hierarchical":
         return replace(base, architecture="hierarchical", **common)
+    if architecture == "tiered":  # E parents with 2 children each, k parents and k children
+        return replace(base, architecture="tiered", aux_loss_coeff=0.0, **common)
     budget = 3 * E
     groups = (E, 2 * E) if architecture == "matryoshka" else None
     return replace(
@@ -156,7 +164,7 @@ def comparison_plot(table: dict[str, dict[str, tuple]], path: Path) -> None:
     ax.set_xticks(range(len(cols)))
     ax.set_xticklabels([c.replace("_", "\n") for c in cols], fontsize=8)
     ax.set_ylim(0, 1.05)
-    ax.set_title("Toy hierarchical features: flat vs hierarchical vs Matryoshka (mean ± std)")
+    ax.set_title("Hierarchical features: flat vs hierarchical vs Matryoshka vs tiered (mean ± std)")
     ax.legend()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
 

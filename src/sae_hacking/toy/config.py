@@ -11,11 +11,13 @@ from sae_hacking.data.toy_config import ToyDatasetConfig
 from sae_hacking.device import check_device_name
 from sae_hacking.errors import FieldError
 from sae_hacking.runs.options import RunDirOptions
+from sae_hacking.saes.tiered_settings import HELP as TIERED_HELP
+from sae_hacking.saes.tiered_settings import TIERED_DEFAULTS, check_tiered_settings
 
 # A toy run's kind (run.json), here (torch-free) so the CLI needs not import the experiment.
 KIND = "toy"
 # The trainable architectures the toy experiment compares (the LM trainer has more).
-Architecture = Literal["topk", "hierarchical", "matryoshka"]
+Architecture = Literal["topk", "hierarchical", "matryoshka", "tiered"]
 ARCHITECTURES = get_args(Architecture)
 MODEL_DIM_DEFAULT = 50
 # The legacy README's example run of train_topk_sae_toy.py, as ToyConfig fields (benchmarks).
@@ -55,9 +57,21 @@ class ToyConfig(Config):
     )
     # SAE
     sae_hidden_dim: int = setting(
-        30, help="E: latents (parent latents of the hierarchical SAE)", gt=0
+        30, help="E: latents (parent latents of the hierarchical and tiered SAEs)", gt=0
     )
-    sae_k: int = setting(3, help="k of the TopK (parents, for the hierarchical SAE)", gt=0)
+    sae_k: int = setting(
+        3,
+        help="k of the TopK (parents, for the hierarchical SAE; parents per sample on average, "
+        "for the tiered SAE)",
+        gt=0,
+    )
+    children_per_parent: int = setting(
+        TIERED_DEFAULTS["children_per_parent"], help=TIERED_HELP["children_per_parent"], gt=0
+    )
+    child_k: int | None = setting(TIERED_DEFAULTS["child_k"], help=TIERED_HELP["child_k"], gt=0)
+    nested_weight: float = setting(
+        TIERED_DEFAULTS["nested_weight"], help=TIERED_HELP["nested_weight"], ge=0
+    )
     matryoshka_groups: tuple[int, ...] | None = setting(
         None, help="Matryoshka nested group sizes, summing to `sae_hidden_dim` (default E/3, rest)"
     )
@@ -155,6 +169,7 @@ class ToyConfig(Config):
                 "sae_k",
                 f"({self.sae_k}) must be at most `sae_hidden_dim` ({self.sae_hidden_dim}).",
             )
+        check_tiered_settings(self, self.sae_k, self.sae_hidden_dim)
         if self.aux_loss_coeff and not self.hierarchical:
             raise FieldError("aux_loss_coeff", "only applies to the hierarchical SAE.")
         if self.handcode_sae:
@@ -196,7 +211,7 @@ class ToyConfig(Config):
 
 @dataclass(frozen=True)
 class ToyCompareConfig(Config):
-    """``toy-compare``: the three architectures on the data of ``base``, over ``seeds``."""
+    """``toy-compare``: the four architectures on the data of ``base``, over ``seeds``."""
 
     base: ToyConfig = setting(default_factory=ToyConfig, help="toy dataset, SAE, training")
     seeds: tuple[int, ...] = setting((1, 2, 3), help="seeds to train each architecture with")

@@ -46,7 +46,14 @@ def build_sae(config: ToyConfig, dataset) -> TrainableSAE:
     groups = c.resolved_groups() if c.architecture == "matryoshka" else None
     aux = c.aux_loss_coeff if c.architecture == "hierarchical" else None
     options = architecture_options(
-        c.architecture, c.sae_hidden_dim, c.sae_k, groups=groups, aux_loss_coeff=aux
+        c.architecture,
+        c.sae_hidden_dim,
+        c.sae_k,
+        groups=groups,
+        aux_loss_coeff=aux,
+        children_per_parent=c.children_per_parent,
+        child_k=c.child_k,
+        nested_weight=c.nested_weight,
     )
     gen = torch.Generator().manual_seed(c.seed)
     sae = new_sae(c.architecture, c.input_dim, options, gen)

@@ -15,15 +15,19 @@ from sae_hacking.errors import FieldError, UsageError
 from sae_hacking.lm.hook_names import parse_hook, supported_templates
 from sae_hacking.lm.source import ModelSource
 from sae_hacking.runs.options import RunDirOptions
+from sae_hacking.saes.tiered_settings import HELP as TIERED_HELP
+from sae_hacking.saes.tiered_settings import TIERED_DEFAULTS, check_tiered_settings
 
 # An LM training run's kind (run.json), here (torch-free) so the CLI needs not import the run.
 KIND = "train"
 LEGACY_MODEL = "roneneldan/TinyStories-33M"
 LEGACY_DATASET = "roneneldan/TinyStories"
 LEGACY_HOOK = "blocks.1.hook_resid_post"
-Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "hierarchical", "matryoshka"]
+Architecture = Literal[
+    "relu", "topk", "batchtopk", "jumprelu", "hierarchical", "matryoshka", "tiered"
+]
 ARCHITECTURES = get_args(Architecture)
-TOPK_FAMILY = ("topk", "batchtopk", "hierarchical", "matryoshka")
+TOPK_FAMILY = ("topk", "batchtopk", "hierarchical", "matryoshka", "tiered")
 
 
 def legacy_model() -> ModelSource:
@@ -69,6 +73,13 @@ class TrainConfig(Config):
         None,
         help="matryoshka: nested group sizes summing to `sae_hidden_dim` (default E/16, E/8, "
         "E/4, rest)",
+    )
+    children_per_parent: int = setting(
+        TIERED_DEFAULTS["children_per_parent"], help=TIERED_HELP["children_per_parent"], gt=0
+    )
+    child_k: int | None = setting(TIERED_DEFAULTS["child_k"], help=TIERED_HELP["child_k"], gt=0)
+    nested_weight: float = setting(
+        TIERED_DEFAULTS["nested_weight"], help=TIERED_HELP["nested_weight"], ge=0
     )
     aux_k_coefficient: float = setting(
         1 / 32,
@@ -155,6 +166,7 @@ class TrainConfig(Config):
             raise FieldError(
                 "k", f"({self.k}) must be at most `sae_hidden_dim` ({self.sae_hidden_dim})."
             )
+        check_tiered_settings(self, self.k, self.sae_hidden_dim)
         if self.buffer_tokens < self.batch_tokens:
             raise FieldError(
                 "buffer_tokens",

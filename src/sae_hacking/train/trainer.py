@@ -47,6 +47,9 @@ def build_sae(config: TrainConfig, d_in: int) -> TrainableSAE:
         l0_coefficient=c.l0_coefficient,
         jumprelu_bandwidth=c.jumprelu_bandwidth,
         jumprelu_init_threshold=c.jumprelu_init_threshold,
+        children_per_parent=c.children_per_parent,
+        child_k=c.child_k,
+        nested_weight=c.nested_weight,
     )
     gen = torch.Generator().manual_seed(c.seed)
     return new_sae(c.architecture, d_in, options, gen, SAEInfo(hook_name=c.hook))

@@ -20,10 +20,15 @@ def architecture_options(
     jumprelu_bandwidth: float | None = None,
     jumprelu_init_threshold: float | None = None,
     aux_loss_coeff: float | None = None,
+    children_per_parent: int | None = None,
+    child_k: int | None = None,
+    nested_weight: float | None = None,
 ) -> dict:
     """The constructor arguments, besides ``d_in``, ``gen`` and ``info``, of ``architecture``:
     ``d_sae`` latents (parent latents of the hierarchical SAE), ``k`` active ones (the TopK
-    family), Matryoshka's nested ``groups``; the rest only where that architecture has it
+    family; the tiered SAE's parents), Matryoshka's nested ``groups``, the tiered SAE's
+    ``children_per_parent``, ``child_k`` (children kept per input on average) and
+    ``nested_weight``; the rest only where that architecture has it
     (``None``: its default)."""
     if architecture == "relu":
         return {"d_sae": d_sae, "l1_coefficient": l1_coefficient}
@@ -37,6 +42,10 @@ def architecture_options(
     if architecture == "hierarchical":
         extra = {} if aux_loss_coeff is None else {"aux_loss_coeff": aux_loss_coeff}
         return {"n_parents": d_sae, "k": k, **extra}
+    if architecture == "tiered":
+        extra = {"children_per_parent": children_per_parent, "nested_weight": nested_weight}
+        extra = {key: value for key, value in extra.items() if value is not None}
+        return {"n_parents": d_sae, "k": k, "child_k": child_k, **extra}
     if architecture == "matryoshka":
         return {"group_sizes": groups, "k": k}
     return {"d_sae": d_sae, "k": k}

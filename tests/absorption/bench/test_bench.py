@@ -22,6 +22,7 @@ def test_presets_and_refused_settings():
         "matryoshka",
         "batchtopk",
         "relu",
+        "tiered",
     )
     with pytest.raises(FieldError, match="widths.*multiple of 3"):
         BenchConfig(widths=(32,))

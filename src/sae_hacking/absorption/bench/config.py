@@ -10,7 +10,7 @@ from sae_hacking.errors import FieldError
 
 KIND = "absorption-bench"
 OUTPUTS = ("bench.json", "bench.md")
-BenchArchitecture = Literal["topk", "hierarchical", "matryoshka", "batchtopk", "relu"]
+BenchArchitecture = Literal["topk", "hierarchical", "matryoshka", "batchtopk", "relu", "tiered"]
 ARCHITECTURES = get_args(BenchArchitecture)
 # (prompts, training steps, widths, architectures) of a full run and of a quick one.
 FULL = (500, 600, (60, 120), ARCHITECTURES)
@@ -31,13 +31,14 @@ class BenchConfig(Config):
     )
     widths: tuple[int, ...] | None = setting(
         None,
-        help="latent budgets of the ablator SAEs (the hierarchical SAE: a third as parents, each "
+        help="latent budgets of the ablator SAEs (the hierarchical and tiered SAEs: a third as "
+        "parents, each "
         "with two children) (quick: 60)",
     )
     k: int = setting(
         2,
         help="active latents per token of the TopK family (hierarchical: k/2 "
-        "parents, each with its child)",
+        "parents, each with its child; tiered: k/2 parents and k/2 children on average)",
         gt=0,
     )
     prompts: int | None = setting(None, help="prompts of each world (quick: 300)", gt=0)
@@ -67,5 +68,6 @@ class BenchConfig(Config):
                     f"has {width}; each must be a multiple of 3 and at least 6 (the hierarchical "
                     "SAE spends a third on parents, two thirds on their children).",
                 )
-        if "hierarchical" in self.architectures and self.k % 2:
-            raise FieldError("k", f"is {self.k}; the hierarchical SAE needs an even k.")
+        paired = [a for a in ("hierarchical", "tiered") if a in self.architectures]
+        if paired and self.k % 2:
+            raise FieldError("k", f"is {self.k}; the {paired[0]} SAE needs an even k.")

@@ -132,7 +132,7 @@ def _train(config, world, hook, architecture, width, k, seed, folder):
     from sae_hacking.train.config import TrainConfig
     from sae_hacking.train.run import run as train_run
 
-    hierarchical = architecture == "hierarchical"
+    hierarchical = architecture in ("hierarchical", "tiered")  # E/3 parents, 2 children each
     flat = {
         "model": str(world.path),
         "device": "cpu",
