@@ -35,6 +35,7 @@ from sae_hacking.saes.trainable import (
     Resampled,
     TrainableSAE,
     TrainOutput,
+    restart_children,
 )
 
 EMA_COEFF = 0.01
@@ -208,16 +209,9 @@ class HierarchicalTopKSAE(TrainableSAE):
     ) -> Resampled:
         """Parents as a flat SAE's latents; their children start small, random and with ratio 1."""
         entries = super().resample(dead_Z, dirs_ZM, gen).entries
-        C = self.children_per_parent
-        children_N = (C * dead_Z[:, None] + torch.arange(C, device=dead_Z.device)).flatten()
-        new_NM = F.normalize(torch.randn(children_N.numel(), self.d_in, generator=gen), dim=-1)
-        new_NM = new_NM.to(self.W_dec_HM.device)
-        self.W_dec_HM[children_N] = CHILD_INIT_NORM * new_NM
-        self.W_enc_MH[:, children_N] = new_NM.T
-        self.b_enc_H[children_N] = 0.0
+        children_N, child_entries = restart_children(self, dead_Z, gen, CHILD_INIT_NORM)
         self.child_ratio_H[children_N] = 1.0
-        entries.update(W_dec_HM=(0, children_N), W_enc_MH=(1, children_N), b_enc_H=(0, children_N))
-        return Resampled({PARENT: dead_Z, CHILD: children_N}, entries)
+        return Resampled({PARENT: dead_Z, CHILD: children_N}, {**entries, **child_entries})
 
     @torch.no_grad()
     def update_child_ratios(

@@ -76,3 +76,11 @@ def penalised_output(
     if dead_E is not None and k_aux > 0:
         out.aux_loss = auxk_loss(pre_BE, dead_E, x_BM - recon_BM, sae.W_dec_EM, k_aux)
     return out
+
+
+def batch_topk(pre_BE: Float[torch.Tensor, "B E"], k: int) -> Float[torch.Tensor, "B E"]:
+    """BatchTopK (Bussmann et al. 2024): the ``B · k`` largest entries of the whole batch kept
+    (ties: torch's top-k order), every other entry 0. ``pre_BE`` is ReLU-ed already."""
+    flat = pre_BE.flatten()
+    top = flat.topk(min(k * pre_BE.shape[0], flat.numel()))
+    return torch.zeros_like(flat).scatter_(0, top.indices, top.values).view_as(pre_BE)

@@ -20,7 +20,7 @@ from jaxtyping import Bool, Float
 
 from sae_hacking.errors import FieldError
 from sae_hacking.saes.base import LinearSAE, SAEInfo
-from sae_hacking.saes.losses import auxk_loss
+from sae_hacking.saes.losses import auxk_loss, batch_topk
 from sae_hacking.saes.topk import check_k
 from sae_hacking.saes.trainable import (
     PARENT,
@@ -71,9 +71,7 @@ class MatryoshkaBatchTopKSAE(LinearSAE, TrainableSAE):
         return super().pre_acts(x_BM).relu()
 
     def batch_topk(self, pre_BE: Float[torch.Tensor, "B E"]) -> Float[torch.Tensor, "B E"]:
-        flat = pre_BE.flatten()
-        top = flat.topk(min(self.k * pre_BE.shape[0], flat.numel()))
-        return torch.zeros_like(flat).scatter_(0, top.indices, top.values).view_as(pre_BE)
+        return batch_topk(pre_BE, self.k)
 
     def encode(self, x_BM: Float[torch.Tensor, "*B M"]) -> Float[torch.Tensor, "*B E"]:
         pre = self.pre_acts(x_BM)

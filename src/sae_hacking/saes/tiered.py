@@ -40,15 +40,20 @@ H children (``C E``), L all latents (``E + H``), N resampled children.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 
 from sae_hacking.errors import FieldError
 from sae_hacking.saes.base import SAEInfo, unit_rows
-from sae_hacking.saes.losses import auxk_loss
+from sae_hacking.saes.losses import auxk_loss, batch_topk
 from sae_hacking.saes.tiered_settings import TIERED_DEFAULTS
 from sae_hacking.saes.topk import check_k
-from sae_hacking.saes.trainable import PARENT, Resampled, TrainableSAE, TrainOutput
+from sae_hacking.saes.trainable import (
+    PARENT,
+    Resampled,
+    TrainableSAE,
+    TrainOutput,
+    restart_children,
+)
 
 CHILD = "child"
 THRESHOLD_EMA = 0.01
@@ -207,21 +212,5 @@ class TieredSAE(TrainableSAE):
         """Parents as a flat SAE's latents; their children start afresh on random unit
         directions (encoder = decoder transpose, zero bias), as at initialisation."""
         entries = super().resample(dead_Z, dirs_ZM, gen).entries
-        C = self.children_per_parent
-        children_N = (C * dead_Z[:, None] + torch.arange(C, device=dead_Z.device)).flatten()
-        new_NM = F.normalize(torch.randn(children_N.numel(), self.d_in, generator=gen), dim=-1)
-        new_NM = new_NM.to(self.W_dec_HM.device)
-        self.W_dec_HM[children_N] = new_NM
-        self.W_enc_MH[:, children_N] = new_NM.T
-        self.b_enc_H[children_N] = 0.0
-        entries.update(W_dec_HM=(0, children_N), W_enc_MH=(1, children_N), b_enc_H=(0, children_N))
-        return Resampled({PARENT: dead_Z, CHILD: children_N}, entries)
-
-
-def batch_topk(pre_BE: Float[torch.Tensor, "B E"], k: int) -> Float[torch.Tensor, "B E"]:
-    """The ``B · k`` largest entries of the batch kept (ties: torch's top-k order), the rest 0;
-    entries ≤ 0 are never kept."""
-    flat = pre_BE.flatten()
-    top = flat.topk(min(k * pre_BE.shape[0], flat.numel()))
-    kept = torch.zeros_like(flat).scatter_(0, top.indices, top.values)
-    return kept.view_as(pre_BE).relu()
+        children_N, child_entries = restart_children(self, dead_Z, gen, 1.0)
+        return Resampled({PARENT: dead_Z, CHILD: children_N}, {**entries, **child_entries})

@@ -162,6 +162,28 @@ def resample_encoder_decoder(
 
 
 @torch.no_grad()
+def restart_children(
+    sae: TrainableSAE, dead_Z: Int[torch.Tensor, " Z"], gen: torch.Generator, norm: float
+) -> tuple[Int[torch.Tensor, " N"], dict[str, tuple[int, Int[torch.Tensor, " N"]]]]:
+    """The children of parents ``dead_Z`` (``children_per_parent`` each, parent-major in
+    ``W_dec_HM``/``W_enc_MH``/``b_enc_H``) restart on random unit directions drawn from ``gen``:
+    decoder rows of norm ``norm``, encoder = the unit direction, bias 0. Returns the children
+    and the entries changed."""
+    C = sae.children_per_parent
+    children_N = (C * dead_Z[:, None] + torch.arange(C, device=dead_Z.device)).flatten()
+    new_NM = F.normalize(torch.randn(children_N.numel(), sae.d_in, generator=gen), dim=-1)
+    new_NM = new_NM.to(sae.W_dec_HM.device)
+    sae.W_dec_HM[children_N] = norm * new_NM
+    sae.W_enc_MH[:, children_N] = new_NM.T
+    sae.b_enc_H[children_N] = 0.0
+    return children_N, {
+        "W_dec_HM": (0, children_N),
+        "W_enc_MH": (1, children_N),
+        "b_enc_H": (0, children_N),
+    }
+
+
+@torch.no_grad()
 def residual_directions(
     sae: SAE, x_BM: Float[torch.Tensor, "B M"], n: int, gen: torch.Generator
 ) -> Float[torch.Tensor, "Z M"] | None:
