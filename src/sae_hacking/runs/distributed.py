@@ -81,6 +81,9 @@ def process_group(ranks: Ranks, device: str):
     )
     try:
         yield
+        # Leave together: a gloo rank whose peer already tore the group down can abort at exit
+        # ("terminate called without an active exception"), seen under load in CI.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
