@@ -40,6 +40,8 @@ def argv(command: str, setup: dict, out: Path, *extra: str) -> list[str]:
     args += ["--ablator-sae-release", setup["ablator"], "--device", "cpu", "--quiet"]
     if command == "ablate":
         args += ["--reader-sae-release", setup["reader"], "--abridge-ablations-to", "3"]
+    else:  # one prompt per batch: each activation, so the evidence, is bit-identical to 1 process
+        args += ["--batch-size", "1"]
     return [*args, "--output-dir", str(out), *extra]
 
 

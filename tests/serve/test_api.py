@@ -12,11 +12,11 @@ import torch
 from fastapi.testclient import TestClient
 
 from sae_hacking.cli import main
+from sae_hacking.data.pieces import token_pieces
 from sae_hacking.lm.source import ModelSource
 from sae_hacking.saes.io import load_sae_checkpoint
 from sae_hacking.serve.app import MAX_BODY_BYTES, create_app
 from sae_hacking.serve.config import ServeConfig
-from sae_hacking.serve.highlight import token_pieces
 
 HOOK = "blocks.1.hook_resid_post"
 PROMPT = "the cat sat on the mat and then the dog ran far away"

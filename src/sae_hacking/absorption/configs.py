@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Literal
 
 from sae_hacking.absorption.ablation.identity import Method, SumsPlace
+from sae_hacking.absorption.evidence.options import (
+    ABLATOR_ID,
+    ABLATOR_RELEASE,
+    EvidenceOptions,
+    legacy_text,
+)
 from sae_hacking.config import Config, resolved_path, set_field, setting
 from sae_hacking.data.source import TextSource
 from sae_hacking.device import check_device_name
@@ -24,14 +30,8 @@ from sae_hacking.runs.options import RunDirOptions, RunOptions
 from sae_hacking.runs.shards import check_all_shards
 from sae_hacking.saes.source import SAESource
 
-ABLATOR_RELEASE = "gemma-scope-2b-pt-mlp-canonical"
-ABLATOR_ID = "layer_20/width_65k/canonical"
 READER_RELEASE = "gemma-scope-2b-pt-res-canonical"
 READER_ID = "layer_21/width_65k/canonical"
-
-
-def legacy_text() -> TextSource:
-    return TextSource(max_tokens_in_prompt=100, batch_size=5)
 
 
 def check_latents(key: str, latents: tuple[int, ...] | None) -> None:
@@ -81,6 +81,9 @@ class CooccurrenceConfig(Config):
     text: TextSource = setting(default_factory=legacy_text, help="text")
     rows: tuple[int, ...] | None = setting(
         None, help="count only the rows of these latents ([D, e] instead of the e(e+1)/2 triangle)"
+    )
+    evidence: EvidenceOptions = setting(
+        default_factory=EvidenceOptions, help="latent evidence (what each latent fires on)"
     )
     run: RunOptions = setting(default_factory=RunOptions, help="run")
 

@@ -154,6 +154,19 @@ _ROWS = (
         aliases=MAX_TOKENS,
     ),
     Command(
+        "latents",
+        "sae_hacking.absorption.evidence.options:LatentsConfig",
+        help="collect what each latent of one SAE fires on over a text stream",
+        description="The cooccurrences pass without the pair counts: for every latent of the SAE, "
+        "its exact top activations, a seeded sample of its activations (shown in quantile "
+        "bands), a histogram on log-spaced bins, each example's context as token ids, its "
+        "activation count, and the logit lens of its decoder direction. Writes "
+        "latents.safetensors.zst + latents.json to the run directory; --resume, --shard i/n, "
+        "`sae-hacking merge` and torchrun as for cooccurrences. Browse it with "
+        "`sae-hacking latents-report RUN`.",
+        aliases=MAX_TOKENS,
+    ),
+    Command(
         "ablate",
         "sae_hacking.absorption.configs:AblateConfig",
         help="selective ablation effects, ablator SAE -> reader SAE",

@@ -45,6 +45,7 @@ class TokenBatch:
     texts: list[str]
     first_row: int = 0  # source row of the first prompt in this batch
     next_row: int = 0  # rows consumed through this batch: skip this many to resume after it
+    rows: list[int] | None = None  # row of each prompt, counted as first_row is (None: 0, 1, ...)
 
     def to(self, device: torch.device | str) -> TokenBatch:
         return TokenBatch(
@@ -54,7 +55,12 @@ class TokenBatch:
             self.texts,
             self.first_row,
             self.next_row,
+            self.rows,
         )
+
+    @property
+    def prompt_rows(self) -> list[int]:
+        return list(range(len(self.texts))) if self.rows is None else self.rows
 
     @property
     def n_real_tokens(self) -> int:
@@ -155,6 +161,7 @@ def length_sorted(batch: TokenBatch, size: int) -> list[TokenBatch]:
                 [batch.texts[i] for i in rows.tolist()],
                 batch.first_row,
                 batch.next_row,
+                [batch.prompt_rows[i] for i in rows.tolist()],
             )
         )
     return parts
@@ -182,15 +189,16 @@ def batch_prompts(
     source = iter(rows) if n_rows is None else itertools.islice(rows, n_rows)
     row = start_row
     while True:
-        first, texts = row, []
+        first, texts, prompt_rows = row, [], []
         for text in source:
             row += 1
             if text and text.strip():
                 texts.append(text)
+                prompt_rows.append(row - 1)
                 if len(texts) == batch_size:
                     break
         if not texts:
             return
         batch = tokenize_prompts(tokenizer, texts, max_tokens, prepend_bos)
-        batch.first_row, batch.next_row = first, row
+        batch.first_row, batch.next_row, batch.rows = first, row, prompt_rows
         yield batch

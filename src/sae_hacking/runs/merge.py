@@ -17,7 +17,7 @@ chunk (:data:`CHUNK` elements), so the memory does not grow with the tensors: se
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -186,10 +186,16 @@ def _check_same(files: list[ResultsFile], key: str) -> None:
                 )
 
 
-def merge_results(out: str | Path, paths: list[str | Path]) -> tuple[Path, Path]:
+Combine = Callable[[list[ResultsFile]], dict[str, torch.Tensor]]
+
+
+def merge_results(
+    out: str | Path, paths: list[str | Path], combine: Combine | None = None
+) -> tuple[Path, Path]:
     """Merge the results files ``paths`` into ``OUT.safetensors.zst`` + ``OUT.json`` by summing
-    every tensor (kinds whose rows are keyed, like ablations, merge with their own function on
-    top of :func:`check_runs` and :func:`merged_meta`).
+    every tensor but those ``combine(files)`` returns (a kind's own rule for some tensors, e.g.
+    the top examples of latent evidence); kinds whose rows are keyed, like ablations, merge
+    with their own function on top of :func:`check_runs` and :func:`merged_meta`.
 
     Streamed: each output tensor is written ``CHUNK`` elements at a time, read from every input
     as it is written. An ``int32`` tensor is written as ``int32`` until a sum leaves its range;
@@ -204,10 +210,13 @@ def merge_results(out: str | Path, paths: list[str | Path]) -> tuple[Path, Path]
             if key in same:
                 _check_same(files, key)
         meta = merged_meta([f.meta for f in files], paths, shards)
+        combined = combine(files) if combine is not None else {}
         promoted: set[str] = set()
         while True:
             tensors = {
-                key: _copied(first, key)
+                key: combined[key]
+                if key in combined
+                else _copied(first, key)
                 if key in same
                 else _summed(files, key, torch.int64 if key in promoted else first.dtype(key))
                 for key in first.keys()

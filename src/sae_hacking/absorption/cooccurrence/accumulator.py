@@ -70,15 +70,20 @@ class PairCounter:
         rows: Sequence[int] | None = None,
         device: torch.device | str = "cpu",
         kernel: str = "auto",
+        pairs: bool = True,
     ):
         self.e = e
+        self.pairs = pairs
         self.device = torch.device(device)
         self.kernel = (
             ("torch" if self.device.type != "cpu" else "numba") if kernel == "auto" else kernel
         )
         self.tokens = 0
         self.activations_e = torch.zeros(e, dtype=torch.int64, device=self.device)
-        if rows is None:
+        self.rows_D = None
+        if not pairs:
+            self.counts = None
+        elif rows is None:
             self.rows_D = None
             self.counts = torch.zeros(packed_size(e), dtype=torch.int32, device=self.device)
             self.row_start_e = row_starts(e, self.device)
@@ -95,13 +100,19 @@ class PairCounter:
             )
 
     @property
-    def key(self) -> str:
+    def key(self) -> str | None:
+        if not self.pairs:
+            return None
         return "cooccurrences_P" if self.rows_D is None else "cooccurrences_De"
 
     def add(self, latents_N: torch.Tensor, offsets_T1: torch.Tensor) -> None:
         """Count tokens given as ragged active lists (see :func:`active_lists`)."""
         n_tokens = offsets_T1.shape[0] - 1
-        if self.counts.dtype == torch.int32 and self.tokens + n_tokens > INT32_MAX:
+        if (
+            self.counts is not None
+            and self.counts.dtype == torch.int32
+            and self.tokens + n_tokens > INT32_MAX
+        ):
             warnings.warn(
                 "more than 2^31-1 tokens counted: promoting the co-occurrence counts to int64 "
                 "(twice the memory) so they cannot overflow",
@@ -110,7 +121,9 @@ class PairCounter:
             self.counts = self.counts.long()
         latents_N = latents_N.to(self.device)
         offsets_T1 = offsets_T1.to(self.device)
-        if self.rows_D is None:
+        if self.counts is None:
+            pass
+        elif self.rows_D is None:
             add = add_pairs_numba if self.kernel == "numba" else add_pairs_torch
             add(self.counts, self.row_start_e, latents_N, offsets_T1)
         else:
@@ -125,10 +138,11 @@ class PairCounter:
 
     def state(self) -> dict[str, torch.Tensor]:
         state = {
-            self.key: self.counts,
             "activations_e": self.activations_e,
             "tokens_1": torch.tensor([self.tokens], dtype=torch.int64),
         }
+        if self.counts is not None:
+            state[self.key] = self.counts
         if self.rows_D is not None:
             state["rows_D"] = self.rows_D
         return state
@@ -137,6 +151,10 @@ class PairCounter:
         """Continue from :meth:`state`'s tensors: whole tensors, or a
         :class:`~sae_hacking.runs.results.StoredTensors` whose counts are copied into the
         device tensor :data:`LOAD_CHUNK` elements at a time (the host never holds them whole)."""
+        if self.counts is None:
+            self.activations_e = tensors["activations_e"].to(self.device)
+            self.tokens = int(tensors["tokens_1"][0])
+            return
         shape, dtype = _stored_layout(tensors, self.key)
         if shape != tuple(self.counts.shape) or dtype not in (torch.int32, torch.int64):
             raise UsageError(
@@ -179,34 +197,72 @@ def _stored_chunks(
 
 
 class CooccurrenceAccumulator(Accumulator):
-    """Runs the model to the SAE's hook, encodes, and counts active latents of real tokens."""
+    """Runs the model to the SAE's hook, encodes, and counts active latents of real tokens
+    (pairs unless ``pairs=False``: then only each latent's activations, as ``latents`` does);
+    with ``evidence`` (:class:`~sae_hacking.absorption.evidence.collect.EvidenceCollector`)
+    also collects what each latent fires on, and the logit lens at the end."""
 
-    def __init__(self, lm, sae, hook: str, rows: Sequence[int] | None = None):
+    def __init__(
+        self, lm, sae, hook: str, rows: Sequence[int] | None = None, evidence=None, pairs=True
+    ):
         self.lm, self.sae, self.hook = lm, sae, hook
         device = lm.device if lm.device.type == "cuda" else torch.device("cpu")
-        self.counter = PairCounter(sae.d_sae, rows, device)
+        self.counter = PairCounter(sae.d_sae, rows, device, pairs=pairs)
+        self.evidence = evidence
 
     def add(self, batch) -> int:
         batch = batch.to(self.lm.device)
         x_BSM = self.lm.read(batch.input_ids_BS, batch.attention_mask_BS, [self.hook])[self.hook]
         with torch.inference_mode():
             acts_Te = self.sae.encode(x_BSM[batch.real_token_mask_BS])
-            active_Te = acts_Te > 0
+            latents_N, offsets_T1 = active_lists(acts_Te > 0)
         before = self.counter.tokens
-        self.counter.add_active(active_Te)
+        self.counter.add(latents_N, offsets_T1)
+        if self.evidence is not None:
+            token_N = torch.repeat_interleave(
+                torch.arange(len(offsets_T1) - 1, device=offsets_T1.device), offsets_T1.diff()
+            )
+            self.evidence.add(
+                acts_Te,
+                token_N,
+                latents_N,
+                batch.input_ids_BS,
+                batch.real_token_mask_BS,
+                torch.tensor(batch.prompt_rows, dtype=torch.int64),
+            )
         return self.counter.tokens - before
 
     def state(self) -> dict[str, torch.Tensor]:
-        return self.counter.state()
+        evidence = self.evidence.state() if self.evidence is not None else {}
+        return {**self.counter.state(), **evidence}
 
     def load_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
         self.counter.load_state(tensors)
+        if self.evidence is not None:
+            self.evidence.load_state(tensors)
+
+    def results(self) -> dict[str, torch.Tensor]:
+        from sae_hacking.absorption.evidence.logit_lens import has_logit_lens, sae_logit_lens
+
+        results = self.state()
+        if self.evidence is not None and has_logit_lens(self.hook):
+            results.update(sae_logit_lens(self.lm, self.sae))
+        return results
 
     def same_tensors(self) -> tuple[str, ...]:
-        return ("rows_D",) if self.counter.rows_D is not None else ()
+        same = ("rows_D",) if self.counter.rows_D is not None else ()
+        return same + (("histogram_edges_J1",) if self.evidence is not None else ())
 
     def describe(self) -> dict[str, str]:
-        return {k: DOCS[k] for k in self.state()}
+        from sae_hacking.absorption.evidence.logit_lens import DOCS as LENS_DOCS
+        from sae_hacking.absorption.evidence.logit_lens import has_logit_lens
+
+        docs = {k: DOCS[k] for k in self.counter.state()}
+        if self.evidence is not None:
+            docs.update(self.evidence.describe())
+            if has_logit_lens(self.hook):
+                docs.update(LENS_DOCS)
+        return docs
 
 
 class Cooccurrences:

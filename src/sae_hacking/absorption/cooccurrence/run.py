@@ -1,10 +1,13 @@
-"""The ``cooccurrences`` run: exact latent co-occurrence counts over a text stream, resumable
-and shardable (:mod:`sae_hacking.runs.stream`). ``run(config)`` is the whole command below the
-CLI; it imports nothing heavy until the output folder or resume directory is checked."""
+"""The ``cooccurrences`` run: exact latent co-occurrence counts over a text stream, with the
+latents' evidence, resumable and shardable (:mod:`sae_hacking.runs.stream`). ``run(config)`` is
+the whole command below the CLI; it imports nothing heavy until the output folder or resume
+directory is checked. ``sae-hacking latents`` (:mod:`sae_hacking.absorption.evidence.run`)
+is the same pass without the pair counts: :func:`run_pass`."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sae_hacking.absorption.configs import CooccurrenceConfig
 from sae_hacking.absorption.cooccurrence.identity import KIND, OUTPUTS, RESULTS_NAME, SLUG
@@ -22,7 +25,36 @@ def run(config: CooccurrenceConfig) -> Path:
 
 def run_one(config: CooccurrenceConfig) -> Path:
     """Count (or continue counting) and write ``cooccurrences.safetensors.zst``; returns it."""
-    record = plan_run(config, KIND, SLUG, OUTPUTS)
+    return run_pass(config, config.ablator, "ablator_", (KIND, SLUG, RESULTS_NAME, OUTPUTS))
+
+
+def evidence_collector(config: Any, e: int, lm):
+    """The evidence collector ``config.evidence`` asks for (``None`` when ``top_examples`` is
+    0), on the device the counts live on."""
+    options = config.evidence
+    if not options.enabled:
+        return None
+    import torch
+
+    from sae_hacking.absorption.evidence.collect import EvidenceCollector
+
+    return EvidenceCollector(
+        e,
+        options.top_examples,
+        options.samples,
+        options.context_tokens,
+        options.evidence_seed,
+        lm.device if lm.device.type == "cuda" else torch.device("cpu"),
+        config.run.shard_spec,
+    )
+
+
+def run_pass(config: Any, source: Any, prefix: str, names: tuple) -> Path:
+    """One process's pass of ``cooccurrences`` (``config.rows`` set or not) or ``latents`` (no
+    ``rows``: no pair counts) with the SAE ``source``; ``names`` = (kind, slug, results name,
+    outputs). Writes the results and returns their path."""
+    kind, slug, results_name, outputs = names
+    record = plan_run(config, kind, slug, outputs)
     config.check_inputs()
     from sae_hacking.absorption.cooccurrence.accumulator import CooccurrenceAccumulator
     from sae_hacking.runs.distributed import wrote
@@ -30,14 +62,22 @@ def run_one(config: CooccurrenceConfig) -> Path:
     from sae_hacking.saes.fingerprint import sae_fingerprint
     from sae_hacking.saes.splice import check_sae_fits
 
-    run = StreamRun(config, record, RESULTS_NAME)
+    run = StreamRun(config, record, results_name)
     if run.complete:
         print(f"{run.run_dir} is complete: {run.results_path}")
         return run.results_path
     lm = config.model.load()
-    sae = config.ablator.load(lm.device, "ablator_")
+    sae = source.load(lm.device, prefix)
     hook = check_sae_fits(lm, sae)
-    accumulator = CooccurrenceAccumulator(lm, sae, hook, config.rows)
+    pairs = hasattr(config, "rows")
+    accumulator = CooccurrenceAccumulator(
+        lm,
+        sae,
+        hook,
+        config.rows if pairs else None,
+        evidence_collector(config, sae.d_sae, lm),
+        pairs=pairs,
+    )
     identity = {
         "hook": hook,
         "d_sae": sae.d_sae,
