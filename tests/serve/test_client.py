@@ -84,9 +84,10 @@ def test_the_saved_page_is_the_servers_page_with_the_answer_in_it(tmp_path):
     config = HighlightConfig(prompt="x", output_dir=str(tmp_path), feature_idx=3)
     page = render_page(config, RESULT)
     markup = Markup(page)
-    # The server's own style and script, inline: the saved page renders with the same code.
-    assert markup.text["style"] == asset("app.css")
-    assert markup.text["script"] == asset("app.js")
+    # The server's own style and script (behind the shared token renderer's), inline: the saved
+    # page renders with the same code.
+    assert markup.text["style"] == asset("tokens.css") + asset("app.css")
+    assert markup.text["script"] == asset("tokens.js") + asset("app.js")
     assert json.loads(markup.text[SAVED_ID]) == {
         "prompt": "x",
         "server": "http://127.0.0.1:9000",
@@ -99,7 +100,7 @@ def test_the_saved_page_is_the_servers_page_with_the_answer_in_it(tmp_path):
     ]
     policy = ("http-equiv", "Content-Security-Policy")
     csp = [dict(attrs)["content"] for tag, attrs in markup.tags if policy in attrs]
-    assert csp == [locked_policy(asset("app.css"), asset("app.js"))]
+    assert csp == [locked_policy(markup.text["style"], markup.text["script"])]
     # The server's markup otherwise, the form included (the script hides it).
     served = Markup(asset("index.html"))
     stylesheet = ("link", (("rel", "stylesheet"), ("href", "assets/app.css")))

@@ -24,7 +24,7 @@ D_SAE = 24
 PROMPT = "The cat sat on the mat.\nThe dog  ran\tfast."
 HOSTILE = 'a <script>window.pwned=1</script> b <img src=x onerror="window.pwned=2"> c'
 RGBA = re.compile(r"rgba?\((\d+), (\d+), (\d+)(?:, ([\d.]+))?\)")
-HEAT = re.search(r"--heat:\s*([^;]+);", asset("app.css")).group(1).strip()  # the one colour
+HEAT = re.search(r"--heat:\s*([^;]+);", asset("tokens.css")).group(1).strip()  # the one colour
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,9 @@ from sae_hacking.reports.inline import inline_element, locked_policy, script_jso
 SAVED_ID = "saved-answer"  # app.js looks for this block (showSaved)
 # The lines of index.html that load the assets from the server, and where the policy goes.
 CHARSET = '<meta charset="utf-8">'
+TOKENS_CSS = '<link rel="stylesheet" href="assets/tokens.css">\n'
 LINKED_CSS = '<link rel="stylesheet" href="assets/app.css">'
+TOKENS_JS = '<script src="assets/tokens.js" defer></script>\n'
 LINKED_JS = '<script src="assets/app.js" defer></script>'
 BODY_END = "</body>"
 
@@ -35,13 +37,18 @@ def asset(name: str) -> str:
 def saved_page(answer: dict[str, Any], prompt: str, server: str) -> str:
     """The web page showing ``answer`` (the API's JSON for ``prompt``, from ``server``) with no
     server: index.html with app.css and app.js inline and the answer embedded."""
-    css, script = asset("app.css"), asset("app.js")
+    # The shared token renderer goes in front of the page's own style and script (one of each,
+    # so the policy allows exactly one inline style and one inline script).
+    css = asset("tokens.css") + asset("app.css")
+    script = asset("tokens.js") + asset("app.js")
     data = script_json({"prompt": prompt, "server": server, "answer": answer})
     policy = locked_policy(css, script)
     parts = {
         CHARSET: f'{CHARSET}\n<meta http-equiv="Content-Security-Policy" content="{policy}">\n'
         '<meta name="referrer" content="no-referrer">',
+        TOKENS_CSS: "",
         LINKED_CSS: inline_element("style", css),
+        TOKENS_JS: "",
         LINKED_JS: "",  # moved to the end of the body: it runs once the page is there
         BODY_END: f'<script type="application/json" id="{SAVED_ID}">{data}</script>\n'
         f"{inline_element('script', script)}\n{BODY_END}",

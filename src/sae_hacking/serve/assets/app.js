@@ -6,18 +6,10 @@
 
 (function () {
   const $ = (id) => document.getElementById(id);
-  // The one highlight colour is app.css's --heat.
-  const HEAT = getComputedStyle(document.documentElement).getPropertyValue("--heat").trim();
+  // Tokens are drawn by the shared renderer (tokens.js), as on the latent evidence pages.
+  const { intensity, tokenSpan } = window.saeTokens;
 
   // ---- pure helpers ----
-  function intensity(value, max) {
-    if (!(max > 0) || !(value > 0)) return 0;
-    return Math.min(1, value / max);
-  }
-
-  function heat(alpha) {
-    return `rgba(${HEAT}, ${alpha.toFixed(3)})`;
-  }
 
   function fmt(value) {
     if (value === null || value === undefined || Number.isNaN(value)) return "–";
@@ -200,16 +192,10 @@
     const box = $("tokens");
     box.replaceChildren();
     data.tokens.forEach((token, i) => {
-      const span = document.createElement("span");
-      span.className = "tok";
-      if (token.includes("\n")) span.classList.add("nl");
-      if (token === "") span.classList.add("blank");
-      span.textContent = token;
-      span.tabIndex = 0;
       const value = tokenValue(data, i);
+      const span = tokenSpan(token, value, data.max_activation);
+      span.tabIndex = 0;
       span.dataset.index = String(i);
-      span.dataset.value = String(value);
-      span.style.backgroundColor = heat(intensity(value, data.max_activation));
       span.addEventListener("mouseenter", () => pinned || inspect(i));
       span.addEventListener("focus", () => pinned || inspect(i));
       span.addEventListener("click", () => {
