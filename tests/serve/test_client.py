@@ -103,9 +103,11 @@ def test_the_saved_page_is_the_servers_page_with_the_answer_in_it(tmp_path):
     assert csp == [locked_policy(markup.text["style"], markup.text["script"])]
     # The server's markup otherwise, the form included (the script hides it).
     served = Markup(asset("index.html"))
-    stylesheet = ("link", (("rel", "stylesheet"), ("href", "assets/app.css")))
+    sheets = [
+        ("link", (("rel", "stylesheet"), ("href", f"assets/{n}.css"))) for n in ("tokens", "app")
+    ]
     assert [t for t in markup.tags if t[0] not in ("meta", "style", "script")] == [
-        t for t in served.tags if t[0] not in ("meta", "script") and t != stylesheet
+        t for t in served.tags if t[0] not in ("meta", "script") and t not in sheets
     ]
     path = write_page(config, RESULT)
     assert path.parent == tmp_path and path.read_text(encoding="utf-8") == page
