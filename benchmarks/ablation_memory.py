@@ -12,7 +12,8 @@ map and counts), the largest piece of sums copied to the host while writing (and
 set's growth while writing, on the CPU), bytes per non-zero of sparse storage. Part 3 projects
 both to Gemma-2-2B geometry (e = E = 65,536, K = 100, 10^6 prompts, reader L0 ``--reader-l0``)
 and checks the goal of at most 8 GB of host memory for the accumulator (exit 1 if missed).
-Part 4: what the co-occurrence counts take on one GPU at e = 65,536 and 131,072.
+Part 4: what the co-occurrence counts and the latent evidence collected beside them take on one
+GPU at e = 65,536 and 131,072.
 """
 
 from __future__ import annotations
@@ -300,14 +301,34 @@ def part4(args) -> dict:
         sae = 2 * e * GEMMA_M * 4  # encoder + decoder, float32
         acts = args.batch_tokens * e * 5  # float32 activations + bool mask
         kernel = PAIRS_PER_CHUNK * 8 * 6  # index tensors of one index_add_ chunk
-        rest = GEMMA_PARAMS * 2 + sae + acts + kernel
-        out[e] = {"int32": int32, "int64": int64, "rest": rest}
+        evidence = e * evidence_bytes_per_latent()
+        rest = GEMMA_PARAMS * 2 + sae + acts + kernel + evidence
+        out[e] = {"int32": int32, "int64": int64, "rest": rest, "evidence": evidence}
         print(
             f"  e = {e:,}: triangle {int32 / GB:.1f} GB int32 ({int64 / GB:.1f} GB int64 after "
-            f"2^31 tokens) + model, SAE, activations, kernel ~{rest / GB:.1f} GB = "
-            f"{(int32 + rest) / GB:.1f} GB ({(int64 + rest) / GB:.1f} GB)"
+            f"2^31 tokens) + latent evidence {evidence / GB:.2f} GB + model, SAE, activations, "
+            f"kernel ~{(rest - evidence) / GB:.1f} GB = {(int32 + rest) / GB:.1f} GB "
+            f"({(int64 + rest) / GB:.1f} GB)"
         )
     return out
+
+
+def evidence_bytes_per_latent() -> int:
+    """What the co-occurrence pass's latent evidence holds per latent with its defaults (top 20,
+    10 bands x 5 sampled, +-16 tokens of context, the histogram), measured on the collector's
+    own tensors (plus the slot bookkeeping it keeps beside them)."""
+    from sae_hacking.absorption.evidence.collect import EvidenceCollector
+    from sae_hacking.absorption.evidence.options import EvidenceOptions
+
+    options, e = EvidenceOptions(), 8
+    collector = EvidenceCollector(
+        e, options.top_examples, options.samples, options.context_tokens, 0
+    )
+    tensors = [*collector.state().values()]
+    for table in (collector.top, collector.sample):
+        tensors += [table.key_eX, table.filled_e, table.worst_e]
+    per_latent = sum(t.numel() * t.element_size() for t in tensors if t.shape[0] == e)
+    return per_latent // e
 
 
 def main(argv=None) -> int:

@@ -73,15 +73,17 @@ def reference(exs, sampled: bool) -> dict[int, list[tuple[int, int]]]:
 
 
 def table_contents(table: ExampleTable) -> dict[int, list[tuple[int, int]]]:
+    """The examples of each latent in the table's canonical order (its state)."""
+    state = {k.split("_", 1)[1]: v for k, v in table.state().items()}
     out = {}
     for latent in range(E):
         slots = []
         for slot in range(N):
-            prompt = int(table.prompts_eX[latent, slot])
+            prompt = int(state["prompts_eX"][latent, slot])
             if prompt >= 0:
-                position = int(table.positions_eX[latent, slot])
+                position = int(state["positions_eX"][latent, slot])
                 slots.append((prompt, position))
-                assert table.context_ids_eXW[latent, slot].tolist() == context_of(
+                assert state["context_ids_eXW"][latent, slot].tolist() == context_of(
                     latent, prompt, position
                 )  # the context travelled with its example
         out[latent] = slots
@@ -111,16 +113,17 @@ def test_tables_keep_the_reference_examples_in_any_order_and_split(sampled, seed
     for name, tensor in whole.state().items():
         assert torch.equal(tensor, halves[0].state()[name]), name
     if sampled:
-        assert int(whole.priority_eX.max()) <= EMPTY_PRIORITY
+        assert int(whole.state()["t_priority_eX"].max()) <= EMPTY_PRIORITY
 
 
 def test_an_empty_slot_stays_empty_and_values_are_ordered():
     table = ExampleTable("top", "X", E, N, WIDTH, False, torch.device("cpu"))
     table.offer(candidates([(2, 1.0, 0, 1), (2, 3.0, 5, 2)], False))
-    assert table.values_eX[2].tolist()[:2] == [3.0, 1.0]
-    assert table.prompts_eX[2].tolist() == [5, 0, -1, -1]
-    assert (table.prompts_eX[[0, 1, 3, 4, 5, 6]] == -1).all()
-    assert table.context_ids_eXW[2, 2].tolist() == [-1] * WIDTH
+    state = table.state()
+    assert state["top_values_eX"][2].tolist() == [3.0, 1.0, -torch.inf, -torch.inf]
+    assert state["top_prompts_eX"][2].tolist() == [5, 0, -1, -1]
+    assert (state["top_prompts_eX"][[0, 1, 3, 4, 5, 6]] == -1).all()
+    assert state["top_context_ids_eXW"][2, 2].tolist() == [-1] * WIDTH
 
 
 def test_priorities_are_spread_and_depend_on_every_part():

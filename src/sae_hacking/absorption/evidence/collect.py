@@ -116,23 +116,28 @@ class EvidenceCollector:
             torch.ones_like(latent_N),
         )
         b_T, s_T = real_BS.nonzero(as_tuple=True)
+        n_s, e = real_BS.shape[1], acts_Te.shape[1]
         token_of_BS = torch.full(real_BS.shape, -1, dtype=torch.int64, device=device)
         token_of_BS[b_T, s_T] = torch.arange(len(b_T), device=device)
         prompt_B = self.shard.index + rows_B.to(device).long() * self.shard.count
         prompt_N = prompt_B[b_T[token_N]]
         position_N = s_T[token_N]
-        offsets_W = torch.arange(-self.window, self.window + 1, device=device)
+        # A context depends on its token only (its ids) or on the token and the latent (its
+        # activations): the token's window is found once per token, then gathered per example
+        # with flat index_select / take (2-D advanced indexing is several times slower on CPUs).
+        pos_TW = s_T[:, None] + torch.arange(-self.window, self.window + 1, device=device)
+        inside_TW = (pos_TW >= 0) & (pos_TW < n_s)
+        flat_TW = b_T[:, None] * n_s + pos_TW.clamp(0, n_s - 1)
+        window_TW = token_of_BS.view(-1).take(flat_TW).masked_fill(~inside_TW, -1)
+        ids_TW = input_ids_BS.reshape(-1).take(flat_TW).masked_fill(window_TW < 0, -1)
+        acts_flat = acts_Te.reshape(-1)
 
         def contexts(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            b_K = b_T[token_N[idx]]
-            pos_KW = position_N[idx, None] + offsets_W
-            inside = (pos_KW >= 0) & (pos_KW < real_BS.shape[1])
-            pos_KW = pos_KW.clamp(0, real_BS.shape[1] - 1)
-            token_KW = token_of_BS[b_K[:, None], pos_KW]
-            real_KW = inside & (token_KW >= 0)
-            ids = torch.where(real_KW, input_ids_BS[b_K[:, None], pos_KW], -1)
-            acts = acts_Te[token_KW.clamp(min=0), latent_N[idx, None]]
-            return ids, torch.where(real_KW, acts, 0.0)
+            token_K = token_N.index_select(0, idx)
+            window_KW = window_TW.index_select(0, token_K)
+            flat_KW = window_KW.clamp(min=0) * e + latent_N.index_select(0, idx)[:, None]
+            acts_KW = acts_flat.take(flat_KW).masked_fill(window_KW < 0, 0.0)
+            return ids_TW.index_select(0, token_K), acts_KW
 
         cand = Candidates(latent_N, value_N, prompt_N, position_N, contexts)
         self.top.offer(cand)

@@ -8,8 +8,15 @@ first, ties broken by the earlier prompt, then the earlier position), for the sa
 Which examples a table keeps depends only on the set of examples offered, never on their order
 or on how they were split into batches, shards or resumed runs, so every merge is exact.
 
+How (fast enough to ride along the counting): an example's context is written once, into a
+free slot of its latent, and never moved; a batch's candidates are first filtered by the
+latent's worst kept key (once a latent's slots are full, few pass), reduced to the ``n`` best
+per latent by one sort, and only latents whose slots overflow merge old and new in a batched
+sort of ``[rows, 2n]``. The slots are put in order only when the state is read
+(:meth:`ExampleTable.state`: checkpoints and results), so files are canonical.
+
 Letters: e latents, X slots per latent (the table's ``n``), W context tokens (``2w + 1``),
-N candidate examples, U latents a batch touches.
+N candidate examples, U latents a batch touches, O those whose slots overflow.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import torch
 from jaxtyping import Float, Int
 
 EMPTY_PRIORITY = 2**62  # above every priority: an empty slot of a sample sorts last
+NO_KEY = 2**63 - 1  # above every key: an empty slot, or a latent whose slots are not all full
+POSITION_BITS = 20  # positions in a prompt < 2^20: (prompt, position) packs into one int64
 _MASK31 = 2**31 - 1
 _MIX = 0x45D9F3B  # < 2^27, so a 31-bit value times it stays far inside int64
 
@@ -48,24 +57,70 @@ def sample_priority(
     return (high << 31) | low
 
 
+def order_key(values_N: Float[torch.Tensor, " N"]) -> Int[torch.Tensor, " N"]:
+    """An int64 that orders positive float32 activations largest first (their bit patterns
+    increase with the value), so a top table and a sample sort the same way."""
+    return (2**31 - 1) - values_N.float().contiguous().view(torch.int32).long()
+
+
+def packed_place(prompt_N: torch.Tensor, position_N: torch.Tensor) -> torch.Tensor:
+    return (prompt_N.long() << POSITION_BITS) | position_N.long()
+
+
+def _lexsort(columns: list[torch.Tensor], dim: int = -1) -> torch.Tensor:
+    """Indices sorting by ``columns`` (first = most significant) along ``dim``."""
+    order = torch.argsort(columns[-1], dim=dim, stable=True)
+    for column in reversed(columns[:-1]):
+        order = order.gather(dim, torch.argsort(column.gather(dim, order), dim=dim, stable=True))
+    return order
+
+
+def _sorted_without_ties(packed: torch.Tensor, dim: int = -1) -> torch.Tensor | None:
+    """One sort by ``packed``; ``None`` when two equal values (other than ``NO_KEY``, which
+    marks empty slots, all alike) make it ambiguous."""
+    order = torch.argsort(packed, dim=dim)
+    ranked = packed.gather(dim, order)
+    after, before = (
+        ranked.narrow(dim, 1, ranked.shape[dim] - 1),
+        ranked.narrow(dim, 0, ranked.shape[dim] - 1),
+    )
+    if bool(((after == before) & (before != NO_KEY)).any()):
+        return None
+    return order
+
+
 def keep_smallest(
     latent_N: Int[torch.Tensor, " N"],
-    key_N: torch.Tensor,
-    prompt_N: Int[torch.Tensor, " N"],
-    position_N: Int[torch.Tensor, " N"],
+    key_N: Int[torch.Tensor, " N"],
+    place_N: Int[torch.Tensor, " N"],
     n: int,
 ) -> tuple[Int[torch.Tensor, " K"], Int[torch.Tensor, " K"]]:
-    """``(kept, rank)``: the candidates that are among the ``n`` smallest of their latent in the
-    order ``(key, prompt, position)``, and their rank there (0 = smallest)."""
-    order = torch.argsort(position_N, stable=True)
-    for column in (prompt_N, key_N, latent_N):
-        order = order[torch.argsort(column[order], stable=True)]
+    """``(kept, rank)``: the candidates among the ``n`` smallest of their latent in the order
+    ``(key, place)``, in that order (latent by latent), and their rank there (0 = smallest).
+    Keys are non-negative int64 below 2^62; most batches hold no two candidates of one latent
+    whose keys agree in their top 31 bits, and then one sort of ``latent, top bits`` packed in
+    an int64 decides everything; otherwise the full three-column sort does."""
+    if len(latent_N) < 2:
+        order = torch.arange(len(latent_N), device=latent_N.device)
+    else:
+        shift = 31 if int(key_N.max()) >= 2**31 else 0
+        order = _sorted_without_ties((latent_N << 31) | (key_N >> shift))
+        if order is None:
+            order = _lexsort([latent_N, key_N, place_N])
     latent_sorted = latent_N[order]
     _, counts = torch.unique_consecutive(latent_sorted, return_counts=True)
     starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
     rank = torch.arange(len(order), device=order.device) - starts
     keep = rank < n
     return order[keep], rank[keep]
+
+
+def row_order(key_OD: torch.Tensor, place_OD: torch.Tensor) -> torch.Tensor:
+    """Column indices sorting each row by ``(key, place)`` (empty slots, ``NO_KEY``, last)."""
+    order = _sorted_without_ties(key_OD, 1)
+    if order is not None:
+        return order
+    return _lexsort([key_OD, place_OD], dim=1)
 
 
 # What a table stores per slot, besides the order key; the first part of every tensor name.
@@ -86,7 +141,8 @@ class Candidates:
 
 
 class ExampleTable:
-    """``n`` examples per latent: the top activations (``sampled=False``) or a sample."""
+    """``n`` examples per latent: the top activations (``sampled=False``) or a sample. Slots
+    ``0 .. filled - 1`` of a latent hold its examples in no particular order."""
 
     def __init__(
         self,
@@ -105,69 +161,91 @@ class ExampleTable:
         self.positions_eX = torch.full((e, n), -1, dtype=torch.int32, device=device)
         self.context_ids_eXW = torch.full((e, n, width), -1, dtype=torch.int32, device=device)
         self.context_acts_eXW = torch.zeros((e, n, width), dtype=torch.float16, device=device)
-        if sampled:
-            self.priority_eX = torch.full((e, n), EMPTY_PRIORITY, dtype=torch.int64, device=device)
-        else:
-            self.values_eX.fill_(-torch.inf)
+        self.key_eX = torch.full((e, n), NO_KEY, dtype=torch.int64, device=device)
+        self.filled_e = torch.zeros(e, dtype=torch.int64, device=device)
+        self.worst_e = torch.full((e,), NO_KEY, dtype=torch.int64, device=device)
 
-    def key_of(self, values: torch.Tensor, priority: torch.Tensor | None) -> torch.Tensor:
-        return priority if self.sampled else -values
-
-    def worst_key_e(self) -> torch.Tensor:
-        """The key an example must not exceed to enter (an empty slot admits everything)."""
-        last = self.priority_eX[:, -1] if self.sampled else -self.values_eX[:, -1]
-        return last
+    def key_of(self, cand: Candidates) -> torch.Tensor:
+        return cand.priority_N if self.sampled else order_key(cand.value_N)
 
     def offer(self, cand: Candidates) -> None:
-        """Keep, for every latent, the ``n`` smallest of the kept examples and ``cand``."""
+        """Keep, for every latent, the ``n`` smallest of its kept examples and ``cand``."""
         if self.n == 0 or cand.latent_N.numel() == 0:
             return
-        key_N = self.key_of(cand.value_N, cand.priority_N)
-        # Equal keys may still win on (prompt, position): only strictly worse ones are dropped.
-        passing = (key_N <= self.worst_key_e()[cand.latent_N]).nonzero().squeeze(1)
+        key_N = self.key_of(cand)
+        # Ties with the worst kept key pass: (prompt, position) decides them in the merge.
+        passing = (key_N <= self.worst_e[cand.latent_N]).nonzero().squeeze(1)
         if passing.numel() == 0:
             return
-        touched_U = torch.unique(cand.latent_N[passing])
-        n, device = self.n, touched_U.device
-        old = {
-            f: getattr(self, f"{f}_eX" if f in FIELDS[:3] else f"{f}_eXW")[touched_U]
-            for f in FIELDS
-        }
-        old_key = (self.priority_eX[touched_U] if self.sampled else -old["values"]).reshape(-1)
-        n_old = touched_U.numel() * n
-        latent_all = torch.cat([touched_U.repeat_interleave(n), cand.latent_N[passing]])
-        kept, rank = keep_smallest(
-            latent_all,
-            torch.cat([old_key, key_N[passing]]),
-            torch.cat([old["prompts"].reshape(-1), cand.prompt_N[passing]]),
-            torch.cat([old["positions"].reshape(-1).long(), cand.position_N[passing].long()]),
-            n,
+        place_N = packed_place(cand.prompt_N, cand.position_N)
+        best, rank = keep_smallest(cand.latent_N[passing], key_N[passing], place_N[passing], self.n)
+        new_K, rank_K = passing[best], rank
+        latent_K = cand.latent_N[new_K]
+        touched_U, count_U = torch.unique_consecutive(latent_K, return_counts=True)
+        filled_U = self.filled_e[touched_U]
+        fits_U = filled_U + count_U <= self.n
+        row_of_K = torch.repeat_interleave(
+            torch.arange(len(touched_U), device=latent_K.device), count_U
         )
-        from_old = kept < n_old
-        old_slot, new_idx = kept[from_old], passing[kept[~from_old] - n_old]
-        dest_latent = latent_all[kept]
-        ids_KW = torch.empty((kept.numel(), self.width), dtype=torch.int32, device=device)
-        acts_KW = torch.empty((kept.numel(), self.width), dtype=torch.float16, device=device)
-        ids_KW[from_old] = old["context_ids"].reshape(n_old, -1)[old_slot]
-        acts_KW[from_old] = old["context_acts"].reshape(n_old, -1)[old_slot]
-        if new_idx.numel():
-            new_ids, new_acts = cand.contexts(new_idx)
-            ids_KW[~from_old] = new_ids.to(torch.int32)
-            acts_KW[~from_old] = new_acts.to(torch.float16)
+        fits_K = fits_U[row_of_K]
+        # Latents with room: the new examples take the next free slots.
+        slots = [filled_U[row_of_K[fits_K]] + rank_K[fits_K]]
+        placed = [new_K[fits_K]]
+        latents = [latent_K[fits_K]]
+        over_O = (~fits_U).nonzero().squeeze(1)
+        if over_O.numel():
+            slot, which = self._merge(
+                touched_U[over_O], over_O, row_of_K, rank_K, new_K, key_N, place_N
+            )
+            slots.append(slot)
+            placed.append(which)
+            latents.append(cand.latent_N[which])
+        slot_K, new_K, latent_K = torch.cat(slots), torch.cat(placed), torch.cat(latents)
+        self.values_eX[latent_K, slot_K] = cand.value_N[new_K].float()
+        self.prompts_eX[latent_K, slot_K] = cand.prompt_N[new_K].long()
+        self.positions_eX[latent_K, slot_K] = cand.position_N[new_K].int()
+        self.key_eX[latent_K, slot_K] = key_N[new_K]
+        ids_KW, acts_KW = cand.contexts(new_K)
+        self.context_ids_eXW[latent_K, slot_K] = ids_KW.to(torch.int32)
+        self.context_acts_eXW[latent_K, slot_K] = acts_KW.to(torch.float16)
+        self.filled_e[touched_U] = torch.clamp(filled_U + count_U, max=self.n)
+        full_U = self.filled_e[touched_U] == self.n
+        worst_U = self.key_eX[touched_U].max(1).values
+        self.worst_e[touched_U] = torch.where(full_U, worst_U, NO_KEY)
 
-        def merged(old_flat: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-            out = torch.empty(kept.numel(), dtype=old_flat.dtype, device=device)
-            out[from_old] = old_flat[old_slot]
-            out[~from_old] = new[new_idx].to(old_flat.dtype)
-            return out
-
-        self.values_eX[dest_latent, rank] = merged(old["values"].reshape(-1), cand.value_N)
-        self.prompts_eX[dest_latent, rank] = merged(old["prompts"].reshape(-1), cand.prompt_N)
-        self.positions_eX[dest_latent, rank] = merged(old["positions"].reshape(-1), cand.position_N)
-        if self.sampled:
-            self.priority_eX[dest_latent, rank] = merged(old_key, cand.priority_N)
-        self.context_ids_eXW[dest_latent, rank] = ids_KW
-        self.context_acts_eXW[dest_latent, rank] = acts_KW
+    def _merge(self, latent_O, over_O, row_of_K, rank_K, new_K, key_N, place_N):
+        """For latents whose slots overflow: the slots the kept new examples take (freed by
+        evicted ones or empty) and those examples, as two aligned ``[K]`` tensors."""
+        n, device = self.n, latent_O.device
+        empty_OX = torch.arange(n, device=device) >= self.filled_e[latent_O][:, None]
+        old_key = self.key_eX[latent_O].masked_fill(empty_OX, NO_KEY)
+        old_place = packed_place(self.prompts_eX[latent_O], self.positions_eX[latent_O])
+        old_place = old_place.masked_fill(empty_OX, NO_KEY)
+        row_in_O = torch.full((int(row_of_K.max()) + 1,), -1, dtype=torch.int64, device=device)
+        row_in_O[over_O] = torch.arange(len(over_O), device=device)
+        mine = row_in_O[row_of_K] >= 0
+        r, c = row_in_O[row_of_K[mine]], rank_K[mine]
+        # Rarely more than a few new examples per latent once its slots are full: as many
+        # columns as the most of them, not n.
+        width = (len(over_O), int(c.max()) + 1)
+        new_key = torch.full(width, NO_KEY, dtype=torch.int64, device=device)
+        new_place = torch.full(width, NO_KEY, dtype=torch.int64, device=device)
+        new_key[r, c] = key_N[new_K[mine]]
+        new_place[r, c] = place_N[new_K[mine]]
+        new_index = torch.full(width, -1, dtype=torch.int64, device=device)
+        new_index[r, c] = new_K[mine]
+        kept = row_order(torch.cat([old_key, new_key], 1), torch.cat([old_place, new_place], 1))
+        kept = kept[:, :n]  # columns < n: old slots; >= n: new examples by rank
+        rows_OX = torch.arange(len(latent_O), device=device)[:, None].expand_as(kept)
+        is_old = kept < n
+        old_kept = torch.zeros_like(empty_OX)
+        old_kept[rows_OX[is_old], kept[is_old]] = True
+        new_kept = torch.zeros(width, dtype=torch.bool, device=device)
+        new_kept[rows_OX[~is_old], kept[~is_old] - n] = True
+        # Row by row, the free slots (ascending) take the kept new examples (by rank): equal counts.
+        free_row, free_slot = (~old_kept).nonzero(as_tuple=True)
+        new_row, new_rank = new_kept.nonzero(as_tuple=True)
+        return free_slot, new_index[new_row, new_rank]
 
     # -- state --
 
@@ -178,11 +256,26 @@ class ExampleTable:
         names = {f"{f}_eX": f"{self.name}_{f}_e{x}" for f in FIELDS[:3]}
         names.update({f"{f}_eXW": f"{self.name}_{f}_e{x}W" for f in FIELDS[3:]})
         if self.sampled:
-            names["priority_eX"] = f"{self.name}_priority_e{x}"
+            names["key_eX"] = f"{self.name}_priority_e{x}"
         return names
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, attr) for attr, name in self.tensor_names().items()}
+        """The slots in order (smallest key first, then prompt, position; empty slots last:
+        prompt -1, top value -inf, sample priority EMPTY_PRIORITY), whatever order filled them."""
+        place = packed_place(self.prompts_eX, self.positions_eX)
+        empty = self.prompts_eX < 0
+        order = row_order(self.key_eX.masked_fill(empty, NO_KEY), place.masked_fill(empty, NO_KEY))
+        out = {}
+        for attr, name in self.tensor_names().items():
+            tensor = getattr(self, attr)
+            index = order if tensor.dim() == 2 else order[:, :, None].expand_as(tensor)
+            out[name] = tensor.gather(1, index)
+        empty = out[f"{self.name}_prompts_e{self.letter}"] < 0
+        if self.sampled:
+            out[f"{self.name}_priority_e{self.letter}"].masked_fill_(empty, EMPTY_PRIORITY)
+        else:
+            out[f"{self.name}_values_e{self.letter}"].masked_fill_(empty, -torch.inf)
+        return out
 
     def load_state(self, tensors) -> None:
         for attr, name in self.tensor_names().items():
@@ -195,7 +288,14 @@ class ExampleTable:
                     f"the checkpoint's {name} has shape {tuple(stored.shape)}, not "
                     f"{tuple(mine.shape)}; it was written with other evidence settings."
                 )
-            setattr(self, attr, stored.to(mine.device))
+            setattr(self, attr, stored.to(mine.device).clone())
+        empty = self.prompts_eX < 0
+        if not self.sampled:
+            self.key_eX = order_key(self.values_eX.masked_fill(empty, 1.0))
+        self.key_eX.masked_fill_(empty, NO_KEY)
+        self.filled_e = (~empty).sum(1)
+        full = self.filled_e == self.n
+        self.worst_e = torch.where(full, self.key_eX.max(1).values, NO_KEY)
 
     def stored_candidates(self, tensors) -> Candidates:
         """Every non-empty slot of a stored table (another shard's), as candidates."""
@@ -209,7 +309,7 @@ class ExampleTable:
 
         latent = torch.arange(self.e, device=device)[:, None].expand_as(values)[filled]
         ids, acts = read("context_ids_eXW"), read("context_acts_eXW")
-        priority = read("priority_eX") if self.sampled else None
+        priority = read("key_eX") if self.sampled else None
         return Candidates(
             latent,
             values[filled],
