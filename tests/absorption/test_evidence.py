@@ -318,3 +318,28 @@ def test_bad_evidence_settings_exit_2(tiny, tmp_path, capsys):
     assert main(["latents", *argv, "--context-tokens", "-1"]) == 2
     assert "--context-tokens" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_compiled_and_the_torch_paths_keep_the_same_examples(seed):
+    """Random batches with many exactly tied activations, through both kernels: equal states
+    after every batch (the compiled path replaces slot by slot, the torch one sorts)."""
+    from sae_hacking.absorption.cooccurrence.kernels import active_lists
+
+    gen = torch.Generator().manual_seed(seed)
+    e, n_b, n_s = 9, 3, 7
+    paths = [EvidenceCollector(e, 3, 4, 2, 5, kernel=k) for k in ("numba", "torch")]
+    for step in range(12):
+        acts = torch.randint(0, 4, (n_b * n_s, e), generator=gen).float() * 0.5
+        acts[torch.rand(acts.shape, generator=gen) < 0.4] = 0.0
+        real = torch.rand(n_b, n_s, generator=gen) < 0.85
+        acts_Te = acts[: int(real.sum())]
+        latents_N, offsets_T1 = active_lists(acts_Te > 0)
+        token_N = torch.repeat_interleave(torch.arange(len(offsets_T1) - 1), offsets_T1.diff())
+        ids_BS = torch.randint(0, 99, (n_b, n_s), generator=gen)
+        rows_B = torch.arange(step * n_b, (step + 1) * n_b)
+        for collector in paths:
+            collector.add(acts_Te, token_N, latents_N, ids_BS, real, rows_B)
+        a, b = (c.state() for c in paths)
+        for key in a:
+            assert torch.equal(a[key], b[key]), (step, key)

@@ -22,6 +22,7 @@ W context tokens ``2w + 1``, J histogram bins):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
@@ -29,6 +30,8 @@ from jaxtyping import Float, Int
 from sae_hacking.absorption.evidence.tables import (
     Candidates,
     ExampleTable,
+    order_key,
+    packed_place,
     sample_priority,
 )
 from sae_hacking.runs.shards import Shard
@@ -43,10 +46,16 @@ def histogram_edges() -> Float[torch.Tensor, " J1"]:
     return torch.cat([torch.zeros(1, dtype=torch.float64), inner, torch.tensor([torch.inf])])
 
 
+_INNER_EDGES: dict[torch.device, torch.Tensor] = {}
+
+
 def histogram_bin(value_N: Float[torch.Tensor, " N"]) -> Int[torch.Tensor, " N"]:
-    """The bin of each positive activation (float64 logarithm: the same bin on every device)."""
-    scaled = torch.floor((torch.log10(value_N.double()) - LOW_EXP) * PER_DECADE)
-    return (scaled.clamp(-1, N_BINS - 2) + 1).long()
+    """The bin of each positive activation: comparisons with the float64 edges, so the same
+    bin on every device and exactly :func:`histogram_edges`' (no logarithm to round)."""
+    device = value_N.device
+    if device not in _INNER_EDGES:
+        _INNER_EDGES[device] = histogram_edges()[1:-1].to(device)
+    return torch.bucketize(value_N.double(), _INNER_EDGES[device], right=True)
 
 
 DOCS = {
@@ -68,6 +77,22 @@ DOCS = {
 }
 
 
+@dataclass
+class Batch:
+    """A batch's active entries in CSR order (tokens ascending, each token's latents
+    ascending: ``offsets_T1``), with each token's context window (``window_TW``: token index or
+    -1; ``ids_TW``: input ids or -1), for the compiled CPU path."""
+
+    latent_N: torch.Tensor
+    value_N: torch.Tensor
+    prompt_N: torch.Tensor
+    position_N: torch.Tensor
+    token_N: torch.Tensor
+    window_TW: torch.Tensor
+    ids_TW: torch.Tensor
+    offsets_T1: torch.Tensor
+
+
 class EvidenceCollector:
     """The evidence of ``e`` latents: ``top`` top examples, ``samples`` sampled ones, contexts
     of ``window`` tokens either side. Lives on ``device``."""
@@ -81,8 +106,12 @@ class EvidenceCollector:
         seed: int,
         device: torch.device | str = "cpu",
         shard: Shard | None = None,
+        kernel: str = "auto",
     ):
+        """``kernel``: ``numba`` (compiled, CPU only), ``torch`` (any device), ``auto`` (numba
+        on the CPU). Both keep the same examples."""
         device = torch.device(device)
+        self.kernel = ("numba" if device.type == "cpu" else "torch") if kernel == "auto" else kernel
         self.e, self.window, self.seed = e, window, seed
         self.shard = shard or Shard()
         width = 2 * window + 1
@@ -101,9 +130,10 @@ class EvidenceCollector:
         real_BS: torch.Tensor,
         rows_B: Int[torch.Tensor, " B"],
     ) -> None:
-        """Add the active entries ``(token_N, latent_N)`` of ``acts_Te``, whose tokens are the
-        real tokens of ``input_ids_BS`` in row-major order; ``rows_B`` are the prompts' rows
-        in this shard (as the batches count them)."""
+        """Add the active entries ``(token_N, latent_N)`` of ``acts_Te`` (tokens ascending, each
+        token's latents ascending, as :func:`~sae_hacking.absorption.cooccurrence.kernels.active_lists`
+        gives them), whose tokens are the real tokens of ``input_ids_BS`` in row-major order;
+        ``rows_B`` are the prompts' rows in this shard (as the batches count them)."""
         device = self.histogram_eJ.device
         acts_Te = acts_Te.to(device)
         token_N, latent_N = token_N.to(device), latent_N.to(device)
@@ -139,6 +169,20 @@ class EvidenceCollector:
             acts_KW = acts_flat.take(flat_KW).masked_fill(window_KW < 0, 0.0)
             return ids_TW.index_select(0, token_K), acts_KW
 
+        if self.kernel == "numba":
+            from sae_hacking.absorption.evidence.kernels import offer_numba
+
+            counts_T = torch.bincount(token_N, minlength=len(b_T))
+            offsets_T1 = torch.zeros(len(b_T) + 1, dtype=torch.int64)
+            torch.cumsum(counts_T, 0, out=offsets_T1[1:])
+            batch = Batch(
+                latent_N, value_N, prompt_N, position_N, token_N, window_TW, ids_TW, offsets_T1
+            )
+            place_N = packed_place(prompt_N, position_N)
+            offer_numba(self.top, batch, order_key(value_N), place_N)
+            if self.sample.n:  # the kernel hashes the priorities itself (as sample_priority)
+                offer_numba(self.sample, batch, None, place_N, self.seed)
+            return
         cand = Candidates(latent_N, value_N, prompt_N, position_N, contexts)
         self.top.offer(cand)
         if self.sample.n:

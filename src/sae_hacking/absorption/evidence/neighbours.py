@@ -11,17 +11,15 @@ Rows mode (``cooccurrences_De`` + ``rows_D``): only the latents with a row get n
 row by row.
 
 Cost at e = 65,536 (the triangle: 2,147,516,416 int32 entries, 8.6 GB uncompressed): the pass
-decompresses every zstd frame once (512 chunks of 2^22 entries, one 16 MiB frame each) and,
-per chunk, finds its non-zero entries, maps them to ``(i, j)`` (a binary search over the ``e``
-row starts) and drops every candidate below its latent's current k-th count before the
-sort-based merge, so once the
-table fills few candidates reach the merge. Memory: the ``[e, k]`` table (2 x 5 MiB at k = 10)
-and a few int64 temporaries per chunk entry (about 200 MB at most for a chunk with every entry
-non-zero). Time, measured on this project's 2-core CPU box with a dense random triangle (every
-entry non-zero, the worst case; the merge work shrinks as the table fills): about 0.55 s of
-arithmetic per 2^22-entry chunk (~4.7 min for the 512 chunks, one core) on top of reading
-(zstd decompression, ~1 GB/s: ~10 s); a real run's triangle is mostly zeros, which the first
-step drops at memory speed.
+decompresses every zstd frame once (512 chunks of 2^22 entries, one 16 MiB frame each) and walks
+each chunk as the row segments it holds: a segment's entries are compared, as one slice, with
+the k-th kept count of their column latents (the column side) and of their row latent (the row
+side, cut to the segment's best k), so only candidates that would enter the table reach the
+sort-based merge. No gathers over a chunk, no e x e matrix; memory is the ``[e, k]`` table
+(2 x 5 MiB at k = 10) plus one chunk (16 MiB) and its candidates. Measured on this project's
+2-core CPU box (one thread), a synthetic full pass at e = 65,536: 56 s of neighbour work with 95%
+of the entries zero, 108 s with none zero (the worst case), plus reading the file (zstd at
+~0.37 GB/s here: ~23 s for the 8.6 GB); about 1.5 to 2.5 minutes in all.
 """
 
 from __future__ import annotations

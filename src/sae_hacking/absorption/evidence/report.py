@@ -61,6 +61,8 @@ def write_report(
 
     if latents_per_page < 1:
         raise FieldError("latents_per_page", f"must be at least 1, got {latents_per_page}.")
+    if output_dir:  # refused before the results file is opened
+        check_output_dir(Path(output_dir))
     with Evidence(run, allow_partial) as evidence:
         selected = None
         if latents is not None:

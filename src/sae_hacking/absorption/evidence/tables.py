@@ -160,10 +160,15 @@ class ExampleTable:
         self.prompts_eX = torch.full((e, n), -1, dtype=torch.int64, device=device)
         self.positions_eX = torch.full((e, n), -1, dtype=torch.int32, device=device)
         self.context_ids_eXW = torch.full((e, n, width), -1, dtype=torch.int32, device=device)
-        self.context_acts_eXW = torch.zeros((e, n, width), dtype=torch.float16, device=device)
+        # float32 while collecting (the compiled CPU path cannot write float16); float16 in
+        # checkpoints and results, where they are for display.
+        self.context_acts_eXW = torch.zeros((e, n, width), dtype=torch.float32, device=device)
         self.key_eX = torch.full((e, n), NO_KEY, dtype=torch.int64, device=device)
+        self.place_eX = torch.full((e, n), NO_KEY, dtype=torch.int64, device=device)
         self.filled_e = torch.zeros(e, dtype=torch.int64, device=device)
+        # Both paths keep both: the worst kept key (the torch path's filter) and its slot.
         self.worst_e = torch.full((e,), NO_KEY, dtype=torch.int64, device=device)
+        self.worst_slot_e = torch.zeros(e, dtype=torch.int64, device=device)
 
     def key_of(self, cand: Candidates) -> torch.Tensor:
         return cand.priority_N if self.sampled else order_key(cand.value_N)
@@ -205,13 +210,19 @@ class ExampleTable:
         self.prompts_eX[latent_K, slot_K] = cand.prompt_N[new_K].long()
         self.positions_eX[latent_K, slot_K] = cand.position_N[new_K].int()
         self.key_eX[latent_K, slot_K] = key_N[new_K]
+        self.place_eX[latent_K, slot_K] = place_N[new_K]
         ids_KW, acts_KW = cand.contexts(new_K)
         self.context_ids_eXW[latent_K, slot_K] = ids_KW.to(torch.int32)
-        self.context_acts_eXW[latent_K, slot_K] = acts_KW.to(torch.float16)
+        self.context_acts_eXW[latent_K, slot_K] = acts_KW.float()
         self.filled_e[touched_U] = torch.clamp(filled_U + count_U, max=self.n)
-        full_U = self.filled_e[touched_U] == self.n
-        worst_U = self.key_eX[touched_U].max(1).values
-        self.worst_e[touched_U] = torch.where(full_U, worst_U, NO_KEY)
+        self._find_worst(touched_U)
+
+    def _find_worst(self, rows_U: torch.Tensor) -> None:
+        """The worst kept example of the latents ``rows_U`` (``NO_KEY``: not full, admit all)."""
+        slot_U = row_order(self.key_eX[rows_U], self.place_eX[rows_U])[:, -1]
+        full_U = self.filled_e[rows_U] == self.n
+        self.worst_slot_e[rows_U] = slot_U
+        self.worst_e[rows_U] = torch.where(full_U, self.key_eX[rows_U, slot_U], NO_KEY)
 
     def _merge(self, latent_O, over_O, row_of_K, rank_K, new_K, key_N, place_N):
         """For latents whose slots overflow: the slots the kept new examples take (freed by
@@ -219,8 +230,7 @@ class ExampleTable:
         n, device = self.n, latent_O.device
         empty_OX = torch.arange(n, device=device) >= self.filled_e[latent_O][:, None]
         old_key = self.key_eX[latent_O].masked_fill(empty_OX, NO_KEY)
-        old_place = packed_place(self.prompts_eX[latent_O], self.positions_eX[latent_O])
-        old_place = old_place.masked_fill(empty_OX, NO_KEY)
+        old_place = self.place_eX[latent_O].masked_fill(empty_OX, NO_KEY)
         row_in_O = torch.full((int(row_of_K.max()) + 1,), -1, dtype=torch.int64, device=device)
         row_in_O[over_O] = torch.arange(len(over_O), device=device)
         mine = row_in_O[row_of_K] >= 0
@@ -262,14 +272,17 @@ class ExampleTable:
     def state(self) -> dict[str, torch.Tensor]:
         """The slots in order (smallest key first, then prompt, position; empty slots last:
         prompt -1, top value -inf, sample priority EMPTY_PRIORITY), whatever order filled them."""
-        place = packed_place(self.prompts_eX, self.positions_eX)
         empty = self.prompts_eX < 0
-        order = row_order(self.key_eX.masked_fill(empty, NO_KEY), place.masked_fill(empty, NO_KEY))
+        order = row_order(
+            self.key_eX.masked_fill(empty, NO_KEY), self.place_eX.masked_fill(empty, NO_KEY)
+        )
         out = {}
         for attr, name in self.tensor_names().items():
             tensor = getattr(self, attr)
             index = order if tensor.dim() == 2 else order[:, :, None].expand_as(tensor)
             out[name] = tensor.gather(1, index)
+            if tensor.dtype == torch.float32 and tensor.dim() == 3:
+                out[name] = out[name].half()
         empty = out[f"{self.name}_prompts_e{self.letter}"] < 0
         if self.sampled:
             out[f"{self.name}_priority_e{self.letter}"].masked_fill_(empty, EMPTY_PRIORITY)
@@ -281,6 +294,8 @@ class ExampleTable:
         for attr, name in self.tensor_names().items():
             mine = getattr(self, attr)
             stored = tensors[name]
+            if attr == "context_acts_eXW" and stored.dtype == torch.float16:
+                stored = stored.float()
             if tuple(stored.shape) != tuple(mine.shape) or stored.dtype != mine.dtype:
                 from sae_hacking.errors import UsageError
 
@@ -293,9 +308,9 @@ class ExampleTable:
         if not self.sampled:
             self.key_eX = order_key(self.values_eX.masked_fill(empty, 1.0))
         self.key_eX.masked_fill_(empty, NO_KEY)
+        self.place_eX = packed_place(self.prompts_eX, self.positions_eX).masked_fill(empty, NO_KEY)
         self.filled_e = (~empty).sum(1)
-        full = self.filled_e == self.n
-        self.worst_e = torch.where(full, self.key_eX.max(1).values, NO_KEY)
+        self._find_worst(torch.arange(self.e, device=self.key_eX.device))
 
     def stored_candidates(self, tensors) -> Candidates:
         """Every non-empty slot of a stored table (another shard's), as candidates."""
