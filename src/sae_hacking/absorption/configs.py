@@ -298,6 +298,19 @@ class PairsConfig(Config):
         "text column); default: refused",
     )
     no_log_scale: bool = setting(False, help="linear y axis for the histogram", kind="free")
+    evidence_pairs: int = setting(
+        100,
+        help="give the report's first N pairs a side-by-side view of both latents (what each "
+        "fires on, the tokens where each fires, their reader effects); 0: no view",
+        kind="free",
+        ge=0,
+    )
+    evidence_from: str | None = setting(
+        None,
+        help="latent evidence for that view from this latents (or cooccurrences) run of the "
+        "ablated SAE (default: the cooccurrence results, when they hold evidence)",
+        kind="free",
+    )
     device: str = setting("auto", help="auto, cpu, cuda, cuda:N, mps", kind="free", recorded=False)
     block_size: int = setting(
         4096,
@@ -310,7 +323,7 @@ class PairsConfig(Config):
     def __post_init__(self):
         super().__post_init__()
         check_device_name("device", self.device)
-        for key in ("input_path", "cooccurrence_path", "explanations_file"):
+        for key in ("input_path", "cooccurrence_path", "explanations_file", "evidence_from"):
             if getattr(self, key):
                 set_field(self, key, resolved_path(getattr(self, key)))
         check_latents("just_these", self.just_these)
@@ -339,5 +352,7 @@ class PairsConfig(Config):
         if self.explanations_file is not None:
             if not Path(self.explanations_file).expanduser().is_file():
                 raise FieldError("explanations_file", f"{self.explanations_file}: no such file.")
+        if self.evidence_from is not None and not Path(self.evidence_from).expanduser().exists():
+            raise FieldError("evidence_from", f"{self.evidence_from}: no such file or folder.")
 
     require_inputs = check_inputs  # the name absorption/pairs/run.py calls

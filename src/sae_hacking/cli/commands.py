@@ -190,10 +190,13 @@ _ROWS = (
         "expected co-occurrence under independence (N f1 f2) and Neuronpedia explanations. "
         "Inputs of only some shards of a run, or counted on different datasets, are refused "
         "unless --allow-partial / --allow-other-dataset. Writes pairs.csv, histogram.png, "
-        "effect_vs_decoder.png, report.html and, last, pairs.json to a new run directory.",
+        "effect_vs_decoder.png, report.html (its first --evidence-pairs pairs open a "
+        "side-by-side view of both latents when the co-occurrence run, or --evidence-from, "
+        "holds latent evidence) and, last, pairs.json to a new run directory.",
         title="pairs",
         skip=("resume",),
         switches=(SKIP_TORCH_SIGN,),
+        metavars={"evidence_from": "RUN"},
     ),
     Command(
         "validate-absorption",

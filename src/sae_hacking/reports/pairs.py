@@ -12,6 +12,8 @@ Both read ``result``, the dict written as ``pairs.json`` (``{"meta": ..., "pairs
   filterable table of the pairs. Explanations are untrusted text: the page carries the pairs as
   a JSON block (every ``<``, ``>`` and ``&`` escaped as ``\\u003c`` etc.) and its script writes
   them with ``textContent`` only; everything rendered here goes through :func:`html.escape`.
+  The report's first pairs open a side-by-side view of their two latents when the run had latent
+  evidence (``views``; its page parts and data in :mod:`sae_hacking.reports.pair_view`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 from sae_hacking.atomic import atomic_write, atomic_write_text
 from sae_hacking.errors import SETTING_REFERENCE
+from sae_hacking.reports import pair_view
 from sae_hacking.reports.figures import figure, png_bytes
 from sae_hacking.reports.inline import locked_policy, script_json
 
@@ -187,14 +190,17 @@ def _number(value: Any) -> int | float | None:
     return value if math.isfinite(value) else None
 
 
-def write_report(run_dir: str | Path, result: Mapping) -> Path:
+def write_report(run_dir: str | Path, result: Mapping, views: Mapping | None = None) -> Path:
     """Write ``report.html`` into ``run_dir`` (plots from ``run_dir`` when present, else drawn
-    now) and return its path."""
+    now; the side-by-side view of each pair in ``views``, see :mod:`.pair_view`) and return its
+    path."""
     run_dir = Path(run_dir)
-    return atomic_write_text(run_dir / REPORT, render_report(result, run_dir))
+    return atomic_write_text(run_dir / REPORT, render_report(result, run_dir, views))
 
 
-def render_report(result: Mapping, run_dir: str | Path | None = None) -> str:
+def render_report(
+    result: Mapping, run_dir: str | Path | None = None, views: Mapping | None = None
+) -> str:
     meta = result.get("meta") or {}
     settings = meta.get("settings") or {}
     log_scale = not settings.get("no_log_scale", False)
@@ -213,8 +219,8 @@ def render_report(result: Mapping, run_dir: str | Path | None = None) -> str:
         else:
             png = draw(result, log_scale) if draw else scatter_png(result)
         plots.append(_figure_html(png, name, caption))
-    css = _asset("pairs.css")
-    script = _asset("pairs.js")
+    css = pair_view.page_css()
+    script = pair_view.page_script()
     inputs = meta.get("inputs") or {}
     parts = {
         "csp": locked_policy(css, script),
@@ -225,9 +231,10 @@ def render_report(result: Mapping, run_dir: str | Path | None = None) -> str:
         "plots": "\n".join(plots),
         "sort_key": SORT_KEY,
         "headers": "".join(_header_html(i, col) for i, col in enumerate(COLUMNS)),
+        "evidence_note": pair_view.note_html(views),
         "provenance": _facts_html(list((meta.get("provenance") or {}).items())),
         "meta_json": _e(_meta_dump(meta)),
-        "data": script_json(_table_data(result)),
+        "data": script_json(_table_data(result) | {"evidence": pair_view.view_data(views)}),
         "css": css,
         "script": script,
     }

@@ -52,9 +52,18 @@ def run(config: PairsConfig) -> Path:
     if config.run.resume is not None:
         raise FieldError("resume", "does not apply: a pairs run is quick and does not resume.")
     rundir = RunDir.plan(config, KIND, KIND, OUTPUTS)  # the folder is checked before the work
-    result = find(config)
+    from sae_hacking.absorption.pairs.evidence import open_evidence_from, pair_views
+
+    given = open_evidence_from(config)  # a bad `evidence_from` is answered before the work too
+    try:
+        result = find(config)
+    except BaseException:
+        if given is not None:
+            given.close()
+        raise
+    views = pair_views(config, result, given)
     with rundir.started():  # nothing resumes: a failed write leaves nothing
-        write_outputs(rundir.path, config, result)
+        write_outputs(rundir.path, config, result, views)
     return rundir.path
 
 
@@ -247,22 +256,27 @@ def _explanations(config: PairsConfig, settings: dict, n_latents: int):
     return np_id, explanations, source, warning
 
 
-def write_outputs(run_dir: Path, config: PairsConfig, result: dict[str, Any]) -> Path:
+def write_outputs(
+    run_dir: Path, config: PairsConfig, result: dict[str, Any], views: dict | None = None
+) -> Path:
     """Into a run directory (``run.json`` listing :data:`OUTPUTS`): ``pairs.csv``, the plots,
-    ``report.html`` and last ``pairs.json``, each atomically: the run is complete when
+    ``report.html`` (with the side-by-side ``views`` of :mod:`~sae_hacking.absorption.pairs.evidence`
+    when given) and last ``pairs.json``, each atomically: the run is complete when
     ``pairs.json`` is there."""
     from sae_hacking.atomic import atomic_write_json, atomic_write_text
     from sae_hacking.reports.pairs import write_pair_plots, write_report
 
     atomic_write_text(run_dir / "pairs.csv", pairs_csv(result["pairs"]))
     write_pair_plots(run_dir, result, log_scale=not config.no_log_scale)
-    report = write_report(run_dir, result)
+    report = write_report(run_dir, result, views)
     atomic_write_json(run_dir / "pairs.json", result)
     meta = result["meta"]
     print(
         f"{meta['n_compared']} latents compared, {meta['n_pairs_passing']} pairs pass, "
         f"{meta['n_pairs_kept']} kept; wrote {run_dir / 'pairs.json'} and {report}"
     )
+    if views is not None:
+        print(views["note"])
     return report
 
 

@@ -1,6 +1,7 @@
 "use strict";
 // Builds the pairs table from the JSON block. Untrusted text (explanations) only ever goes
-// through textContent; links only take http(s) URLs.
+// through textContent; links only take http(s) URLs. A pair with a side-by-side view
+// (pair_view.js, concatenated in front) opens it from its # button or a click on its row.
 (function () {
   const data = JSON.parse(document.getElementById("pairs-data").textContent);
   const PAGE = 500;
@@ -40,6 +41,7 @@
     return row;
   });
 
+  const sideBySide = window.pairView(data.evidence || { n_pairs: 0, pairs: [], latents: {} }, latent);
   const sortState = { key: table.dataset.sortKey, dir: table.dataset.sortDir };
   let shown = PAGE;
 
@@ -96,7 +98,15 @@
       text = chars.slice(0, SHOWN_CHARS - 1).join("") + "\u2026";
     }
     const url = links[col] ? row.urls[keys[col]] : null;
-    if (typeof url === "string" && /^https?:\/\//i.test(url)) {
+    if (keys[col] === "rank" && sideBySide.has(row.rank - 1)) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "pv-open";
+      button.textContent = text;
+      button.setAttribute("aria-label", "pair " + text + ": open the side-by-side view");
+      button.addEventListener("click", () => sideBySide.open(row.rank - 1, row, button));
+      td.appendChild(button);
+    } else if (typeof url === "string" && /^https?:\/\//i.test(url)) {
       const a = document.createElement("a");
       a.href = url;
       a.rel = "noopener noreferrer";
@@ -115,6 +125,13 @@
     for (const row of view.slice(0, shown)) {
       const tr = document.createElement("tr");
       for (let col = 0; col < headers.length; col++) tr.appendChild(cell(row, col));
+      if (sideBySide.has(row.rank - 1)) {
+        tr.classList.add("has-view");
+        // A click elsewhere on the row opens the view too (links and the button act as themselves).
+        tr.addEventListener("click", (event) => {
+          if (!event.target.closest("a, button")) sideBySide.open(row.rank - 1, row, tr.querySelector("button.pv-open"));
+        });
+      }
       fragment.appendChild(tr);
     }
     body.replaceChildren(fragment);
