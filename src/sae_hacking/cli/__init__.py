@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "sae_hacking.cli.train",
     "sae_hacking.cli.cooccurrence",
     "sae_hacking.cli.latents",
+    "sae_hacking.cli.latents_report",
     "sae_hacking.cli.ablate",
     "sae_hacking.cli.pairs",
     "sae_hacking.cli.merge",
