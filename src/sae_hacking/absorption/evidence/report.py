@@ -81,23 +81,40 @@ def write_report(
         neighbours = top_neighbours(evidence.file)
         listed = selected if selected is not None else range(evidence.e)
         pages = sorted({i // latents_per_page for i in listed})
-        meta = {
-            "e": evidence.e,
-            "tokens": evidence.tokens,
-            "per_page": latents_per_page,
-            "pages": pages,
-            "listed": selected,
-            "neuronpedia_id": np_id,
-            "has_neighbours": neighbours is not None,
-            "title": _title(evidence, identity),
-            "facts": _facts(evidence, identity, np_id, source, neighbours, selected),
-        }
+        meta = report_meta(evidence, latents_per_page, pages, selected, np_id, source, neighbours)
         return write_latents_report(
             out,
             meta,
             _pages(evidence, pages, latents_per_page, selected, decode, explanations, np_id,
                    neighbours),
         )  # fmt: skip
+
+
+def report_meta(
+    evidence, per_page: int, pages: list[int], selected, np_id, source, neighbours
+) -> dict[str, Any]:
+    """What every page of a report shows about the run (the pages draw it)."""
+    identity = evidence.sae_identity()
+    return {
+        "e": evidence.e,
+        "tokens": evidence.tokens,
+        "per_page": per_page,
+        "pages": pages,
+        "listed": selected,
+        "neuronpedia_id": np_id,
+        "has_neighbours": neighbours is not None,
+        "title": _title(evidence, identity),
+        "facts": _facts(evidence, identity, np_id, source, neighbours, selected),
+    }
+
+
+def page_latents(
+    evidence, page: int, per_page: int, decode, explanations, np_id, neighbours=None
+) -> list[dict[str, Any]]:
+    """The latents of page ``page`` of a report of every latent (what the server shows)."""
+    return next(_pages(evidence, [page], per_page, None, decode, explanations, np_id, neighbours))[
+        1
+    ]
 
 
 def _pages(
