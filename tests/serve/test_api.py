@@ -74,7 +74,12 @@ def test_activations_equal_the_sae_on_the_read(make_client, tiny_lm, sae_dir):
     assert len(data["tokens"]) == len(ids) == expected_SE.shape[0]
     assert "".join(data["tokens"]) == tiny_lm().tokenizer.decode(ids)
     torch.testing.assert_close(torch.tensor(data["activations"]), expected_SE[:, feature])
-    assert data["feature"] == {"index": feature, "explanation": "", "url": None}
+    assert data["feature"] == {
+        "index": feature,
+        "explanation": "",
+        "url": None,
+        "evidence_url": None,  # a server without --evidence
+    }
     assert data["max_activation"] == pytest.approx(float(expected_SE[:, feature].max()))
     for t, latents in enumerate(data["top_per_token"]):
         active = int((expected_SE[t] > 0).sum())

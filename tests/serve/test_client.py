@@ -20,16 +20,18 @@ LEGACY_CLIENT = Path(__file__).parents[2] / "src" / "sae_hacking" / "prompt_clie
 RESULT = {
     "sae": {"release": "r", "sae_id": "i", "hook": "blocks.0.hook_resid_post", "d_sae": 8},
     "tokens": ["<script>window.pwned=1</script>", " a", "\n", " b"],
-    "feature": {"index": 3, "explanation": "<b>bold</b>", "url": None},
+    "feature": {"index": 3, "explanation": "<b>bold</b>", "url": None, "evidence_url": None},
     "activations": [0.0, 2.0, 0.5, 4.0],
     "top_per_token": [[], [{"index": 3, "value": 2.0}], [], [{"index": 3, "value": 4.0}]],
-    "top_latents": [
+    "top_latents": [  # evidence_url: None, as from a server started without --evidence
         {"index": 3, "max": 4.0, "explanation": '"q" & <i>x</i>', "url": "https://x/3"},
         {"index": 5, "max": 1.0, "explanation": "", "url": "javascript:alert(1)"},
         {"index": 6, "max": 0.5, "explanation": "", "url": None},
     ],
     "max_activation": 4.0,
 }
+for _latent in RESULT["top_latents"]:
+    _latent["evidence_url"] = None
 
 
 def free_port() -> int:

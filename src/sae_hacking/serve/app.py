@@ -79,6 +79,11 @@ def create_app(config: ServeConfig, lm=None) -> FastAPI:
     )
     for release, sae_id in config.preloads():
         saes.preload(release, sae_id)
+    served = None
+    if config.evidence:
+        from sae_hacking.serve.evidence import ServedEvidence
+
+        served = ServedEvidence(config.evidence, config.model.name, lm.tokenizer)
     model_thread = ThreadPoolExecutor(1, thread_name_prefix="sae-hacking-model")
 
     # /docs is this package's own page (no CDN, so it works offline); /openapi.json stays.
@@ -143,6 +148,10 @@ def create_app(config: ServeConfig, lm=None) -> FastAPI:
                 result = highlight(lm, entry.sae, entry.hook, body.prompt, config.max_prompt_tokens)
             except UsageError as err:  # PromptTooLong, NotFinite
                 raise HTTPException(400, _sentence(err)) from None
+            if served is not None and getattr(entry, "fingerprint", None) is None:
+                from sae_hacking.saes.fingerprint import sae_fingerprint
+
+                entry.fingerprint = sae_fingerprint(entry.sae)  # once per loaded SAE
             return entry, result
 
         entry, result = model_thread.submit(model_work).result()
@@ -154,7 +163,10 @@ def create_app(config: ServeConfig, lm=None) -> FastAPI:
 
             return explanations.get(index, ""), latent_url(np_id, index)
 
-        answer = summary(result, body.feature_idx, body.top_k, describe)
+        def evidence_url(index: int):
+            return None if served is None else served.link(entry.fingerprint, index)
+
+        answer = summary(result, body.feature_idx, body.top_k, describe, evidence_url)
         return JSONResponse({"sae": {**entry.describe(), "neuronpedia_id": np_id}, **answer})
 
     @app.get("/api/saes", response_model=SAEsResponse)
@@ -169,6 +181,17 @@ def create_app(config: ServeConfig, lm=None) -> FastAPI:
     @app.get("/api/health", response_model=HealthResponse)
     def health() -> dict:
         return {"status": "ok", "model": lm.name}
+
+    @app.get("/evidence/{run}/{name}", include_in_schema=False)
+    def evidence_page(run: int, name: str) -> Response:
+        """A page of the latent evidence of run ``run`` (``serve --evidence``)."""
+        if served is None:
+            raise HTTPException(404, "This server was started without --evidence.")
+        try:
+            page = served.page(run, name)
+        except KeyError:
+            raise HTTPException(404, f"No evidence page {run}/{name}.") from None
+        return Response(page, media_type="text/html; charset=utf-8")
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> Response:

@@ -68,6 +68,12 @@ class ServeConfig(Config):
     max_prompt_tokens: int = setting(
         1024, help="longest prompt accepted, in tokens (BOS not counted)", ge=1
     )
+    evidence: tuple[str, ...] | None = setting(
+        None,
+        help="cooccurrences or latents runs (one per SAE) whose latent evidence the page links "
+        "to: a top latent of an SAE with the same weights opens its section of the "
+        "latents-report pages, rendered by this server",
+    )
     quiet: bool = setting(False, help="no request log and no Neuronpedia warnings", kind="free")
 
     def __post_init__(self):
@@ -77,6 +83,8 @@ class ServeConfig(Config):
         set_field(self, "allowed_hosts", tuple(self._checked_host(h) for h in self.allowed_hosts))
         if self.sae_dir is not None:
             set_field(self, "sae_dir", tuple(resolved_path(d) for d in self.sae_dir))
+        if self.evidence is not None:
+            set_field(self, "evidence", tuple(resolved_path(d) for d in self.evidence))
         if len(self.sae) > self.max_saes:
             raise FieldError(
                 "sae", f"names {len(self.sae)} SAEs but `max_saes` is {self.max_saes}."
@@ -88,6 +96,9 @@ class ServeConfig(Config):
         for name in self.sae_dir or ():
             if not Path(name).expanduser().is_dir():
                 raise FieldError("sae_dir", f"{name}: no such directory.")
+        for name in self.evidence or ():
+            if not Path(name).expanduser().exists():
+                raise FieldError("evidence", f"{name}: no such run directory or file.")
 
     @staticmethod
     def _checked_host(name: str) -> str:

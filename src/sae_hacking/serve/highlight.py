@@ -89,9 +89,10 @@ def summary(
     feature_idx: int | None,
     k: int,
     describe=lambda index: ("", None),
+    evidence_url=lambda index: None,
 ) -> dict:
     """The API's answer without its ``sae`` part; ``describe(index)`` gives a latent's
-    ``(explanation, url)``."""
+    ``(explanation, url)``, ``evidence_url(index)`` the link to its evidence (or ``None``)."""
     acts_SE = result.acts_SE
     activations = None
     feature = None
@@ -99,13 +100,22 @@ def summary(
         activations = [float(v) for v in acts_SE[:, feature_idx].tolist()]
         explanation, url = describe(feature_idx)
         feature = {"index": feature_idx, "explanation": explanation, "url": url}
+        feature["evidence_url"] = evidence_url(feature_idx)
         peak = max(activations, default=0.0)
     else:
         peak = float(acts_SE.max()) if acts_SE.numel() else 0.0
     latents = []
     for index, value in top_latents(acts_SE, k):
         explanation, url = describe(index)
-        latents.append({"index": index, "max": value, "explanation": explanation, "url": url})
+        latents.append(
+            {
+                "index": index,
+                "max": value,
+                "explanation": explanation,
+                "url": url,
+                "evidence_url": evidence_url(index),
+            }
+        )
     return {
         "tokens": result.tokens,
         "feature": feature,

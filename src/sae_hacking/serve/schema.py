@@ -39,6 +39,9 @@ class FeatureOut(Answer):
     index: int = Field(ge=0)
     explanation: str
     url: str | None
+    evidence_url: str | None = Field(
+        None, description="its section of the evidence pages (serve --evidence), from the root"
+    )
 
 
 class TokenLatent(Answer):
@@ -51,6 +54,9 @@ class TopLatent(Answer):
     max: float
     explanation: str
     url: str | None
+    evidence_url: str | None = Field(
+        None, description="its section of the evidence pages (serve --evidence), from the root"
+    )
 
 
 class ActivationsResponse(Answer):

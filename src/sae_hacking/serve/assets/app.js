@@ -53,6 +53,14 @@
     return typeof url === "string" && /^https?:\/\//i.test(url) ? url : null;
   }
 
+  // The server's evidence pages (serve --evidence): a path below its root; a saved page links
+  // to the server that answered.
+  let server = "";
+  function evidenceUrl(url) {
+    if (typeof url !== "string" || !/^evidence\/\d+\/page-\d+\.html#latent-\d+$/.test(url)) return null;
+    return server ? `${server.replace(/\/+$/, "")}/${url}` : url;
+  }
+
   // ---- state and requests ----
   let controller = null;
   let last = null; // the last successful response
@@ -242,6 +250,19 @@
       } else {
         link.textContent = "—";
       }
+      const evidence = cell();
+      const target = evidenceUrl(latent.evidence_url);
+      if (target) {
+        const a = document.createElement("a");
+        a.href = target;
+        a.target = "_blank";
+        a.rel = "noopener noreferrer";
+        a.className = "evidence";
+        a.textContent = "contexts";
+        evidence.appendChild(a);
+      } else {
+        evidence.textContent = "—";
+      }
       rows.appendChild(tr);
     }
     const keep = reinspect;
@@ -350,6 +371,7 @@
   function showSaved(block) {
     const data = JSON.parse(block.textContent);
     saved = true;
+    server = safeUrl(data.server) || "";
     $("query").hidden = true;
     $("latents-hint").textContent = "top latents here";
     $("model").textContent = `saved by sae-hacking highlight from ${data.server}`;
