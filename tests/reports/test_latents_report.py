@@ -74,7 +74,9 @@ def cut(text: str, chars: int) -> str:
 
 
 def strip_extras(latent: dict) -> dict:
-    return {k: v for k, v in latent.items() if k not in ("explanation", "url", "neighbours")}
+    return {
+        k: v for k, v in latent.items() if k not in ("explanation", "url", "neighbours", "moves")
+    }
 
 
 def acts_rounded(latent: dict) -> dict:
@@ -123,6 +125,7 @@ def test_the_pages_carry_what_the_reader_says(runs, tmp_path, capsys):
                 i = latent["index"]
                 explanation = None if i % 2 else (f"topic {i} of the text" if i != 2 else HOSTILE)
                 assert latent["explanation"] == explanation and latent["url"] is None
+                assert latent["moves"] is None  # no --ablations
                 got = [n[:3] for n in latent["neighbours"]]
                 assert got == reference_neighbours(co, i)
                 assert [n[3] for n in latent["neighbours"]] == [

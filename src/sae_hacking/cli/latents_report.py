@@ -19,6 +19,8 @@ def run_latents_report(args: argparse.Namespace) -> int:
         latents=args.latents,
         explanations_file=args.explanations_file,
         allow_partial=args.allow_partial,
+        ablations=args.ablations,
+        reader_evidence=args.reader_evidence,
     )
     print(index)
     return 0
@@ -46,8 +48,8 @@ def register(subparsers) -> None:
         "run with evidence: index.html lists every latent (searchable, sortable) and each "
         "page-NNNNN.html shows --latents-per-page latents in full (top examples in context, "
         "quantile bands, histogram, logit lens and, for cooccurrences runs, the latents each "
-        "co-occurs with most). The folder opens from disk with no network. Prints index.html's "
-        "path.",
+        "co-occurs with most; with --ablations, the reader latents each ablated latent moves "
+        "most). The folder opens from disk with no network. Prints index.html's path.",
     )
     parser.add_argument("run", help="run directory (or its results file or .json sidecar)")
     parser.add_argument(
@@ -77,11 +79,27 @@ def register(subparsers) -> None:
         "format); default: Neuronpedia's, when the SAE has a Neuronpedia id",
     )
     parser.add_argument(
+        "--ablations",
+        default=None,
+        metavar="ABLATE_RUN",
+        help="an ablate run of RUN's SAE (as ablator): each latent it ablated shows the reader "
+        "latents its ablation moves most, up and down (mean effect), and the index how often "
+        "it was ablated",
+    )
+    parser.add_argument(
+        "--reader-evidence",
+        default=None,
+        metavar="READER_RUN",
+        help="a latents or cooccurrences run of the ablate run's reader SAE: label each reader "
+        "with its count, density and top tokens (default: the tokens its logit lens promotes)",
+    )
+    parser.add_argument(
         "--allow-partial",
         action="store_true",
         help="read a merge of only some of a run's shards (or one shard) all the same",
     )
     flags = Flags()
-    for key in ("output_dir", "latents_per_page", "latents", "explanations_file", "allow_partial"):
+    keys = ("output_dir", "latents_per_page", "latents", "explanations_file", "allow_partial")
+    for key in (*keys, "ablations", "reader_evidence"):
         flags.add(key, "--" + key.replace("_", "-"))
     parser.set_defaults(func=run_latents_report, flags=flags)

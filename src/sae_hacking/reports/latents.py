@@ -5,7 +5,8 @@
   by its script; each row links to the latent's section on its page.
 - ``page-NNNNN.html``: latents ``N·per_page .. (N+1)·per_page - 1`` (those of the report), one
   ``<section id="latent-I">`` each: the top examples as context lines, the quantile bands of the
-  sample, a histogram (SVG), the logit lens and the top co-occurring latents.
+  sample, a histogram (SVG), the logit lens, the top co-occurring latents and, for a latent an
+  ``ablate`` run ablated (``--ablations``), the reader latents its ablation moves most.
 
 Every page is like ``report.html`` (:mod:`sae_hacking.reports.pairs`): one inline style, one
 inline script (the shared token renderer ``tokens.css`` / ``tokens.js`` of
@@ -15,9 +16,13 @@ explanations) the script writes with ``textContent`` only. Pages link to one ano
 relative file names, so the folder works opened from disk and can be moved whole.
 
 The data are :data:`~sae_hacking.absorption.evidence.read.LATENT_SCHEMA` as the evidence reader
-gives it plus ``explanation``, ``url`` (Neuronpedia) and ``neighbours`` (``[[latent, observed,
-expected, explanation], ...]`` or ``null``); the context activations are rounded to 4
-significant digits (they are float16, shown as colours; ``value`` stays exact).
+gives it plus ``explanation``, ``url`` (Neuronpedia), ``neighbours`` (``[[latent, observed,
+expected, explanation], ...]`` or ``null``) and ``moves`` (``null`` unless ablated: ``{"ablations":
+n, "up": [[reader, mean effect], ...], "down": [...], "readers": {"reader": label}}``, a label
+being ``{"count", "density", "tops": [token, ...], "url"}`` from the reader's evidence or
+``{"lens": [token, ...], "url"}`` from its logit lens, as the meta's ``reader_labels`` says); the
+context activations are rounded to 4 significant digits (they are float16, shown as colours;
+``value`` stays exact) and label tokens cut as the index cuts its top tokens.
 
 Size at e = 65,536. Measured: on the tiny test pipeline at this project's evidence defaults (20
 top examples, 10 bands x 5 sampled, ±16 tokens), a page's data is 24.6 KB per latent (contexts
@@ -31,7 +36,9 @@ Chromium on this project's 2-core CPU box, the 65,536-row index opens in 0.7 s, 
 of 128 latents opens in about 1.1 s (off-screen sections skip layout; a quantile band's examples
 are drawn when opened). Writing it takes about 10 ms a latent (decoding the contexts), some 11
 minutes at e = 65,536, plus the co-occurrence pass of
-:mod:`sae_hacking.absorption.evidence.neighbours` (1.5-2.5 min).
+:mod:`sae_hacking.absorption.evidence.neighbours` (1.5-2.5 min). With ``--ablations``, an ablated
+latent's moves (20 readers, labelled) add about 2.4 KB to its page data (measured on the tiny
+pipeline with reader evidence), and the effects file is read once, streamed.
 """
 
 from __future__ import annotations
@@ -122,10 +129,14 @@ def write_latents_report(
 
 
 def index_row(latent: Mapping[str, Any]) -> list:
-    """``[index, count, max, [top tokens], explanation]``: all the index keeps of a latent."""
+    """``[index, count, max, [top tokens], explanation]``, then the times it was ablated when it
+    was (``--ablations``): all the index keeps of a latent."""
     tops = [_cut(ex["tokens"][ex["center"]], TOKEN_CHARS) for ex in latent["top"][:TOP_TOKENS]]
     explanation = _cut(latent.get("explanation") or "", EXPLANATION_CHARS)
-    return [latent["index"], latent["count"], latent["max"], tops, explanation]
+    row = [latent["index"], latent["count"], latent["max"], tops, explanation]
+    if latent.get("moves"):
+        row.append(latent["moves"]["ablations"])
+    return row
 
 
 def page_latent(latent: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,6 +157,19 @@ def page_latent(latent: Mapping[str, Any]) -> dict[str, Any]:
             [j, obs, exp, _cut(text, NEIGHBOUR_EXPLANATION_CHARS) if text else None]
             for j, obs, exp, text in out["neighbours"]
         ]
+    if out.get("moves"):
+        out["moves"] = {
+            **out["moves"],
+            "readers": {r: _cut_label(label) for r, label in out["moves"]["readers"].items()},
+        }
+    return out
+
+
+def _cut_label(label: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(label)
+    for key in ("tops", "lens"):
+        if key in out:
+            out[key] = [_cut(text, TOKEN_CHARS) for text in out[key]]
     return out
 
 
@@ -199,7 +223,10 @@ def _page_parts(meta: Mapping[str, Any], script_name: str, data: Any) -> dict[st
 
 
 def _common(meta: Mapping[str, Any], digits: int) -> dict[str, Any]:
-    shown = ("e", "tokens", "per_page", "listed", "neuronpedia_id", "has_neighbours")
+    shown = (
+        "e", "tokens", "per_page", "listed", "neuronpedia_id", "has_neighbours", "has_moves",
+        "reader_labels",
+    )  # fmt: skip
     return {**{k: meta.get(k) for k in shown}, "digits": digits}
 
 

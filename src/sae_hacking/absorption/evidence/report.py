@@ -5,7 +5,9 @@ Per latent: the evidence as :class:`~sae_hacking.absorption.evidence.read.Eviden
 its explanation (an ``explanations_file``, else Neuronpedia's export from the offline cache or a
 download, as the pairs stage gets them; an SAE with no Neuronpedia id and no file has none) and,
 for a ``cooccurrences`` run, its top co-occurring latents with the count expected if they were
-independent, ``c_i · c_j / tokens`` (:mod:`sae_hacking.absorption.evidence.neighbours`).
+independent, ``c_i · c_j / tokens`` (:mod:`sae_hacking.absorption.evidence.neighbours`), and,
+given an ``ablate`` run of its SAE, the reader latents its ablation moves most, labelled by their
+own evidence or their logit lens (:mod:`sae_hacking.absorption.evidence.report_moves`).
 Every check of the input comes before the work: a bad run, latent or output folder is one
 :class:`~sae_hacking.errors.UsageError`, and nothing is written.
 """
@@ -13,6 +15,7 @@ Every check of the input comes before the work: a bad run, latent or output fold
 from __future__ import annotations
 
 import bisect
+import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -52,24 +55,43 @@ def write_report(
     explanations_file: str | None = None,
     allow_partial: bool = False,
     decode=None,
+    ablations: str | Path | None = None,
+    reader_evidence: str | Path | None = None,
 ) -> Path:
     """Write the report of ``run`` (run directory, ``.json`` or results file) and return the
     path of its ``index.html``. ``decode``: ids -> token texts (default: the run's tokenizer,
-    :func:`~sae_hacking.absorption.evidence.read.token_decoder`)."""
+    :func:`~sae_hacking.absorption.evidence.read.token_decoder`). ``ablations``: an ``ablate``
+    run of the same SAE and model, whose ablated latents' reader moves the pages show, their
+    readers labelled by ``reader_evidence`` (a ``latents`` / ``cooccurrences`` run of the reader
+    SAE) when given, else by their logit lens."""
     from sae_hacking.absorption.evidence.read import Evidence
     from sae_hacking.reports.latents import check_output_dir, write_latents_report
 
     if latents_per_page < 1:
         raise FieldError("latents_per_page", f"must be at least 1, got {latents_per_page}.")
+    if reader_evidence is not None and ablations is None:
+        raise FieldError("reader_evidence", "labels the readers of `ablations`; give both.")
     if output_dir:  # refused before the results file is opened
         check_output_dir(Path(output_dir))
-    with Evidence(run, allow_partial) as evidence:
+    with Evidence(run, allow_partial) as evidence, contextlib.ExitStack() as stack:
         selected = None
         if latents is not None:
             selected = sorted({evidence.check_latent(int(i)) for i in latents})
         out = Path(output_dir) if output_dir else default_output_dir(run, evidence.path)
         check_output_dir(out)
         identity = evidence.sae_identity()
+        reader = None
+        if ablations is not None:
+            from sae_hacking.absorption.evidence.report_moves import (
+                check_ablations,
+                open_reader_evidence,
+            )
+
+            ablated = check_ablations(ablations, identity, evidence.model, allow_partial)
+            if reader_evidence is not None:
+                reader = stack.enter_context(
+                    open_reader_evidence(reader_evidence, ablated[1], allow_partial)
+                )
         np_id, explanations, source = explanations_for(identity, explanations_file, evidence.e)
         if decode is None:
             from sae_hacking.absorption.evidence.read import token_decoder
@@ -79,22 +101,33 @@ def write_report(
         from sae_hacking.absorption.evidence.neighbours import top_neighbours
 
         neighbours = top_neighbours(evidence.file)
+        moves = None
+        if ablations is not None:
+            from sae_hacking.absorption.evidence.report_moves import gather_moves
+
+            # Only the report's latents: the moves kept stay as few as the latents shown.
+            wanted = set(selected) if selected is not None else None
+            moves = gather_moves(*ablated, wanted, decode, reader)
         listed = selected if selected is not None else range(evidence.e)
         pages = sorted({i // latents_per_page for i in listed})
-        meta = report_meta(evidence, latents_per_page, pages, selected, np_id, source, neighbours)
+        meta = report_meta(
+            evidence, latents_per_page, pages, selected, np_id, source, neighbours, moves
+        )
         return write_latents_report(
             out,
             meta,
             _pages(evidence, pages, latents_per_page, selected, decode, explanations, np_id,
-                   neighbours),
+                   neighbours, moves),
         )  # fmt: skip
 
 
 def report_meta(
-    evidence, per_page: int, pages: list[int], selected, np_id, source, neighbours
+    evidence, per_page: int, pages: list[int], selected, np_id, source, neighbours, moves=None
 ) -> dict[str, Any]:
-    """What every page of a report shows about the run (the pages draw it)."""
+    """What every page of a report shows about the run (the pages draw it); ``moves``: the
+    :class:`~sae_hacking.absorption.evidence.report_moves.ReportMoves` of ``--ablations``."""
     identity = evidence.sae_identity()
+    facts = _facts(evidence, identity, np_id, source, neighbours, selected)
     return {
         "e": evidence.e,
         "tokens": evidence.tokens,
@@ -104,21 +137,22 @@ def report_meta(
         "neuronpedia_id": np_id,
         "has_neighbours": neighbours is not None,
         "title": _title(evidence, identity),
-        "facts": _facts(evidence, identity, np_id, source, neighbours, selected),
+        "has_moves": moves is not None,
+        "reader_labels": moves.kind if moves is not None else None,
+        "facts": facts + (moves.facts if moves is not None else []),
     }
 
 
 def page_latents(
-    evidence, page: int, per_page: int, decode, explanations, np_id, neighbours=None
+    evidence, page: int, per_page: int, decode, explanations, np_id, neighbours=None, moves=None
 ) -> list[dict[str, Any]]:
     """The latents of page ``page`` of a report of every latent (what the server shows)."""
-    return next(_pages(evidence, [page], per_page, None, decode, explanations, np_id, neighbours))[
-        1
-    ]
+    pages = _pages(evidence, [page], per_page, None, decode, explanations, np_id, neighbours, moves)
+    return next(pages)[1]
 
 
 def _pages(
-    evidence, pages, per_page, selected, decode, explanations, np_id, neighbours
+    evidence, pages, per_page, selected, decode, explanations, np_id, neighbours, moves=None
 ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
     """Each page's latents, read one page at a time."""
     from sae_hacking.saes.neuronpedia import latent_url
@@ -144,6 +178,7 @@ def _pages(
                 if found is None
                 else [[j, c, counts[i] * counts[j] / tokens, explanations.get(j)] for j, c in found]
             )
+            latent["moves"] = moves.of(i) if moves is not None else None
             latents.append(latent)
         yield page, latents
 

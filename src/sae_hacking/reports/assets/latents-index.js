@@ -10,12 +10,16 @@
   const tokens = Math.max(meta.tokens, 1);
   const table = document.getElementById("latents-table");
   const body = table.tBodies[0];
+  // The "ablated" column is the ablate run's (--ablations): without one, there is none.
+  if (!meta.has_moves) table.tHead.querySelector('th[data-key="ablated"]').remove();
   const headers = Array.from(table.tHead.rows[0].cells);
   const search = document.getElementById("search");
 
-  // Each row as [index, count, max, [top tokens], explanation] (index_row in reports/latents.py).
+  // Each row as [index, count, max, [top tokens], explanation, (times ablated, if ever)]
+  // (index_row in reports/latents.py).
   const rows = data.rows.map((r) => ({
     index: r[0], count: r[1], density: r[1] / tokens, max: r[2], tops: r[3], explanation: r[4] || "",
+    ablated: r.length > 5 ? r[5] : null,
     id: String(r[0]),
     text: ((r[4] || "") + "\n" + r[3].join("\n")).toLowerCase(),
   }));
@@ -33,7 +37,7 @@
       const a = x[key], b = y[key];
       if (a === null || b === null) {
         if (a === b) return x.index - y.index;
-        return a === null ? 1 : -1;  // never active (no max) last either way
+        return a === null ? 1 : -1;  // never active (no max), never ablated: last either way
       }
       return a !== b ? sign * (a - b) : x.index - y.index;
     });
@@ -50,6 +54,7 @@
     tr.appendChild(L.el("td", "num", L.count(r.count)));
     tr.appendChild(L.el("td", "num", L.number(r.density, 3)));
     tr.appendChild(L.el("td", "num", L.number(r.max, 4)));
+    if (meta.has_moves) tr.appendChild(L.el("td", "num ablated", r.ablated === null ? "" : L.count(r.ablated)));
     const tops = L.el("td", "tops");
     for (const text of r.tops) {
       const chip = window.saeTokens.tokenSpan(text, 0, 1);

@@ -1,6 +1,6 @@
 "use strict";
 // One page of `sae-hacking latents-report`: a section per latent, drawn from the page's JSON block
-// (LATENT_SCHEMA of absorption/evidence/read.py plus explanation, url and neighbours). Contexts go
+// (LATENT_SCHEMA of absorption/evidence/read.py plus explanation, url, neighbours and moves). Contexts go
 // through the shared token renderer (tokens.js), coloured by activation / the latent's max; a
 // quantile band's examples are drawn when the band list is first opened.
 (function () {
@@ -123,6 +123,55 @@
     return table;
   }
 
+  // A reader latent's label: its own evidence (count, density, the tokens its top examples fire
+  // on) or the tokens its logit lens promotes, as meta.reader_labels says; token texts as chips.
+  function readerLabel(label) {
+    const box = L.el("span", "label");
+    if (label.tops) {
+      box.appendChild(L.el("span", "stat", L.count(label.count) + " \u00b7 " + L.number(label.density, 3)));
+    }
+    const tokens = label.tops || label.lens || [];
+    if (label.lens) box.appendChild(L.el("span", "stat", "promotes"));
+    for (const text of tokens) {
+      const chip = T.tokenSpan(text, 0, 1);
+      chip.classList.add("chip");
+      box.appendChild(chip);
+    }
+    return box;
+  }
+
+  function moves(m) {
+    const box = L.el("div", "moves");
+    const labels = meta.reader_labels === "evidence"
+      ? "readers labelled by their evidence: count \u00b7 density, the tokens their top examples fire on"
+      : "readers labelled by their logit lens: the tokens they promote most";
+    box.appendChild(L.el("p", "muted", "ablated in " + L.count(m.ablations) +
+      " prompts; mean effect on each reader latent (summed effect / ablations); " + labels));
+    const sides = L.el("div", "moves-sides");
+    for (const [side, title] of [["up", "raises"], ["down", "lowers"]]) {
+      const column = L.el("div", "moves-side");
+      column.appendChild(L.el("h4", null, title));
+      if (!m[side].length) column.appendChild(L.el("p", "muted", "no reader latent"));
+      const ol = L.el("ol", "moves-list " + side);
+      for (const [reader, value] of m[side]) {
+        const label = m.readers[String(reader)] || {};
+        const li = L.el("li", "move");
+        li.dataset.reader = String(reader);
+        const name = "reader " + reader;
+        const link = L.externalLink(label.url, name);
+        if (link) link.classList.add("reader");
+        li.appendChild(link || L.el("span", "reader", name));
+        li.appendChild(L.el("span", "num effect", L.number(value, 3)));
+        li.appendChild(readerLabel(label));
+        ol.appendChild(li);
+      }
+      if (m[side].length) column.appendChild(ol);
+      sides.appendChild(column);
+    }
+    box.appendChild(sides);
+    return box;
+  }
+
   function bands(latent) {
     const details = L.el("details", "bands");
     const sampled = latent.bands.reduce((n, band) => n + band.examples.length, 0);
@@ -167,12 +216,14 @@
     if (about.childNodes.length) box.appendChild(about);
     if (!latent.count) {
       box.appendChild(L.el("p", "muted", "never active on the tokens counted"));
+      if (latent.moves) box.appendChild(block("What ablating it moves", moves(latent.moves)));
       return box;
     }
     const grid = L.el("div", "grid");
     const left = L.el("div", "main-col");
     left.appendChild(block("Top activations", examples(latent.top, latent.max, "top")));
     left.appendChild(bands(latent));
+    if (latent.moves) left.appendChild(block("What ablating it moves", moves(latent.moves)));
     const right = L.el("div", "side-col");
     right.appendChild(block("Activations", histogram(latent.histogram)));
     if (latent.logit_lens) right.appendChild(block("Logit lens", lens(latent.logit_lens)));
