@@ -79,9 +79,9 @@ DOCS = {
 
 @dataclass
 class Batch:
-    """A batch's active entries in CSR order (tokens ascending, each token's latents
-    ascending: ``offsets_T1``), with each token's context window (``window_TW``: token index or
-    -1; ``ids_TW``: input ids or -1), for the compiled CPU path."""
+    """A batch's active entries (tokens ascending), each token's context window (``window_TW``:
+    token index or -1; ``ids_TW``: input ids or -1) and the dense activations, for the compiled
+    CPU path."""
 
     latent_N: torch.Tensor
     value_N: torch.Tensor
@@ -90,7 +90,7 @@ class Batch:
     token_N: torch.Tensor
     window_TW: torch.Tensor
     ids_TW: torch.Tensor
-    offsets_T1: torch.Tensor
+    acts_Te: torch.Tensor
 
 
 class EvidenceCollector:
@@ -172,11 +172,15 @@ class EvidenceCollector:
         if self.kernel == "numba":
             from sae_hacking.absorption.evidence.kernels import offer_numba
 
-            counts_T = torch.bincount(token_N, minlength=len(b_T))
-            offsets_T1 = torch.zeros(len(b_T) + 1, dtype=torch.int64)
-            torch.cumsum(counts_T, 0, out=offsets_T1[1:])
             batch = Batch(
-                latent_N, value_N, prompt_N, position_N, token_N, window_TW, ids_TW, offsets_T1
+                latent_N,
+                value_N,
+                prompt_N,
+                position_N,
+                token_N,
+                window_TW,
+                ids_TW,
+                acts_Te.float().contiguous(),
             )
             place_N = packed_place(prompt_N, position_N)
             offer_numba(self.top, batch, order_key(value_N), place_N)
