@@ -139,7 +139,7 @@ class EvidenceCollector:
         token_N, latent_N = token_N.to(device), latent_N.to(device)
         real_BS = real_BS.to(device)
         input_ids_BS = input_ids_BS.to(device)
-        value_N = acts_Te[token_N, latent_N].float()
+        value_N = acts_Te.reshape(-1).take(token_N * acts_Te.shape[1] + latent_N).float()
         self.histogram_eJ.view(-1).index_add_(
             0,
             latent_N * N_BINS + histogram_bin(value_N),
