@@ -91,10 +91,10 @@ class RunningTop:
         if not bool(passing.any()):
             return
         latent_N, partner_N, count_N = latent_N[passing], partner_N[passing], count_N[passing]
-        touched_U = torch.unique(latent_N)
-        old_ids, old_counts = self.ids_eK[touched_U], self.counts_eK[touched_U]
+        touched_Y = torch.unique(latent_N)
+        old_ids, old_counts = self.ids_eK[touched_Y], self.counts_eK[touched_Y]
         filled = old_ids >= 0
-        old_latent = touched_U[:, None].expand_as(old_ids)[filled]
+        old_latent = touched_Y[:, None].expand_as(old_ids)[filled]
         latent_all = torch.cat([old_latent, latent_N])
         partner_all = torch.cat([old_ids[filled], partner_N])
         count_all = torch.cat([old_counts[filled], count_N])
@@ -106,8 +106,8 @@ class RunningTop:
         firsts = torch.repeat_interleave(torch.cumsum(per_latent, 0) - per_latent, per_latent)
         rank = torch.arange(order.numel()) - firsts
         kept, rank = order[rank < self.k], rank[rank < self.k]
-        self.ids_eK[touched_U] = -1
-        self.counts_eK[touched_U] = 0
+        self.ids_eK[touched_Y] = -1
+        self.counts_eK[touched_Y] = 0
         self.ids_eK[latent_all[kept], rank] = partner_all[kept]
         self.counts_eK[latent_all[kept], rank] = count_all[kept]
 

@@ -16,7 +16,7 @@ sort of ``[rows, 2n]``. The slots are put in order only when the state is read
 (:meth:`ExampleTable.state`: checkpoints and results), so files are canonical.
 
 Letters: e latents, X slots per latent (the table's ``n``), W context tokens (``2w + 1``),
-N candidate examples, U latents a batch touches, O those whose slots overflow.
+N candidate examples, Y latents a batch touches, O those whose slots overflow.
 """
 
 from __future__ import annotations
@@ -186,21 +186,21 @@ class ExampleTable:
         best, rank = keep_smallest(cand.latent_N[passing], key_N[passing], place_N[passing], self.n)
         new_K, rank_K = passing[best], rank
         latent_K = cand.latent_N[new_K]
-        touched_U, count_U = torch.unique_consecutive(latent_K, return_counts=True)
-        filled_U = self.filled_e[touched_U]
-        fits_U = filled_U + count_U <= self.n
+        touched_Y, count_Y = torch.unique_consecutive(latent_K, return_counts=True)
+        filled_Y = self.filled_e[touched_Y]
+        fits_Y = filled_Y + count_Y <= self.n
         row_of_K = torch.repeat_interleave(
-            torch.arange(len(touched_U), device=latent_K.device), count_U
+            torch.arange(len(touched_Y), device=latent_K.device), count_Y
         )
-        fits_K = fits_U[row_of_K]
+        fits_K = fits_Y[row_of_K]
         # Latents with room: the new examples take the next free slots.
-        slots = [filled_U[row_of_K[fits_K]] + rank_K[fits_K]]
+        slots = [filled_Y[row_of_K[fits_K]] + rank_K[fits_K]]
         placed = [new_K[fits_K]]
         latents = [latent_K[fits_K]]
-        over_O = (~fits_U).nonzero().squeeze(1)
+        over_O = (~fits_Y).nonzero().squeeze(1)
         if over_O.numel():
             slot, which = self._merge(
-                touched_U[over_O], over_O, row_of_K, rank_K, new_K, key_N, place_N
+                touched_Y[over_O], over_O, row_of_K, rank_K, new_K, key_N, place_N
             )
             slots.append(slot)
             placed.append(which)
@@ -214,15 +214,15 @@ class ExampleTable:
         ids_KW, acts_KW = cand.contexts(new_K)
         self.context_ids_eXW[latent_K, slot_K] = ids_KW.to(torch.int32)
         self.context_acts_eXW[latent_K, slot_K] = acts_KW.float()
-        self.filled_e[touched_U] = torch.clamp(filled_U + count_U, max=self.n)
-        self._find_worst(touched_U)
+        self.filled_e[touched_Y] = torch.clamp(filled_Y + count_Y, max=self.n)
+        self._find_worst(touched_Y)
 
-    def _find_worst(self, rows_U: torch.Tensor) -> None:
-        """The worst kept example of the latents ``rows_U`` (``NO_KEY``: not full, admit all)."""
-        slot_U = row_order(self.key_eX[rows_U], self.place_eX[rows_U])[:, -1]
-        full_U = self.filled_e[rows_U] == self.n
-        self.worst_slot_e[rows_U] = slot_U
-        self.worst_e[rows_U] = torch.where(full_U, self.key_eX[rows_U, slot_U], NO_KEY)
+    def _find_worst(self, rows_Y: torch.Tensor) -> None:
+        """The worst kept example of the latents ``rows_Y`` (``NO_KEY``: not full, admit all)."""
+        slot_Y = row_order(self.key_eX[rows_Y], self.place_eX[rows_Y])[:, -1]
+        full_Y = self.filled_e[rows_Y] == self.n
+        self.worst_slot_e[rows_Y] = slot_Y
+        self.worst_e[rows_Y] = torch.where(full_Y, self.key_eX[rows_Y, slot_Y], NO_KEY)
 
     def _merge(self, latent_O, over_O, row_of_K, rank_K, new_K, key_N, place_N):
         """For latents whose slots overflow: the slots the kept new examples take (freed by
