@@ -113,12 +113,25 @@ def write_report(
         meta = report_meta(
             evidence, latents_per_page, pages, selected, np_id, source, neighbours, moves
         )
-        return write_latents_report(
-            out,
-            meta,
-            _pages(evidence, pages, latents_per_page, selected, decode, explanations, np_id,
-                   neighbours, moves),
-        )  # fmt: skip
+        from tqdm import tqdm
+
+        # ~10 ms a latent (decoding contexts): minutes at e = 65,536, so a bar on stderr.
+        bar = tqdm(total=len(pages), unit="page", desc="latents-report", dynamic_ncols=True)
+        try:
+            return write_latents_report(
+                out,
+                meta,
+                _counted(_pages(evidence, pages, latents_per_page, selected, decode,
+                                explanations, np_id, neighbours, moves), bar),
+            )  # fmt: skip
+        finally:
+            bar.close()
+
+
+def _counted(pages, bar):
+    for page in pages:
+        yield page
+        bar.update(1)
 
 
 def report_meta(
