@@ -57,10 +57,10 @@ def sample_priority(
     return (high << 31) | low
 
 
-def order_key(values_N: Float[torch.Tensor, " N"]) -> Int[torch.Tensor, " N"]:
+def order_key(values: Float[torch.Tensor, "*shape"]) -> Int[torch.Tensor, "*shape"]:
     """An int64 that orders positive float32 activations largest first (their bit patterns
     increase with the value), so a top table and a sample sort the same way."""
-    return (2**31 - 1) - values_N.float().contiguous().view(torch.int32).long()
+    return (2**31 - 1) - values.float().contiguous().view(torch.int32).long()
 
 
 def packed_place(prompt_N: torch.Tensor, position_N: torch.Tensor) -> torch.Tensor:
