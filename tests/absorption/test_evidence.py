@@ -343,3 +343,17 @@ def test_the_compiled_and_the_torch_paths_keep_the_same_examples(seed):
         a, b = (c.state() for c in paths)
         for key in a:
             assert torch.equal(a[key], b[key]), (step, key)
+
+
+def test_a_checkpoint_without_evidence_is_refused_in_one_sentence():
+    from types import SimpleNamespace
+
+    from sae_hacking.absorption.cooccurrence.accumulator import CooccurrenceAccumulator
+    from sae_hacking.errors import UsageError
+
+    lm = SimpleNamespace(device=torch.device("cpu"))
+    sae = SimpleNamespace(d_sae=E)
+    with_evidence = CooccurrenceAccumulator(lm, sae, "h", None, EvidenceCollector(E, 2, 2, 1, 0))
+    counts_only = CooccurrenceAccumulator(lm, sae, "h").state()  # as an older version wrote
+    with pytest.raises(UsageError, match="holds no latent evidence"):
+        with_evidence.load_state(counts_only)

@@ -237,6 +237,12 @@ class CooccurrenceAccumulator(Accumulator):
         return {**self.counter.state(), **evidence}
 
     def load_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        if self.evidence is not None and "top_values_eX" not in tensors:
+            # A run started before evidence existed: its settings now read as the defaults.
+            raise UsageError(
+                "the checkpoint holds no latent evidence (the run was started by a version "
+                "without it); finish it with that version, or start it again."
+            )
         self.counter.load_state(tensors)
         if self.evidence is not None:
             self.evidence.load_state(tensors)
