@@ -6,8 +6,6 @@ model is refused at start; in Chromium, the link opens the latent's section, con
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import urllib.error
 import urllib.request
 
@@ -16,7 +14,7 @@ import pytest
 from sae_hacking.cli import main
 from sae_hacking.errors import UsageError
 from tests.browser import guard
-from tests.servers import wait_until_started
+from tests.servers import served_app
 
 pytestmark = pytest.mark.slow
 HOOK = "blocks.1.hook_resid_post"
@@ -27,7 +25,7 @@ PROMPT = "Mu ro qu jo ce de lo fohevo dazi."
 @pytest.fixture(scope="module")
 def served(tiny_model_path, random_sae_path, prompts_path, tmp_path_factory):
     pytest.importorskip("fastapi")
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     from sae_hacking.lm.source import ModelSource
     from sae_hacking.serve.app import create_app
     from sae_hacking.serve.config import ServeConfig
@@ -44,20 +42,8 @@ def served(tiny_model_path, random_sae_path, prompts_path, tmp_path_factory):
         evidence=(str(run),),
         quiet=True,
     )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until_started(uv, thread)
-    try:
-        yield {"base": f"http://127.0.0.1:{port}", "sae": sae, "other": other, "run": run,
-               "model": model}  # fmt: skip
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with served_app(create_app(config)) as base:
+        yield {"base": base, "sae": sae, "other": other, "run": run, "model": model}
 
 
 def api(served, release) -> dict:

@@ -7,8 +7,6 @@ server."""
 import json
 import os
 import re
-import socket
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 
 from sae_hacking.serve.page import asset
 from tests.browser import guard
-from tests.servers import wait_until_started
+from tests.servers import served_app
 
 HOOK = "blocks.1.hook_resid_post"
 D_SAE = 24
@@ -30,7 +28,7 @@ HEAT = re.search(r"--heat:\s*([^;]+);", asset("tokens.css")).group(1).strip()  #
 @pytest.fixture(scope="module")
 def server(tiny_model_path, tmp_path_factory):
     pytest.importorskip("fastapi")
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     from sae_hacking.lm.source import ModelSource
     from sae_hacking.saes.io import save_sae_checkpoint
     from sae_hacking.serve.app import create_app
@@ -43,19 +41,8 @@ def server(tiny_model_path, tmp_path_factory):
     sae = save_sae_checkpoint(module, tmp_path_factory.mktemp("page-sae") / "sae.safetensors")
     model = ModelSource(name=str(tiny_model_path("gemma2")), device="cpu", dtype="float32")
     config = ServeConfig(model=model, sae_dir=(str(sae.parent),), sae=(str(sae),), quiet=True)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until_started(uv, thread)
-    try:
-        yield {"base": f"http://127.0.0.1:{port}", "release": str(sae.resolve())}
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with served_app(create_app(config)) as base:
+        yield {"base": base, "release": str(sae.resolve())}
 
 
 def api(server, prompt: str, feature: int | None = None) -> dict:

@@ -178,6 +178,21 @@
     return top && top.length ? top[0].value : 0;
   }
 
+  // A link opening in a new tab, or a dash when there is no (safe) target.
+  function linkInto(td, url, text, cls) {
+    if (!url) {
+      td.textContent = "—";
+      return;
+    }
+    const a = document.createElement("a");
+    a.href = url;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    if (cls) a.className = cls;
+    a.textContent = text;
+    td.appendChild(a);
+  }
+
   function render(data) {
     $("result").hidden = false;
     const sae = data.sae;
@@ -238,31 +253,8 @@
       cell().appendChild(latentButton(latent.index, undefined, latent.index === chosen));
       cell("num").textContent = fmt(latent.max);
       cell("explanation").textContent = latent.explanation || "—";
-      const link = cell();
-      const url = safeUrl(latent.url);
-      if (url) {
-        const a = document.createElement("a");
-        a.href = url;
-        a.target = "_blank";
-        a.rel = "noopener noreferrer";
-        a.textContent = "open";
-        link.appendChild(a);
-      } else {
-        link.textContent = "—";
-      }
-      const evidence = cell();
-      const target = evidenceUrl(latent.evidence_url);
-      if (target) {
-        const a = document.createElement("a");
-        a.href = target;
-        a.target = "_blank";
-        a.rel = "noopener noreferrer";
-        a.className = "evidence";
-        a.textContent = "contexts";
-        evidence.appendChild(a);
-      } else {
-        evidence.textContent = "—";
-      }
+      linkInto(cell(), safeUrl(latent.url), "open", "");
+      linkInto(cell(), evidenceUrl(latent.evidence_url), "contexts", "evidence");
       rows.appendChild(tr);
     }
     const keep = reinspect;
