@@ -255,6 +255,7 @@ def test_index_and_pages_in_chromium(runs, chromium, tmp_path):
         # The quantile bands are drawn when opened, strongest first.
         section.locator("details.bands summary").click()
         bands = section.locator("details.bands .band")
+        bands.first.wait_for()  # drawn by the toggle event, after the click returns
         assert bands.count() == len(latent["bands"])
         assert bands.nth(0).locator("li").count() == len(latent["bands"][-1]["examples"])
         # The hostile explanation and token on page 0.
