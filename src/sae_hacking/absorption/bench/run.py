@@ -213,8 +213,9 @@ def _search(config, world, sae_path: Path, reader_path: Path, labels, folder: Pa
         return json.loads((Path(pairs_dir) / "pairs.json").read_text("utf-8"))
 
     # Every pair (any cosine, any co-occurrence), effects compared both ways; the rules below
-    # choose the candidates. And pairs as a user runs it: its defaults.
-    every = {"cosine_sim_threshold": -1.0, "max_cooccurrence_share": 1.0}
+    # choose the candidates (scoring runs: no side-by-side view, nobody browses them). And pairs
+    # as a user runs it: its defaults, view included.
+    every = {"cosine_sim_threshold": -1.0, "max_cooccurrence_share": 1.0, "evidence_pairs": 0}
     columns = {
         compare: PairColumns.from_result(pairs(f"pairs-{compare}", compare=compare, **every))
         for compare in ("sign", "raw")
