@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from importlib import resources
 from typing import Any
 
 
@@ -38,3 +39,14 @@ def inline_element(tag: str, text: str) -> str:
     if f"</{tag}" in text.lower():
         raise ValueError(f"an inline <{tag}> may not contain </{tag}")
     return f"<{tag}>{text}</{tag}>"
+
+
+def report_asset(name: str) -> str:
+    """A packaged file of the reports' own pages (``reports/assets``), as text."""
+    return resources.files("sae_hacking.reports").joinpath("assets", name).read_text("utf-8")
+
+
+def token_asset(name: str) -> str:
+    """A file of the one token renderer (``tokens.js`` / ``tokens.css``), kept with the serve
+    page's assets; read as package data, since reports import nothing above the bottom layer."""
+    return resources.files("sae_hacking").joinpath("serve", "assets", name).read_text("utf-8")

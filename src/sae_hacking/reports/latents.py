@@ -49,12 +49,17 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from sae_hacking.errors import UsageError
-from sae_hacking.reports.inline import inline_element, locked_policy, script_json
+from sae_hacking.reports.inline import (
+    inline_element,
+    locked_policy,
+    report_asset,
+    script_json,
+    token_asset,
+)
 
 INDEX = "index.html"
 PER_PAGE = 128
@@ -180,22 +185,13 @@ def _cut(text: str, chars: int) -> str:
 # -- pages --------------------------------------------------------------------------------------
 
 
-def _asset(name: str) -> str:
-    return resources.files("sae_hacking.reports").joinpath("assets", name).read_text("utf-8")
-
-
-def _token_asset(name: str) -> str:
-    # The one token renderer lives with the serve page's assets (read as a file: no import).
-    return resources.files("sae_hacking.serve").joinpath("assets", name).read_text("utf-8")
-
-
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
 def _fill(template: str, parts: Mapping[str, str]) -> str:
     # One pass: text substituted in is never searched for markers.
-    return re.sub(r"\{\{(\w+)\}\}", lambda m: parts[m.group(1)], _asset(template))
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: parts[m.group(1)], report_asset(template))
 
 
 def _facts_html(facts: Iterable[tuple[str, Any]]) -> str:
@@ -210,8 +206,8 @@ def _facts_html(facts: Iterable[tuple[str, Any]]) -> str:
 
 
 def _page_parts(meta: Mapping[str, Any], script_name: str, data: Any) -> dict[str, str]:
-    css = _token_asset("tokens.css") + _asset("latents.css")
-    script = _token_asset("tokens.js") + _asset("latents.js") + _asset(script_name)
+    css = token_asset("tokens.css") + report_asset("latents.css")
+    script = token_asset("tokens.js") + report_asset("latents.js") + report_asset(script_name)
     return {
         "csp": locked_policy(css, script),
         "style": inline_element("style", css),

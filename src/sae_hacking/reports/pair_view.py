@@ -13,29 +13,20 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
+
+from sae_hacking.reports.inline import report_asset, token_asset
 
 SIGNIFICANT = 4  # digits kept of activations and effects: enough for colours and reading
 NO_VIEWS = "This report was written without latent evidence, so it has no side-by-side view."
 
 
-def own_asset(name: str) -> str:
-    return resources.files("sae_hacking.reports").joinpath("assets", name).read_text("utf-8")
-
-
-def shared_asset(name: str) -> str:
-    """A file of the one token renderer, kept with the serve page's assets. Read as package
-    data from the package root: reports import nothing above the bottom layer."""
-    return resources.files("sae_hacking").joinpath("serve", "assets", name).read_text("utf-8")
-
-
 def page_css() -> str:
-    return shared_asset("tokens.css") + own_asset("pairs.css")
+    return token_asset("tokens.css") + report_asset("pairs.css")
 
 
 def page_script() -> str:
-    return shared_asset("tokens.js") + own_asset("pair_view.js") + own_asset("pairs.js")
+    return token_asset("tokens.js") + report_asset("pair_view.js") + report_asset("pairs.js")
 
 
 def note_html(views: Mapping | None) -> str:
