@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "sae_hacking.cli.latents_report",
     "sae_hacking.cli.ablate",
     "sae_hacking.cli.pairs",
+    "sae_hacking.cli.tools",
     "sae_hacking.cli.merge",
     "sae_hacking.cli.validate",
     "sae_hacking.cli.bench",

@@ -67,6 +67,9 @@ VALIDATE_HELP = (
     "decoder cosine alone. Exit code 0: pass; 1: fail; 2: bad input."
 )
 
+TOOL_METAVARS = {"latents": "LATENT", "input_path": "PATH", "output_path": "PATH"}
+READER_LABELS = ("reader_sae_neuronpedia_id", "reader_explanations_file", "reader_evidence")
+
 _ROWS = (
     Command(
         "toy",
@@ -228,6 +231,78 @@ _ROWS = (
         "pairs (effect cosine by sign and raw, decoder cosine, co-occurrence evidence, a "
         "combined rank) against the absorption pairs. Writes bench.json and bench.md.",
         title="absorption bench",
+    ),
+    Command(
+        "effect-network",
+        "sae_hacking.absorption.tools.configs:NetworkConfig",
+        help="the graph of ablator -> reader latents with the strongest mean effects",
+        description="From an ablate run: the bipartite graph of ablator latents (A) and the "
+        "reader latents (R) their ablation moves, keeping the --n-edges strongest mean effects "
+        "(half the largest positive, half the most negative; selected exactly while the effect "
+        "rows stream). An edge A -> R of weight w means: ablating A lowers R by w on average at "
+        "the last token (w > 0, blue) or raises it (w < 0, red); width ~ |w|. Nodes carry their "
+        "labels (Neuronpedia explanation, else local evidence, else logit lens). Writes "
+        "network.html (self-contained: pan, zoom, hover for label and value, click for "
+        "Neuronpedia), network.graphml (Gephi, networkx), edges.csv and, last, network.json.",
+        title="effect network",
+        skip=("resume",),
+        metavars=TOOL_METAVARS,
+    ),
+    Command(
+        "four-tuples",
+        "sae_hacking.absorption.tools.configs:TuplesConfig",
+        help="ablators A, C and readers B, D with AB, AD, CB positive and CD negative",
+        description="From an ablate run: every 4-tuple (A, B, C, D) of ablator latents A != C "
+        "and reader latents B != D whose mean effects AB, AD and CB are above --treat-as-zero "
+        "and CD below -(--treat-as-zero): A and C both move B, A moves D one way and C the "
+        "other. Counted exactly with sign matrices; the --max-results strongest (strength: the "
+        "smallest |effect| of the four) are kept, found exactly by bisecting the strength. "
+        "Writes tuples.csv, tuples.html (a sortable table with labels) and, last, tuples.json.",
+        title="4-tuples",
+        skip=("resume",),
+        metavars=TOOL_METAVARS,
+    ),
+    Command(
+        "effect-l0",
+        "sae_hacking.absorption.tools.configs:EffectL0Config",
+        help="how many reader latents each ablation moves (histogram)",
+        description="From an ablate run: for each ablated latent, its effect L0, the number of "
+        "reader latents whose |mean effect| is above --treat-as-zero (how widely its ablation "
+        "spreads downstream), streamed row by row. Writes effect_l0.png (the histogram of "
+        "those counts, latents over --exclude-over left out), effect_l0.csv (every latent's "
+        "count, ablations and label) and, last, effect_l0.json.",
+        title="effect L0",
+        skip=("resume",) + READER_LABELS,
+        aliases={"treat_as_zero": ("--threshold",)},
+        metavars=TOOL_METAVARS,
+    ),
+    Command(
+        "cluster",
+        "sae_hacking.absorption.tools.configs:ClusterConfig",
+        help="hierarchical clustering of latents by effect or decoder direction",
+        description="Cluster latents hierarchically (scipy linkage on cosine distances): the "
+        "latents an ablate run ablated by their mean effects (--input-path), or one SAE's "
+        "latents by their decoder directions (--by decoder, as gemma_cluster.py did). Writes "
+        "cluster.html (a self-contained, collapsible dendrogram with labels: search, hover, "
+        "click for Neuronpedia), clusters.csv (each latent's flat cluster when the tree is cut "
+        "into --n-clusters) and, last, cluster.json (the linkage matrix, leaf order, labels).",
+        title="clustering",
+        skip=("resume",) + READER_LABELS,
+        metavars=TOOL_METAVARS,
+    ),
+    Command(
+        "decoder-pairs",
+        "sae_hacking.absorption.tools.configs:DecoderPairsConfig",
+        help="latent pairs of one SAE with the most similar decoder directions",
+        description="The --top-k latent pairs of one SAE whose decoder rows have the highest "
+        "cosine similarity, computed in blocks like the pairs stage (never e x e in memory); "
+        "with --cooccurrence-path only pairs active together on at most "
+        "--cooccurrence-threshold tokens (the legacy script's zero co-occurrence). Writes "
+        "pairs.csv, report.html and, last, pairs.json in the pairs stage's shape (its "
+        "cosine_similarity is the decoder cosine here).",
+        title="decoder pairs",
+        skip=("resume",) + READER_LABELS,
+        metavars=TOOL_METAVARS,
     ),
     Command(
         "serve",

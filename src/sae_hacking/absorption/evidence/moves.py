@@ -62,21 +62,24 @@ def _signed(ids: torch.Tensor, values: torch.Tensor, sign: float) -> list[list]:
     return [[int(i), sign * float(v)] for i, v in zip(ids, values, strict=True) if v > 0]
 
 
-def reader_logit_lens(settings: dict[str, Any], readers: list[int], k: int = 10, decode=None):
+def reader_logit_lens(
+    settings: dict[str, Any], readers: list[int], k: int = 10, decode=None, side: str = "reader"
+):
     """``{reader latent: {"up": [[token, value], ...], "down": [...]}}`` from the weights of the
-    ablate run's reader SAE and model (``settings``: its recorded settings)."""
+    ablate run's reader SAE (``side="ablator"``: its ablator SAE) and model (``settings``: its
+    recorded settings)."""
     from sae_hacking.absorption.evidence.logit_lens import has_logit_lens, logit_lens
     from sae_hacking.lm.unembedding import load_unembedding
     from sae_hacking.saes.releases import load_sae
 
-    hook = settings.get("reader_sae_hook") or ""
+    hook = settings.get(f"{side}_sae_hook") or ""
     if not readers or not has_logit_lens(hook):
         return {}
-    sae = load_sae(settings["reader_sae_release"], settings.get("reader_sae_id"), device="cpu")
+    sae = load_sae(settings[f"{side}_sae_release"], settings.get(f"{side}_sae_id"), device="cpu")
     W_U = load_unembedding(settings["model"])  # noqa: N806
     if W_U.shape[1] != sae.W_dec.shape[1]:
         raise UsageError(
-            f"the reader SAE writes {sae.W_dec.shape[1]} dimensions but {settings['model']}'s "
+            f"the {side} SAE writes {sae.W_dec.shape[1]} dimensions but {settings['model']}'s "
             f"unembedding reads {W_U.shape[1]}."
         )
     index = torch.tensor(sorted(readers))
@@ -84,7 +87,7 @@ def reader_logit_lens(settings: dict[str, Any], readers: list[int], k: int = 10,
     out = {}
     for row, latent in enumerate(index.tolist()):
         out[latent] = {
-            side: [
+            direction: [
                 [decode([int(t)])[0] if decode else int(t), float(v)]
                 for t, v in zip(
                     lens[f"logit_lens_{name}_ids_eK"][row],
@@ -92,7 +95,7 @@ def reader_logit_lens(settings: dict[str, Any], readers: list[int], k: int = 10,
                     strict=True,
                 )
             ]
-            for side, name in (("up", "top"), ("down", "bottom"))
+            for direction, name in (("up", "top"), ("down", "bottom"))
         }
     return out
 
