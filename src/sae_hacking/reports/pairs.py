@@ -14,6 +14,10 @@ Both read ``result``, the dict written as ``pairs.json`` (``{"meta": ..., "pairs
   them with ``textContent`` only; everything rendered here goes through :func:`html.escape`.
   The report's first pairs open a side-by-side view of their two latents when the run had latent
   evidence (``views``; its page parts and data in :mod:`sae_hacking.reports.pair_view`).
+
+``decoder-pairs`` (``meta.compare == "decoder"``) writes the same shape with the decoder cosine
+as ``cosine_similarity``; its page (:func:`_decoder_mode`) names that cosine, drops the effect
+and ablation columns and the effect-vs-decoder plot, and shows labels instead of explanations.
 """
 
 from __future__ import annotations
@@ -58,6 +62,20 @@ COLUMNS = [
     ("p_zero", "P(0)", "num", "sci", "chance of no co-occurrence if independent: exp(-expected)", False),
 ]  # fmt: skip
 SORT_KEY = "effect_cosine"
+# decoder-pairs: no effects and no ablations; its latents carry labels of several sources.
+DECODER_DROPPED = ("effect_cosine", "ablated1", "ablated2")
+LABEL_TIP = "label of latent {}: Neuronpedia explanation, local evidence or logit lens"
+DECODER_TOOLTIPS = {"rank": "rank in pairs.json (decoder cosine, descending)",
+                    "latent1": "latent index (link: Neuronpedia)", "latent2": "latent index "
+                    "(link: Neuronpedia)", "explanation1": LABEL_TIP.format(1),
+                    "explanation2": LABEL_TIP.format(2)}  # fmt: skip
+DECODER_LABELS = {"explanation1": "Label 1", "explanation2": "Label 2"}
+KIND_NAMES = {False: "pairs", True: "decoder pairs"}  # by decoder mode
+HEADINGS = {
+    False: "Absorption pair candidates",
+    True: "Latent pairs with similar decoder directions",
+}
+DECODER_SUMMARY = {"ablator SAE": "SAE", "effects compared": "compared", "explanations": "labels"}
 # The compact table data: a pair is an array of PAIR_FIELDS (pairs.json key in brackets), a
 # latent's text and counts are stored once, as an array of LATENT_FIELDS.
 PAIR_FIELDS = {
@@ -129,18 +147,38 @@ def histogram_figure(result: Mapping, log_scale: bool = True):
     else:
         ax.text(0.5, 0.5, "no histogram in this result", ha="center", va="center")
     total = sum(counts)
+    name = "Decoder cosine" if _decoder_mode(meta) else "Effect cosine"
     ax.set_title(
-        f"Effect cosine of all {total:,} pairs passing the filters"
+        f"{name} of all {total:,} pairs passing the filters"
         if total
-        else "Effect cosine of the pairs passing the filters: none"
+        else f"{name} of the pairs passing the filters: none"
     )
-    ax.set_xlabel(f"effect cosine ({_compare_words(meta)})")
+    ax.set_xlabel(
+        name.lower() if _decoder_mode(meta) else f"{name.lower()} ({_compare_words(meta)})"
+    )
     ax.set_ylabel("pairs" + (" (log scale)" if log_scale and total else ""))
     return fig
 
 
 def _compare_words(meta: Mapping) -> str:
+    if _decoder_mode(meta):
+        return "decoder directions (cosine of W_dec rows)"
     return "raw mean effects" if meta.get("compare") == "raw" else "signs of mean effects"
+
+
+def _decoder_mode(meta: Mapping) -> bool:
+    """A ``decoder-pairs`` result: its cosine is the decoder cosine, it has no effects."""
+    return meta.get("compare") == "decoder"
+
+
+def _columns(meta: Mapping) -> list[tuple]:
+    if not _decoder_mode(meta):
+        return COLUMNS
+    return [
+        (key, DECODER_LABELS.get(key, label), kind, fmt, DECODER_TOOLTIPS.get(key, tip), link)
+        for key, label, kind, fmt, tip, link in COLUMNS
+        if key not in DECODER_DROPPED
+    ]
 
 
 def scatter_png(result: Mapping) -> bytes:
@@ -204,15 +242,20 @@ def render_report(
     meta = result.get("meta") or {}
     settings = meta.get("settings") or {}
     log_scale = not settings.get("no_log_scale", False)
+    decoder = _decoder_mode(meta)
     plots = []
     for name, caption, draw in (
-        (HISTOGRAM, "Effect cosines of every pair that passed the filters.", histogram_png),
+        (
+            HISTOGRAM,
+            f"{'Decoder' if decoder else 'Effect'} cosines of every pair that passed the filters.",
+            histogram_png,
+        ),
         (
             SCATTER,
             "Kept pairs: points near the dashed diagonal may only mirror their decoders.",
             None,
         ),
-    ):
+    )[: 1 if decoder else 2]:  # effect vs decoder says nothing when the cosine is the decoder's
         path = Path(run_dir) / name if run_dir is not None else None
         if path is not None and path.is_file():
             png = path.read_bytes()
@@ -224,14 +267,17 @@ def render_report(
     inputs = meta.get("inputs") or {}
     parts = {
         "csp": locked_policy(css, script),
-        "title": _e(f"pairs: {inputs.get('ablator_sae_release') or 'run'}"),
+        "title": _e(f"{KIND_NAMES[decoder]}: {inputs.get('ablator_sae_release') or 'run'}"),
+        "heading": HEADINGS[decoder],
+        "effect_filter": " hidden" if decoder else "",
         "subtitle": _e(_subtitle(meta)),
         "warnings": _warnings_html(meta),
         "summary": _facts_html(_summary(meta)),
         "plots": "\n".join(plots),
-        "sort_key": SORT_KEY,
-        "headers": "".join(_header_html(i, col) for i, col in enumerate(COLUMNS)),
-        "evidence_note": pair_view.note_html(views),
+        "sort_key": "decoder_cosine" if decoder else SORT_KEY,
+        "headers": "".join(_header_html(i, col) for i, col in enumerate(_columns(meta))),
+        # decoder-pairs has no side-by-side views to speak of (its evidence labels latents).
+        "evidence_note": "" if decoder else pair_view.note_html(views),
         "provenance": _facts_html(list((meta.get("provenance") or {}).items())),
         "meta_json": _e(_meta_dump(meta)),
         "data": script_json(_table_data(result) | {"evidence": pair_view.view_data(views)}),
@@ -280,13 +326,13 @@ def _sae_name(meta: Mapping) -> str:
 def _subtitle(meta: Mapping) -> str:
     inputs = meta.get("inputs") or {}
     model, hook = inputs.get("model") or "?", inputs.get("hook") or "?"
-    return f"{model} · ablator SAE {_sae_name(meta)} · {hook}"
+    return f"{model} · {'SAE' if _decoder_mode(meta) else 'ablator SAE'} {_sae_name(meta)} · {hook}"
 
 
 def _summary(meta: Mapping) -> list[tuple[str, Any]]:
     inputs = meta.get("inputs") or {}
     explanations = meta.get("explanations") or {}
-    return [
+    rows = [
         ("model", inputs.get("model")),
         ("ablator SAE", _sae_name(meta)),
         ("hook", inputs.get("hook")),
@@ -300,6 +346,9 @@ def _summary(meta: Mapping) -> list[tuple[str, Any]]:
         ("pairs kept (in the table)", meta.get("n_pairs_kept")),
         ("explanations", explanations.get("source")),
     ]
+    if _decoder_mode(meta):  # one SAE, no ablations; its latents are labelled
+        rows = [(DECODER_SUMMARY.get(k, k), v) for k, v in rows if k != "ablations file"]
+    return rows
 
 
 def _facts_html(facts: list[tuple[str, Any]]) -> str:

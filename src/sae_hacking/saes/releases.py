@@ -127,6 +127,27 @@ def resolve_release(release: str, sae_id: str) -> ReleaseEntry:
     )
 
 
+def hub_model(release: str | None, sae_id: str | None) -> str | None:
+    """The Hugging Face id of the model the registry gives a release's SAE (the registry says
+    ``gemma-2-2b``; TransformerLens's table of official names says ``google/gemma-2-2b``), or
+    ``None`` for a local SAE or an unknown one. TransformerLens is imported only here (seconds),
+    for registry SAEs that name no model otherwise."""
+    if not release or not sae_id or looks_like_path(release):
+        return None
+    try:
+        name = resolve_release(release, sae_id).model
+    except UsageError:
+        return None
+    if "/" in name:
+        return name
+    try:
+        from transformer_lens.loading_from_pretrained import get_official_model_name
+
+        return get_official_model_name(name)
+    except (ImportError, ValueError):
+        return name
+
+
 def load_release(entry: ReleaseEntry, dtype: torch.dtype = torch.float32) -> SAE:
     """Fetch (or find in the cache) and load the SAE ``entry`` names."""
     info = SAEInfo(entry.hook_name, entry.neuronpedia_id, entry.release, entry.sae_id)

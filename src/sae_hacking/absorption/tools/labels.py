@@ -112,6 +112,8 @@ def _explanations(settings, options, side: str) -> tuple[str | None, dict[int, s
     except FieldError as err:
         raise FieldError(_file_key(side), err.message) from None
     if warning:
+        if side == "reader":  # the reader's own file setting is the one to suggest
+            warning = warning.replace("`explanations_file`", "`reader_explanations_file`")
         warnings.warn(SettingWarning(f"{side} SAE: {warning}"), stacklevel=3)
     return np_id, explanations
 
