@@ -34,13 +34,14 @@ def tools(demo: Path, out: Path) -> dict[str, Path]:
         "--explanations-file", str(demo / "explanations.json"),
         "--ablator-evidence", str(demo / "cooccurrences"),
     ]  # fmt: skip
-    run(["effect-network", "--input-path", ablate, "--n-edges", "120", *labels,
+    run(["effect-network", "--input-path", ablate, "--n-edges", "40", *labels,
          "--output-dir", str(out / "network")])  # fmt: skip
     run(["four-tuples", "--input-path", ablate, "--treat-as-zero", "0.05", "--max-results", "50",
          *labels, "--output-dir", str(out / "tuples")])  # fmt: skip
     run(["effect-l0", "--input-path", ablate, "--treat-as-zero", "0.05", "--bins", "20", *labels,
          "--output-dir", str(out / "effect-l0")])  # fmt: skip
-    run(["cluster", "--input-path", ablate, "--n-clusters", "8", *labels,
+    # Labelled by local evidence only: how a tool reads for an SAE Neuronpedia does not host.
+    run(["cluster", "--input-path", ablate, "--n-clusters", "8", *labels[2:],
          "--output-dir", str(out / "cluster")])  # fmt: skip
     run(["decoder-pairs", "--sae-release", str(demo / "ablator.safetensors"), "--model",
          str(demo / "model"), "--cooccurrence-path", str(demo / "cooccurrences"), "--top-k", "40",
@@ -75,11 +76,35 @@ def screenshot(page_path: Path, target: Path, before=None) -> None:
         browser.close()
 
 
+def scrolled_to(selector: str, then=None):
+    """Show the page from ``selector`` down (the table, the tree), after ``then(page)``."""
+
+    def prepare(page) -> None:
+        if then is not None:
+            then(page)
+        page.evaluate(f"document.querySelector({selector!r}).scrollIntoView()")
+
+    return prepare
+
+
 def expand_some(page) -> None:
-    """The dendrogram with its first levels open (a closed tree shows one line)."""
-    for _ in range(3):
-        for toggle in page.locator("[aria-expanded=false]").all()[:6]:
+    """The dendrogram with more levels open than on load."""
+    for _ in range(2):
+        for toggle in page.locator("[aria-expanded=false]").all()[:4]:
             toggle.click()
+
+
+def hover_a_node(page) -> None:
+    """A node's tooltip: its label and how it was made."""
+    page.locator("#nodes > *").nth(2).hover()
+
+
+PREPARE = {
+    "effect_network.png": scrolled_to("#network", hover_a_node),
+    "four_tuples.png": scrolled_to("#tuples"),
+    "cluster.png": scrolled_to("#dendrogram", expand_some),
+    "decoder_pairs.png": scrolled_to("#pairs"),
+}
 
 
 def main() -> None:
@@ -96,7 +121,7 @@ def main() -> None:
         if source.suffix == ".png":
             shutil.copyfile(source, target)
         else:
-            screenshot(source, target, expand_some if name == "cluster.png" else None)
+            screenshot(source, target, PREPARE.get(name))
         print("wrote", target)
 
 

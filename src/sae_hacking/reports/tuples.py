@@ -117,7 +117,7 @@ def _summary(meta: Mapping) -> list[tuple[str, Any]]:
         ("reader latents (B, D)", meta.get("n_readers")),
         ("4-tuples in all (exact)", meta.get("total")),
         ("kept (in the table)", meta.get("kept")),
-        ("kept tuples are stronger than", meta.get("strength_threshold")),
+        ("kept tuples are stronger than", _short(meta.get("strength_threshold"))),
         ("ablator labels", "; ".join(labels.get("ablator") or []) or "none"),
         ("reader labels", "; ".join(labels.get("reader") or []) or "none"),
     ]
@@ -161,3 +161,8 @@ def _table_data(result: Mapping) -> dict:
         "tuples": [[_finite(t.get(k)) for k in FIELDS] for t in result.get("tuples") or []],
         "total": str((result.get("meta") or {}).get("total", "?")),  # may pass 2^53
     }
+
+
+def _short(value):
+    """A float32 threshold as its shortest readable form (0.05, not 0.04999999701976776)."""
+    return f"{value:.7g}" if isinstance(value, float) else value

@@ -56,9 +56,17 @@ def kept_of(found, latents_D):
     ]
 
 
+@pytest.fixture(params=["dense", "sparse"])
+def counts_way(request, monkeypatch):
+    """Both ways to the pair counts: dense products, or scipy's sparse ones (on the CPU the
+    share of set sign entries chooses; here it is forced)."""
+    monkeypatch.setattr(tuple_search, "SPARSE_BELOW", 1.0 if request.param == "sparse" else -1.0)
+    return request.param
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 @pytest.mark.parametrize("t", [0.0, 0.1, 0.25, 1 / 3, 0.7, 5.0])
-def test_total_and_kept_equal_four_loops(seed, t):
+def test_total_and_kept_equal_four_loops(seed, t, counts_way):
     mean_DE = random_means(8, 10, seed)
     latents_D = torch.arange(8) * 3 + 1
     total, everything = tuples_reference(mean_DE, latents_D, t, 10**9)
@@ -77,7 +85,16 @@ def test_total_and_kept_equal_four_loops(seed, t):
             assert (ab, ad, cb, cd) == tuple(mean_DE[[a, a, c, c], [b, d, b, d]].tolist())
 
 
-def test_small_blocks_and_chunks(monkeypatch):
+def test_the_sparse_and_dense_counts_agree_on_sparse_effects():
+    g = torch.Generator().manual_seed(7)
+    mean_DE = torch.randn(60, 300, generator=g)
+    mean_DE[torch.rand(60, 300, generator=g) < 0.97] = 0.0  # 3% set: the CPU takes sparse
+    for s in (0.0, 0.3, 1.0):
+        assert count_tuples(mean_DE, s, sparse=True) == count_tuples(mean_DE, s, sparse=False)
+    assert count_tuples(mean_DE, 0.0) > 0
+
+
+def test_small_blocks_and_chunks(monkeypatch, counts_way):
     # Blocks of one A row and chunks of a few tuples: the splits must lose or repeat nothing.
     mean_DE = random_means(9, 12, seed=7)
     latents_D = torch.arange(9)

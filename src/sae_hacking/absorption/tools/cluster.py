@@ -163,10 +163,12 @@ def _effect_vectors(config: ClusterConfig) -> Vectors:
         open_ablations,
         settings_of,
     )
+    from sae_hacking.absorption.tools.labels import check_label_sources
 
     effects = open_ablations(config.input_path, "input_path", config.allow_partial)
     try:
         where = str(effects.file.path)
+        check_label_sources(settings_of(effects), config.labels, ("ablator",))
         positions = kept_rows(effects, config.min_ablations, config.latents)
         chosen = _chosen(effects.latents_D[positions].tolist(), config, where)
         latents_D, counts_D, mean_DE = dense_means(

@@ -44,6 +44,7 @@ def find(config: DecoderPairsConfig) -> dict[str, Any]:
 
     from sae_hacking.absorption.pairs.inputs import CooccurrenceLookup
     from sae_hacking.absorption.tools.decoder_search import top_decoder_pairs
+    from sae_hacking.absorption.tools.labels import check_label_sources
     from sae_hacking.device import resolve_device
     from sae_hacking.saes.fingerprint import sae_fingerprint
 
@@ -55,6 +56,8 @@ def find(config: DecoderPairsConfig) -> dict[str, Any]:
         if counts is not None:
             _check_same_sae(counts, path, config, fingerprint, sae.d_sae)
         focus_e = _focus(config.latents, sae.d_sae)
+        settings = _label_settings(config, sae, fingerprint, counts)
+        check_label_sources(settings, config.labels, ("ablator",))  # before the search
         lookup = None
         if counts is not None:
             needed = torch.arange(sae.d_sae) if focus_e is None else focus_e.nonzero().flatten()
@@ -68,7 +71,6 @@ def find(config: DecoderPairsConfig) -> dict[str, Any]:
             config.min_decoder_cosine,
             focus_e,
         )
-        settings = _label_settings(config, sae, fingerprint, counts)
         cooc_meta = counts.meta if counts is not None else None
     finally:
         if counts is not None:

@@ -58,13 +58,14 @@ def measure(config: EffectL0Config) -> dict[str, Any]:
     import numpy as np
 
     from sae_hacking.absorption.tools.effects import kept_rows, open_ablations, settings_of
-    from sae_hacking.absorption.tools.labels import label_latents
+    from sae_hacking.absorption.tools.labels import check_label_sources, label_latents
     from sae_hacking.runs.files import provenance
 
     effects = open_ablations(config.input_path, "input_path", config.allow_partial)
     try:
         where = str(effects.file.path)
         settings = settings_of(effects)
+        check_label_sources(settings, config.labels, ("ablator",))
         if kept_rows(effects, config.min_ablations, config.latents).numel() == 0:
             raise FieldError(
                 "min_ablations", f"leaves no latent of {where}: none was ablated that often."

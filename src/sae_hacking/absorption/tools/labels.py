@@ -92,6 +92,25 @@ def label_latents(settings: dict[str, Any], options, side: str, indices) -> Side
     return SideLabels(side, np_id, labels, how)
 
 
+def check_label_sources(settings: dict[str, Any], options, sides=SIDES) -> None:
+    """Before a tool's work: each evidence run given must be usable evidence of the ablate
+    run's SAE on that side (headers only), so a wrong one costs nothing."""
+    from sae_hacking.absorption.evidence.read import Evidence
+
+    for side in sides:
+        path = getattr(options, f"{side}_evidence")
+        if path is None:
+            continue
+        try:
+            evidence = Evidence(path)
+        except UsageError as err:
+            raise FieldError(
+                f"{side}_evidence", f"names no usable latent evidence: {err}"
+            ) from None
+        with evidence:
+            check_evidence_of(evidence, settings, side, str(path))
+
+
 def _file_key(side: str) -> str:
     return "explanations_file" if side == "ablator" else "reader_explanations_file"
 

@@ -203,7 +203,7 @@ def build(config: NetworkConfig) -> dict[str, Any]:
         open_ablations,
         settings_of,
     )
-    from sae_hacking.absorption.tools.labels import label_latents
+    from sae_hacking.absorption.tools.labels import check_label_sources, label_latents
     from sae_hacking.config import to_flat
     from sae_hacking.runs.files import provenance
 
@@ -214,6 +214,7 @@ def build(config: NetworkConfig) -> dict[str, Any]:
                 "min_ablations",
                 f"leaves no latent of {effects.file.path}: none was ablated that often.",
             )
+        check_label_sources(settings_of(effects), config.labels)
         blocks = mean_blocks(effects, config.min_ablations, config.latents)
         edges = select_edges(blocks, effects.d_reader, config.n_edges)
         settings, path, E = settings_of(effects), str(effects.file.path), effects.d_reader

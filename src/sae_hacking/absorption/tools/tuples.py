@@ -44,7 +44,7 @@ def run(config: TuplesConfig) -> Path:
 def find(config: TuplesConfig) -> dict[str, Any]:
     """The tuples.json document of ``config`` (nothing is written)."""
     from sae_hacking.absorption.tools.effects import dense_means, open_ablations, settings_of
-    from sae_hacking.absorption.tools.labels import label_latents
+    from sae_hacking.absorption.tools.labels import check_label_sources, label_latents
     from sae_hacking.absorption.tools.tuple_search import strongest_tuples
     from sae_hacking.device import resolve_device
     from sae_hacking.runs.files import provenance
@@ -54,6 +54,7 @@ def find(config: TuplesConfig) -> dict[str, Any]:
     try:
         where = str(effects.file.path)
         settings = settings_of(effects)
+        check_label_sources(settings, config.labels)
         latents_D, _, mean_DE = dense_means(
             effects, config.min_ablations, config.max_elements, "max_elements",
             "finding 4-tuples", config.latents,
