@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from sae_hacking.atomic import atomic_write_text
-from sae_hacking.reports.inline import inline_element, locked_policy, report_asset, script_json
+from sae_hacking.reports.inline import (
+    facts_html,
+    inline_element,
+    locked_policy,
+    report_asset,
+    script_json,
+)
 
 LABEL_SOURCES = ("explanation", "evidence", "logit lens", "none")
 MAX_LEFT_OUT = 500  # left-out latents listed on the page
@@ -42,10 +48,10 @@ def render_page(result: Mapping) -> str:
         "csp": locked_policy(css, script),
         "title": _e(f"cluster: {_sae_name(meta)}"),
         "subtitle": _e(_subtitle(meta)),
-        "summary": _facts_html(_summary(meta)),
+        "summary": facts_html(_summary(meta)),
         "labels_how": _how_html(meta),
         "left_out": _left_out_html(result),
-        "provenance": _facts_html(list((meta.get("provenance") or {}).items())),
+        "provenance": facts_html(list((meta.get("provenance") or {}).items())),
         "meta_json": _e(json.dumps(meta, indent=2, sort_keys=True, default=str)),
         "data": script_json(page_data(result)),
         "style": inline_element("style", css),
@@ -118,17 +124,6 @@ def _summary(meta: Mapping) -> list[tuple[str, Any]]:
         ("left out", sum(len(v) for v in left.values()) or "none"),
         ("labels", ", ".join(f"{n:,} {s}" for s, n in sources.items()) or None),
     ]
-
-
-def _facts_html(facts: list[tuple[str, Any]]) -> str:
-    rows = []
-    for key, value in facts:
-        if value is None or value == "":
-            value = "—"
-        elif isinstance(value, int) and not isinstance(value, bool):
-            value = f"{value:,}"
-        rows.append(f"<dt>{_e(str(key))}</dt><dd>{_e(str(value))}</dd>")
-    return '<dl class="facts">' + "".join(rows) + "</dl>"
 
 
 def _how_html(meta: Mapping) -> str:

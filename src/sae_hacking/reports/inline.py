@@ -1,13 +1,15 @@
 """What a self-contained page needs: its data as a JSON block that no text can break out of,
 and a Content-Security-Policy that runs only the page's own inline style and script and
-forbids every fetch. Used by ``report.html`` (:mod:`sae_hacking.reports.pairs`) and by the
+forbids every fetch. Used by every report page and by the
 page ``sae-hacking highlight`` saves (:mod:`sae_hacking.serve.page`)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
+from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
@@ -50,3 +52,16 @@ def token_asset(name: str) -> str:
     """A file of the one token renderer (``tokens.js`` / ``tokens.css``), kept with the serve
     page's assets; read as package data, since reports import nothing above the bottom layer."""
     return resources.files("sae_hacking").joinpath("serve", "assets", name).read_text("utf-8")
+
+
+def facts_html(facts: Iterable[tuple[str, Any]]) -> str:
+    """A report's facts as ``<dl class="facts">``: missing values as a dash, integers with
+    thousands separators, everything escaped."""
+    rows = []
+    for key, value in facts:
+        if value is None or value == "":
+            value = "\u2014"
+        elif isinstance(value, int) and not isinstance(value, bool):
+            value = f"{value:,}"
+        rows.append(f"<dt>{html.escape(str(key))}</dt><dd>{html.escape(str(value))}</dd>")
+    return '<dl class="facts">' + "".join(rows) + "</dl>"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_hacking.atomic import atomic_write_text
-from sae_hacking.reports.inline import locked_policy, report_asset, script_json
+from sae_hacking.reports.inline import facts_html, locked_policy, report_asset, script_json
 
 PAGE = "network.html"
 KINDS = ("ablator", "reader")  # a node's kind in the page data: its position here
@@ -49,9 +49,9 @@ def render_page(doc: Mapping) -> str:
         "title": _e(f"effect network: {_sae(meta, 'ablator')}"),
         "subtitle": _e(_subtitle(meta)),
         "summary": _e(_summary(meta)),
-        "facts": _facts_html(_facts(doc)),
+        "facts": facts_html(_facts(doc)),
         "max_weight": _e(f"{data['max_abs']:.4g}"),
-        "provenance": _facts_html(list((meta.get("provenance") or {}).items())),
+        "provenance": facts_html(list((meta.get("provenance") or {}).items())),
         "meta_json": _e(json.dumps(meta, indent=2, sort_keys=True, default=str)),
         "data": script_json(data),
         "css": css,
@@ -151,14 +151,3 @@ def _facts(doc: Mapping) -> list[tuple[str, Any]]:
         ("reader label sources", "; ".join(labels.get("reader") or []) or "none"),
         ("layout", meta.get("layout")),
     ]  # fmt: skip
-
-
-def _facts_html(facts: list[tuple[str, Any]]) -> str:
-    rows = []
-    for key, value in facts:
-        if value is None or value == "":
-            value = "—"
-        elif isinstance(value, int) and not isinstance(value, bool):
-            value = f"{value:,}"
-        rows.append(f"<dt>{_e(key)}</dt><dd>{_e(value)}</dd>")
-    return '<dl class="facts">' + "".join(rows) + "</dl>"

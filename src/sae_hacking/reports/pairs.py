@@ -36,7 +36,7 @@ from sae_hacking.atomic import atomic_write, atomic_write_text
 from sae_hacking.errors import SETTING_REFERENCE
 from sae_hacking.reports import pair_view
 from sae_hacking.reports.figures import figure, png_bytes
-from sae_hacking.reports.inline import locked_policy, script_json
+from sae_hacking.reports.inline import facts_html, locked_policy, script_json
 
 HISTOGRAM = "histogram.png"
 SCATTER = "effect_vs_decoder.png"
@@ -272,13 +272,13 @@ def render_report(
         "effect_filter": " hidden" if decoder else "",
         "subtitle": _e(_subtitle(meta)),
         "warnings": _warnings_html(meta),
-        "summary": _facts_html(_summary(meta)),
+        "summary": facts_html(_summary(meta)),
         "plots": "\n".join(plots),
         "sort_key": "decoder_cosine" if decoder else SORT_KEY,
         "headers": "".join(_header_html(i, col) for i, col in enumerate(_columns(meta))),
         # decoder-pairs has no side-by-side views to speak of (its evidence labels latents).
         "evidence_note": "" if decoder else pair_view.note_html(views),
-        "provenance": _facts_html(list((meta.get("provenance") or {}).items())),
+        "provenance": facts_html(list((meta.get("provenance") or {}).items())),
         "meta_json": _e(_meta_dump(meta)),
         "data": script_json(_table_data(result) | {"evidence": pair_view.view_data(views)}),
         "css": css,
@@ -349,19 +349,6 @@ def _summary(meta: Mapping) -> list[tuple[str, Any]]:
     if _decoder_mode(meta):  # one SAE, no ablations; its latents are labelled
         rows = [(DECODER_SUMMARY.get(k, k), v) for k, v in rows if k != "ablations file"]
     return rows
-
-
-def _facts_html(facts: list[tuple[str, Any]]) -> str:
-    rows = []
-    for key, value in facts:
-        if value is None or value == "":
-            value = "—"
-        elif isinstance(value, int) and not isinstance(value, bool):
-            value = f"{value:,}"
-        rows.append(
-            f"<dt>{_e(str(key))}</dt><dd>{_e(value if isinstance(value, str) else str(value))}</dd>"
-        )
-    return '<dl class="facts">' + "".join(rows) + "</dl>"
 
 
 def _warnings_html(meta: Mapping) -> str:

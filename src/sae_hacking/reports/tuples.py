@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from sae_hacking.atomic import atomic_write_text
-from sae_hacking.reports.inline import inline_element, locked_policy, report_asset, script_json
+from sae_hacking.reports.inline import (
+    facts_html,
+    inline_element,
+    locked_policy,
+    report_asset,
+    script_json,
+)
 
 PAGE = "tuples.html"
 # (key, label, type, tooltip): the table's columns; tuples.js reads each row's cells by these
@@ -60,10 +66,10 @@ def render(result: Mapping) -> str:
         "title": _e(f"4-tuples: {(meta.get('inputs') or {}).get('ablator_sae_release') or 'run'}"),
         "subtitle": _e(_subtitle(meta)),
         "threshold": _e(_number_text(meta.get("treat_as_zero"))),
-        "summary": _facts_html(_summary(meta)),
+        "summary": facts_html(_summary(meta)),
         "sort_key": SORT_KEY,
         "headers": "".join(_header_html(col) for col in COLUMNS),
-        "provenance": _facts_html(list((meta.get("provenance") or {}).items())),
+        "provenance": facts_html(list((meta.get("provenance") or {}).items())),
         "meta_json": _e(json.dumps(meta, indent=2, sort_keys=True, default=str)),
         "data": script_json(_table_data(result)),
         "style": inline_element("style", css),
@@ -121,17 +127,6 @@ def _summary(meta: Mapping) -> list[tuple[str, Any]]:
         ("ablator labels", "; ".join(labels.get("ablator") or []) or "none"),
         ("reader labels", "; ".join(labels.get("reader") or []) or "none"),
     ]
-
-
-def _facts_html(facts: list[tuple[str, Any]]) -> str:
-    rows = []
-    for key, value in facts:
-        if value is None or value == "":
-            value = "—"
-        elif isinstance(value, int) and not isinstance(value, bool):
-            value = f"{value:,}"
-        rows.append(f"<dt>{_e(str(key))}</dt><dd>{_e(str(value))}</dd>")
-    return '<dl class="facts">' + "".join(rows) + "</dl>"
 
 
 def _finite(value: Any) -> int | float | None:

@@ -57,7 +57,12 @@ def measure(config: EffectL0Config) -> dict[str, Any]:
     """The effect_l0.json document of ``config`` (nothing is written)."""
     import numpy as np
 
-    from sae_hacking.absorption.tools.effects import kept_rows, open_ablations, settings_of
+    from sae_hacking.absorption.tools.effects import (
+        ablate_inputs,
+        kept_rows,
+        open_ablations,
+        settings_of,
+    )
     from sae_hacking.absorption.tools.labels import check_label_sources, label_latents
     from sae_hacking.runs.files import provenance
 
@@ -92,16 +97,7 @@ def measure(config: EffectL0Config) -> dict[str, Any]:
         "kind": KIND,
         "settings": to_flat(config),
         "provenance": provenance(),
-        "inputs": {
-            "ablations": where,
-            "model": settings.get("model"),
-            "ablator_sae_release": settings.get("ablator_sae_release"),
-            "ablator_sae_id": settings.get("ablator_sae_id"),
-            "hook": settings.get("ablator_sae_hook"),
-            "reader_sae_release": settings.get("reader_sae_release"),
-            "reader_sae_id": settings.get("reader_sae_id"),
-            "neuronpedia_id": labels.np_id,
-        },
+        "inputs": {**ablate_inputs(settings, where), "neuronpedia_id": labels.np_id},
         "treat_as_zero": config.treat_as_zero,
         "exclude_over": config.exclude_over,
         "n_readers": n_readers,

@@ -52,6 +52,20 @@ def settings_of(effects: Effects) -> dict:
     return dict(effects.file.meta.get("settings", {}))
 
 
+def ablate_inputs(settings: dict, where: str) -> dict:
+    """What an output's ``meta.inputs`` says of the ablate run it read (the tool adds the
+    Neuronpedia ids its labels used)."""
+    return {
+        "ablations": where,
+        "model": settings.get("model"),
+        "ablator_sae_release": settings.get("ablator_sae_release"),
+        "ablator_sae_id": settings.get("ablator_sae_id"),
+        "hook": settings.get("ablator_sae_hook"),
+        "reader_sae_release": settings.get("reader_sae_release"),
+        "reader_sae_id": settings.get("reader_sae_id"),
+    }
+
+
 def kept_rows(
     effects: Effects, min_ablations: int = 1, latents: tuple[int, ...] | None = None
 ) -> Int[torch.Tensor, " D"]:

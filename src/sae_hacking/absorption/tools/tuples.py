@@ -43,7 +43,12 @@ def run(config: TuplesConfig) -> Path:
 
 def find(config: TuplesConfig) -> dict[str, Any]:
     """The tuples.json document of ``config`` (nothing is written)."""
-    from sae_hacking.absorption.tools.effects import dense_means, open_ablations, settings_of
+    from sae_hacking.absorption.tools.effects import (
+        ablate_inputs,
+        dense_means,
+        open_ablations,
+        settings_of,
+    )
     from sae_hacking.absorption.tools.labels import check_label_sources, label_latents
     from sae_hacking.absorption.tools.tuple_search import strongest_tuples
     from sae_hacking.device import resolve_device
@@ -79,13 +84,7 @@ def find(config: TuplesConfig) -> dict[str, Any]:
         "settings": to_flat(config),
         "provenance": provenance(),
         "inputs": {
-            "ablations": where,
-            "model": settings.get("model"),
-            "ablator_sae_release": settings.get("ablator_sae_release"),
-            "ablator_sae_id": settings.get("ablator_sae_id"),
-            "hook": settings.get("ablator_sae_hook"),
-            "reader_sae_release": settings.get("reader_sae_release"),
-            "reader_sae_id": settings.get("reader_sae_id"),
+            **ablate_inputs(settings, where),
             "ablator_neuronpedia_id": ablators.np_id,
             "reader_neuronpedia_id": readers.np_id,
         },
