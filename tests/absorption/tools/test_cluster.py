@@ -294,3 +294,14 @@ def test_decoder_refusals(tool_runs, tmp_path, capsys):
                   "--max-latents", "48 latents")  # fmt: skip
     check_refused(["--sae-release", sae, "--latents", "3", "48"], capsys, tmp_path,
                   "--latents", "48")  # fmt: skip
+
+
+def test_a_model_is_refused_where_the_ablate_run_names_it(tmp_path, capsys):
+    from sae_hacking.absorption.tools.configs import ClusterConfig
+    from sae_hacking.config import from_flat
+    from sae_hacking.errors import FieldError
+
+    with pytest.raises(FieldError) as caught:
+        from_flat(ClusterConfig, {"input_path": str(tmp_path), "model": "gpt2"})
+    assert caught.value.field == "model"
+    assert from_flat(ClusterConfig, {"by": "decoder", "model": "gpt2"}).mode == "decoder"

@@ -187,6 +187,12 @@ class ClusterConfig(Config):
             set_field(self, "input_path", resolved_path(self.input_path))
         if self.by == "effect" and not self.input_path:
             raise FieldError("by", "effect needs `input_path` (an ablate run).")
+        if self.model is not None and self.mode == "effect":
+            raise FieldError(
+                "model",
+                "applies only with `by` decoder: clustering an ablate run labels its latents "
+                "with the model the run recorded.",
+            )
         _check_latents(self.latents)
         if self.run.resume is not None:
             raise FieldError("resume", "does not apply: clustering does not resume.")
