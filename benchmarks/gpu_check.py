@@ -18,6 +18,11 @@ peak GPU memory (``max_memory_allocated`` after a reset):
   prompts, within a time cap) and fast == naive on them (see :func:`effects_agree`).
 - pairs: the blocked pair finder against the legacy per-row loop on the GPU over the first
   ``--pairs-rows`` latents (identical pairs required), then all ``--pairs-d`` latents.
+- analysis tools: ``four-tuples``' dense sign-matrix counts on the device against its sparse CPU
+  counts (``--tuples-d`` x ``--tuples-e`` effects, 1% non-zero per sign; the total and the kept
+  tuples must be equal), and ``decoder-pairs``' blocked top 1000 over the ablator SAE's decoder
+  on the device, checked against the CPU on its first ``--decoder-check`` latents (same pairs up
+  to float near-ties: cosines within 1e-5).
 - training: ``sae-hacking train``'s trainer, a 65,536-latent TopK SAE on the model's
   activations (tokens/s; check: finite metrics, L0 <= k).
 
@@ -61,6 +66,7 @@ from gpu_ablation import (  # noqa: E402
     train_on_device,
 )
 from pairs_speed import make_input, per_row_loop  # noqa: E402
+from tools_speed import make_means  # noqa: E402
 
 from sae_hacking.absorption.ablation.core import (  # noqa: E402
     fast_effects,
@@ -76,6 +82,8 @@ from sae_hacking.absorption.pairs.search import (  # noqa: E402
     comparable_rows,
     find_pairs,
 )
+from sae_hacking.absorption.tools.decoder_search import top_decoder_pairs  # noqa: E402
+from sae_hacking.absorption.tools.tuple_search import strongest_tuples  # noqa: E402
 
 # fast == naive: the CPU tests' tolerance (1e-4 of the largest naive effect) in float32. In
 # bfloat16 (8 significant bits, u = 2^-8) the two methods run layers 20-21 with different batch
@@ -87,7 +95,8 @@ from sae_hacking.absorption.pairs.search import (  # noqa: E402
 TOLERANCE = {torch.float32: (1e-4, 0.01), torch.bfloat16: (2.0**-5, 0.10)}
 QUICK = dict(
     tiny=True, device="cpu", cooc_batches=3, batch_prompts=2, prompts=3, naive_prompts=2,
-    k=4, seq_len=16, l0=8, pairs_d=256, pairs_rows=32, pairs_block=64, train_tokens=2048,
+    k=4, seq_len=16, l0=8, pairs_d=256, pairs_rows=32, pairs_block=64, tuples_d=100,
+    tuples_e=512, decoder_check=256, train_tokens=2048,
     train_k=16, train_batch_tokens=256, train_buffer_tokens=1024, train_context=32,
     train_prompt_batch=8,
 )  # fmt: skip
@@ -304,6 +313,40 @@ def stage_pairs(c) -> list:
     ]  # fmt: skip
 
 
+def stage_tools(c) -> list:
+    args, dev, cpu = c.args, c.device, torch.device("cpu")
+    mean_DE = make_means(args.tuples_d, args.tuples_e, 0.01, 0)
+    found, dense_s, dense_peak = timed(dev, lambda: strongest_tuples(mean_DE.to(dev), 0.0, 1000))
+    sparse, sparse_s, _ = timed(cpu, lambda: strongest_tuples(mean_DE, 0.0, 1000))
+    same_tuples = found.total == sparse.total and (found.abcd_K4 == sparse.abcd_K4).all()
+    unit_eM = torch.nn.functional.normalize(c.ablator.W_dec.detach().float(), dim=-1)
+    pairs, pairs_s, pairs_peak = timed(dev, top_decoder_pairs, unit_eM, 1000, 4096)
+    n = min(args.decoder_check, unit_eM.shape[0])
+    on_dev = top_decoder_pairs(unit_eM[:n], 1000, 4096)
+    on_cpu = top_decoder_pairs(unit_eM[:n].cpu(), 1000, 4096)
+    shared = set(zip(on_dev.first_K.tolist(), on_dev.second_K.tolist(), strict=True)) & set(
+        zip(on_cpu.first_K.tolist(), on_cpu.second_K.tolist(), strict=True)
+    )
+    close = (on_dev.cosine_K - on_cpu.cosine_K).abs().max().item() < 1e-5
+    same_pairs = close and len(shared) >= 0.99 * on_cpu.first_K.numel()
+    del unit_eM
+    free(dev)
+    return [
+        row(
+            f"four-tuples: D={args.tuples_d:,} x E={args.tuples_e:,}, top 1000 (s, device "
+            f"dense vs CPU sparse)",
+            f"{dense_s:.3g}", f"{sparse_s:.3g}", sparse_s / dense_s, gib(dense_peak),
+            "ok" if same_tuples else "FAIL: tuples differ between the two counts",
+            dense_s=dense_s, sparse_s=sparse_s, total=found.total, counts=found.counts,
+        ),
+        row(
+            f"decoder-pairs: top 1000 of e={c.d_sae:,} (s)", f"{pairs_s:.3g}", peak=gib(pairs_peak),
+            check="ok" if same_pairs else f"FAIL: device and CPU pairs differ ({len(shared)})",
+            seconds=pairs_s, n_passing=pairs.n_passing, checked_on=n,
+        ),
+    ]  # fmt: skip
+
+
 def stage_training(c) -> list:
     if not c.args.train_tokens:
         return [row("training", check="skipped: --train-tokens 0")]
@@ -329,6 +372,7 @@ STAGES = [  # name, estimated seconds at full size and tiny, function
     ("ablation bfloat16", 45, 3, lambda c: stage_ablation(c, torch.bfloat16)),
     ("ablation float32", 60, 3, lambda c: stage_ablation(c, torch.float32)),
     ("pairs", 30, 2, stage_pairs),
+    ("analysis tools", 40, 3, stage_tools),
     ("training", 150, 5, stage_training),  # not interruptible: a wide margin
 ]
 
@@ -361,6 +405,9 @@ def main() -> int:
     add("--pairs-d", type=int, default=8192)
     add("--pairs-rows", type=int, default=256, help="first latents compared with the loop")
     add("--pairs-block", type=int, default=4096)
+    add("--tuples-d", type=int, default=2000, help="four-tuples: ablated latents")
+    add("--tuples-e", type=int, default=16_384, help="four-tuples: reader latents")
+    add("--decoder-check", type=int, default=8192, help="decoder-pairs: latents checked on CPU")
     add("--train-tokens", type=int, default=1_000_000)
     add("--train-hook", default="blocks.12.hook_resid_post")
     add("--train-d-sae", type=int, default=65_536)
