@@ -34,10 +34,31 @@ ROWS_PER_READ = 2**22  # elements of the effects matrix decompressed at a time
 def results_file(path: str | Path, name: str, key: str) -> Path:
     """The results file ``path`` names (see the module docstring); ``key`` names the setting
     for the error."""
+    given = Path(path)
     path = results_file_of(path, name)
     if not path.is_file():
+        kind = _run_kind(given)
+        if kind is not None and kind != name:
+            inside = given / name
+            hint = f" (its {name} run is {inside})" if inside.is_dir() else ""
+            raise FieldError(
+                key, f"{given} is a {kind} run, where {name} results were expected{hint}."
+            )
         raise FieldError(key, f"{path}: no {name} results there (is the run finished?).")
     return path
+
+
+def _run_kind(folder: Path) -> str | None:
+    """The kind a run directory's ``run.json`` records (``None``: not a readable run)."""
+    import json
+
+    from sae_hacking.runs.record import RUN_FILE
+
+    try:
+        kind = json.loads((folder / RUN_FILE).read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
 
 
 def _sae_identity(settings: dict[str, Any], fingerprint_key: str) -> tuple:
