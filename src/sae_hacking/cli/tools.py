@@ -52,7 +52,10 @@ def find_4tuples_parser() -> argparse.ArgumentParser:
 
 
 def plot_effect_l0_parser() -> argparse.ArgumentParser:
-    return _script("effect-l0", "plot_effect_l0.py")
+    parser = _script("effect-l0", "plot_effect_l0.py")
+    # The script's own spelling names the setting in its errors, as its users type it.
+    parser.get_default("flags").flag_of["treat_as_zero"] = "--threshold"
+    return parser
 
 
 def gemma_cluster_parser() -> argparse.ArgumentParser:

@@ -66,3 +66,11 @@ def test_graph_network_takes_gemma_graphs_flags():
         for factory in (tools.gemma_graph_parser, tools.graph_network_parser)
     ]
     assert flat[0] == flat[1]
+
+
+def test_the_legacy_plot_script_names_its_own_flag_in_errors(capsys):
+    from sae_hacking.cli import script_main
+
+    argv = ["--input-path", "x", "--threshold", "-1"]
+    assert script_main("sae_hacking.cli.tools", argv, factory="plot_effect_l0_parser") == 2
+    assert capsys.readouterr().err.strip() == "error: --threshold must not be negative, got -1.0."
