@@ -90,7 +90,7 @@ def histogram_bins(cosine_N: Float[torch.Tensor, " N"]) -> torch.Tensor:
     return scaled.clamp(0, HISTOGRAM_BINS - 1)
 
 
-def _best(first, second, cosine, limit):
+def best_pairs(first, second, cosine, limit):
     """The ``limit`` best of the candidates: cosine descending, then first, then second."""
     order = torch.argsort(second, stable=True)
     order = order[torch.argsort(first[order], stable=True)]
@@ -159,7 +159,7 @@ def find_pairs(
             parts = (first, second, cosine, counts, expected)
             if kept is not None:
                 parts = tuple(torch.cat([k, p]) for k, p in zip(kept, parts, strict=True))
-            top = _best(parts[0], parts[1], parts[2], rules.max_pairs)
+            top = best_pairs(parts[0], parts[1], parts[2], rules.max_pairs)
             kept = tuple(p[top] for p in parts)
     if kept is None:
         empty = torch.zeros(0, dtype=torch.long)

@@ -18,7 +18,7 @@ from jaxtyping import Bool, Float, Int
 from sae_hacking.absorption.pairs.search import (
     HISTOGRAM_BINS,
     CountLookup,
-    _best,
+    best_pairs,
     histogram_bins,
 )
 
@@ -105,7 +105,7 @@ def top_decoder_pairs(
                     None if p is None else torch.cat([k, p])
                     for k, p in zip(kept, parts, strict=True)
                 ]
-            top = _best(parts[0], parts[1], parts[2], top_k)
+            top = best_pairs(parts[0], parts[1], parts[2], top_k)
             kept = [None if p is None else p[top] for p in parts]
     if kept is None:
         empty = torch.zeros(0, dtype=torch.long)
