@@ -102,3 +102,15 @@ def test_a_neuronpedia_id_gives_links_even_without_explanations(settings, monkey
     assert labels[2]["text"] == "two" and labels[2]["url"].endswith("/x/y/2")
     assert labels[4] == {"text": "", "source": NONE, "url": labels[4]["url"]}
     assert labels[4]["url"].endswith("/x/y/4")
+
+
+def test_the_logit_lens_labels_a_bounded_number_of_latents(settings, monkeypatch):
+    from sae_hacking.absorption.tools import labels as labels_module
+    from sae_hacking.errors import SettingWarning
+
+    monkeypatch.setattr(labels_module, "LENS_MAX", 2)
+    with pytest.warns(SettingWarning, match="3 reader latents have no explanation or evidence"):
+        labels = label_latents(settings, LabelOptions(), "reader", [0, 1, 2])
+    assert {labels[i]["source"] for i in range(3)} == {NONE}
+    labels = label_latents(settings, LabelOptions(), "reader", [0, 1])
+    assert {labels[i]["source"] for i in (0, 1)} == {LOGIT_LENS}

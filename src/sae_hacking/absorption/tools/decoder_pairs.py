@@ -150,17 +150,19 @@ def _label_settings(config: DecoderPairsConfig, sae, fingerprint: str, counts) -
 
 def _other_model(config: DecoderPairsConfig) -> str | None:
     """The ablator evidence run's model, else the SAELens registry's model of the release."""
+    from sae_hacking.saes.releases import hub_model
+
     if config.labels.ablator_evidence:
         from sae_hacking.absorption.evidence.read import Evidence
 
+        # An unusable evidence run falls through here; check_label_sources then says why.
         try:
             with Evidence(config.labels.ablator_evidence) as evidence:
-                if evidence.model:
-                    return evidence.model
+                model = evidence.model
         except UsageError:
-            pass  # labelling says what is wrong with it
-    from sae_hacking.saes.releases import hub_model
-
+            model = None
+        if model:
+            return model
     return hub_model(config.sae.release, config.sae.sae_id)
 
 

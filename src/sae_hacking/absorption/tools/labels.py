@@ -22,6 +22,9 @@ LOGIT_LENS = "logit lens"
 NONE = "none"
 TOP_TOKENS = 3  # tokens of a latent's top examples in an evidence label
 LENS_TOKENS = 5  # promoted tokens in a logit-lens label
+# Latents the logit lens labels at most in one output: each costs a product with the whole
+# unembedding and a sort over the vocabulary (Gemma-2: 256,000 tokens), seconds per hundred.
+LENS_MAX = 2048
 SIDES = ("ablator", "reader")
 
 
@@ -75,14 +78,24 @@ def label_latents(settings: dict[str, Any], options, side: str, indices) -> Side
     missing = [i for i in wanted if i not in labels]
     evidence_path = getattr(options, f"{side}_evidence")
     decode = None
-    if missing and (evidence_path is not None or not options.no_logit_lens):
+    lens_wanted = not options.no_logit_lens and len(missing) <= LENS_MAX
+    if missing and (evidence_path is not None or lens_wanted):
         decode = _decoder(settings.get("model"), side)
     if missing and evidence_path is not None:
         found = _evidence_labels(settings, side, evidence_path, missing, decode)
         labels.update(found)
         how.append(f"{EVIDENCE} of {evidence_path}: the tokens of each latent's top examples")
         missing = [i for i in missing if i not in labels]
-    if missing and not options.no_logit_lens:
+    if len(missing) > LENS_MAX and not options.no_logit_lens:
+        warnings.warn(
+            SettingWarning(
+                f"{len(missing):,} {side} latents have no explanation or evidence: more than the "
+                f"{LENS_MAX:,} the logit lens labels (a sort over the vocabulary per latent), so "
+                f"they are unlabelled; give `{side}_evidence` (a latents run of the {side} SAE)."
+            ),
+            stacklevel=2,
+        )
+    elif missing and not options.no_logit_lens:
         found = _lens_labels(settings, side, missing, decode)
         labels.update(found)
         if found:
