@@ -54,6 +54,7 @@ from typing import Any
 
 from sae_hacking.errors import UsageError
 from sae_hacking.reports.inline import (
+    facts_html,
     inline_element,
     locked_policy,
     report_asset,
@@ -194,17 +195,6 @@ def _fill(template: str, parts: Mapping[str, str]) -> str:
     return re.sub(r"\{\{(\w+)\}\}", lambda m: parts[m.group(1)], report_asset(template))
 
 
-def _facts_html(facts: Iterable[tuple[str, Any]]) -> str:
-    rows = []
-    for key, value in facts:
-        if value is None or value == "":
-            value = "\u2014"
-        elif isinstance(value, int) and not isinstance(value, bool):
-            value = f"{value:,}"
-        rows.append(f"<dt>{_e(key)}</dt><dd>{_e(value)}</dd>")
-    return '<dl class="facts">' + "".join(rows) + "</dl>"
-
-
 def _page_parts(meta: Mapping[str, Any], script_name: str, data: Any) -> dict[str, str]:
     css = token_asset("tokens.css") + report_asset("latents.css")
     script = token_asset("tokens.js") + report_asset("latents.js") + report_asset(script_name)
@@ -213,7 +203,7 @@ def _page_parts(meta: Mapping[str, Any], script_name: str, data: Any) -> dict[st
         "style": inline_element("style", css),
         "script": inline_element("script", script),
         "data": script_json(data),
-        "facts": _facts_html(meta.get("facts") or []),
+        "facts": facts_html(meta.get("facts") or []),
         "subtitle": _e(meta.get("title") or ""),
     }
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sae_hacking.absorption.tools import cluster
-from sae_hacking.cli import main
+from tests.absorption.tools.cli_checks import refusal_checker, runner
 from tests.absorption.tools.conftest import write_ablations
 
 METHODS = ("average", "complete", "single", "weighted")
@@ -136,10 +136,8 @@ def test_tree_matches_plain_clustering(method, seed):
     )
 
 
-def run_cli(args, capsys):
-    code = main(["cluster", *args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run_cli = runner("cluster")
+check_refused = refusal_checker(run_cli)
 
 
 def read_run(folder: Path):
@@ -255,16 +253,6 @@ def test_legacy_script(tool_runs, tmp_path):
     assert result["latents"] == [0, 1, 2, 3, 4] and len(rows) == 5
     # A local SAE without --model: no unembedding, so no logit lens; nothing else to label by.
     assert {label["source"] for label in result["labels"].values()} == {"none"}
-
-
-def check_refused(args, capsys, tmp_path, *words) -> None:
-    out = tmp_path / "refused"
-    code, _, stderr = run_cli([*args, "--output-dir", str(out)], capsys)
-    lines = stderr.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), stderr
-    for word in words:
-        assert word in lines[0]
-    assert not out.exists()
 
 
 def test_refusals(synthetic_ablations, tmp_path, capsys):

@@ -17,7 +17,7 @@ import torch
 from sae_hacking.absorption.tools import effects as effects_module
 from sae_hacking.absorption.tools.effect_l0 import effect_l0s
 from sae_hacking.absorption.tools.effects import open_ablations
-from sae_hacking.cli import main
+from tests.absorption.tools.cli_checks import refusal_checker, runner
 
 OUTPUTS = ["args.yaml", "effect_l0.csv", "effect_l0.json", "effect_l0.png", "run.json"]
 
@@ -57,10 +57,8 @@ def test_a_threshold_that_is_no_float32():
     assert int((row.abs() > float32_floor(0.1)).sum()) == 2
 
 
-def run_cli(args, capsys):
-    code = main(["effect-l0", *args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run_cli = runner("effect-l0")
+check_refused = refusal_checker(run_cli)
 
 
 def read_run(folder: Path):
@@ -153,16 +151,6 @@ def test_legacy_script_on_a_real_ablate_run(tool_runs, tmp_path):
     assert png.read_bytes() == (out / "effect_l0.png").read_bytes()
     assert "evidence" in {label["source"] for label in result["labels"].values()}
     assert result["meta"]["inputs"]["model"] == tool_runs["model"]
-
-
-def check_refused(args, capsys, tmp_path, *words) -> None:
-    out = tmp_path / "refused"
-    code, _, stderr = run_cli([*args, "--output-dir", str(out)], capsys)
-    lines = stderr.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert not out.exists()
 
 
 def test_refusals(synthetic_ablations, tmp_path, capsys):

@@ -16,7 +16,7 @@ import torch
 from sae_hacking.absorption.tools import tuple_search
 from sae_hacking.absorption.tools.threshold import float32_floor
 from sae_hacking.absorption.tools.tuple_search import count_tuples, strongest_tuples
-from sae_hacking.cli import main
+from tests.absorption.tools.cli_checks import refusal_checker, runner
 from tests.absorption.tools.conftest import write_ablations
 
 OUTPUTS = ["args.yaml", "run.json", "tuples.csv", "tuples.html", "tuples.json"]
@@ -158,10 +158,8 @@ def test_counts_past_float32_and_int32():
 # -- the command --
 
 
-def run_cli(args, capsys):
-    code = main(["four-tuples", *args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run_cli = runner("four-tuples")
+check_refused = refusal_checker(run_cli)
 
 
 def read_run(folder: Path):
@@ -266,16 +264,6 @@ def test_legacy_script(tool_runs, tmp_path):
     t = result["tuples"][0]
     assert result["labels"]["ablator"][str(t["A"])]["url"].endswith(f"/a/b/{t['A']}")
     assert result["labels"]["reader"][str(t["B"])]["url"].endswith(f"/c/d/{t['B']}")
-
-
-def check_refused(args, capsys, tmp_path, *words) -> None:
-    out = tmp_path / "refused"
-    code, _, stderr = run_cli([*args, "--output-dir", str(out)], capsys)
-    lines = stderr.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert not out.exists()
 
 
 def test_refusals(synthetic_ablations, tmp_path, capsys):

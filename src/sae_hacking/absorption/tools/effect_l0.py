@@ -21,7 +21,6 @@ from typing import Any
 
 from sae_hacking.absorption.tools.configs import OUTPUTS, EffectL0Config
 from sae_hacking.config import to_flat
-from sae_hacking.errors import FieldError
 from sae_hacking.runs.rundir import RunDir
 
 KIND = "effect-l0"
@@ -59,8 +58,8 @@ def measure(config: EffectL0Config) -> dict[str, Any]:
 
     from sae_hacking.absorption.tools.effects import (
         ablate_inputs,
-        kept_rows,
         open_ablations,
+        require_kept,
         settings_of,
     )
     from sae_hacking.absorption.tools.labels import check_label_sources, label_latents
@@ -71,10 +70,7 @@ def measure(config: EffectL0Config) -> dict[str, Any]:
         where = str(effects.file.path)
         settings = settings_of(effects)
         check_label_sources(settings, config.labels, ("ablator",))
-        if kept_rows(effects, config.min_ablations, config.latents).numel() == 0:
-            raise FieldError(
-                "min_ablations", f"leaves no latent of {where}: none was ablated that often."
-            )
+        require_kept(effects, config.min_ablations, config.latents)
         ablations = dict(zip(effects.latents_D.tolist(), effects.counts_D.tolist(), strict=True))
         ids, l0s = effect_l0s(effects, config.treat_as_zero, config.min_ablations, config.latents)
         n_readers = effects.d_reader

@@ -87,6 +87,15 @@ def kept_rows(
     return order[keep]
 
 
+def require_kept(effects: Effects, min_ablations: int, latents: tuple[int, ...] | None) -> None:
+    """Refuse settings that leave no latent of ``effects`` (before the tool's work)."""
+    if kept_rows(effects, min_ablations, latents).numel() == 0:
+        raise FieldError(
+            "min_ablations",
+            f"leaves no latent of {effects.file.path}: none was ablated that often.",
+        )
+
+
 def mean_blocks(
     effects: Effects,
     min_ablations: int = 1,
@@ -122,13 +131,9 @@ def dense_means(
     """``(latents_D, counts_D, mean_DE)`` of the latents :func:`kept_rows` keeps, in latent
     order; refused (a :class:`FieldError` of ``key``) when ``D x E`` is over ``max_elements``
     — ``what`` says what needs them dense."""
+    require_kept(effects, min_ablations, latents)
     positions_D = kept_rows(effects, min_ablations, latents)
     D, E = int(positions_D.numel()), effects.d_reader
-    if D == 0:
-        raise FieldError(
-            "min_ablations",
-            f"leaves no latent of {effects.file.path}: none was ablated that often.",
-        )
     if D * E > max_elements:
         raise FieldError(
             key,

@@ -31,7 +31,6 @@ import torch
 from jaxtyping import Float, Int
 
 from sae_hacking.absorption.tools.configs import OUTPUTS, NetworkConfig
-from sae_hacking.errors import FieldError
 
 KIND = "effect-network"
 SPACING = 16.0  # layout units between neighbouring nodes of the longer column
@@ -198,9 +197,9 @@ def _near_neighbours(nodes, neighbours, y, height) -> dict[str, float]:
 def build(config: NetworkConfig) -> dict[str, Any]:
     """The network.json document of ``config`` (nothing is written)."""
     from sae_hacking.absorption.tools.effects import (
-        kept_rows,
         mean_blocks,
         open_ablations,
+        require_kept,
         settings_of,
     )
     from sae_hacking.absorption.tools.labels import check_label_sources, label_latents
@@ -209,11 +208,7 @@ def build(config: NetworkConfig) -> dict[str, Any]:
 
     effects = open_ablations(config.input_path, "input_path", config.allow_partial)
     try:
-        if kept_rows(effects, config.min_ablations, config.latents).numel() == 0:
-            raise FieldError(
-                "min_ablations",
-                f"leaves no latent of {effects.file.path}: none was ablated that often.",
-            )
+        require_kept(effects, config.min_ablations, config.latents)
         check_label_sources(settings_of(effects), config.labels)
         blocks = mean_blocks(effects, config.min_ablations, config.latents)
         edges = select_edges(blocks, effects.d_reader, config.n_edges)
